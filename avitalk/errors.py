@@ -1,0 +1,52 @@
+"""One exception hierarchy for everything avitalk refuses.
+
+Every error a user can cause (bad file, bad text, bad checkpoint, bad dataset) is an :class:`AvitalkError`
+subclass with a message that names the thing and the reason. The CLI prints the message on one line and
+exits non-zero; library users can catch :class:`AvitalkError`.
+"""
+
+from __future__ import annotations
+
+
+class AvitalkError(Exception):
+    """Base class of every error avitalk raises on purpose."""
+
+
+class AudioError(AvitalkError):
+    """Audio that cannot be read or used (missing, not audio, empty, too short/long, silent, non-finite)."""
+
+
+class InstructionError(AvitalkError):
+    """An instruction text that cannot be used (empty, not text)."""
+
+
+class CheckpointError(AvitalkError):
+    """A checkpoint directory or weights file that is missing, partial or does not match the model."""
+
+
+class FlameModelError(AvitalkError):
+    """A FLAME model file that cannot be loaded or converted (bad format, forbidden pickle class, bad shapes)."""
+
+
+class DatasetError(AvitalkError):
+    """A dataset directory or manifest that cannot be used."""
+
+
+class SequenceError(AvitalkError):
+    """A FlameSequence (or its .npz file) with wrong keys, shapes, dtypes or non-finite values."""
+
+
+class RenderError(AvitalkError):
+    """Rendering or video writing failed (no OpenGL/EGL driver, bad frame data, unwritable output)."""
+
+
+__all__ = [
+    "AvitalkError",
+    "AudioError",
+    "InstructionError",
+    "CheckpointError",
+    "FlameModelError",
+    "DatasetError",
+    "SequenceError",
+    "RenderError",
+]
