@@ -114,14 +114,16 @@ def from_array(
     x = np.asarray(samples)
     if x.size == 0:
         raise AudioError(f"{source}: is empty (no audio samples)")
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64) / float(np.iinfo(x.dtype).max)
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise AudioError(f"{source}: expected numeric samples, got dtype {x.dtype}")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         x = x.T  # accept [C, N] too
     if x.ndim == 2:
         x = x.astype(np.float64).mean(axis=1)
     elif x.ndim != 1:
         raise AudioError(f"{source}: expected samples [N] or [N, C], got shape {tuple(x.shape)}")
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float64) / float(np.iinfo(x.dtype).max)
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise AudioError(f"{source}: contains NaN or infinite samples")

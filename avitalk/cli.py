@@ -24,7 +24,7 @@ app.add_typer(flame_app, name="flame")
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo("error: " + " ".join(msg.split()), err=True)
     raise typer.Exit(code)
 
 
@@ -142,9 +142,9 @@ def flame_info(
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, prog_name="avitalk", standalone_mode=False)
+        rv = app(args=argv, prog_name="avitalk", standalone_mode=False)
     except AvitalkError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo("error: " + " ".join(str(e).split()), err=True)
         return 2
     except typer.Exit as e:
         return int(e.exit_code or 0)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

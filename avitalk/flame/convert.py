@@ -3,7 +3,7 @@
 The official files are Python-2 pickles that reference ``chumpy`` objects and ``scipy.sparse`` matrices.
 We never run ``pickle.load`` with the default class lookup: :class:`RestrictedUnpickler` resolves only
 
-* numpy array / dtype / scalar reconstruction,
+* numpy array / dtype / scalar reconstruction (and ``_codecs.encode``, which such pickles use for bytes),
 * ``copyreg._reconstructor`` with ``object`` (how Python-2 pickles rebuild plain instances),
 * the builtin containers ``set``, ``frozenset``, ``list``, ``dict``, ``tuple``, ``collections.OrderedDict``,
 * ``scipy.sparse`` csc/csr/coo matrices (rebuilt from their stored arrays by us, not by scipy's unpickling),
@@ -16,6 +16,7 @@ ever looked up, so a malicious file cannot run code.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import copyreg
 import importlib
@@ -104,6 +105,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return copyreg._reconstructor
         if module in ("__builtin__", "builtins") and name in _BUILTINS:
             return _BUILTINS[name]
+        if module == "_codecs" and name == "encode":  # how protocol-2 pickles written by Python 3 store bytes
+            return codecs.encode
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix", "coo_matrix"):

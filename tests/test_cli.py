@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from avitalk.flame.standin import demo_sequence
+from avitalk.render.video import probe_video
+
+
+def test_help_on_every_command():
+    for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"]):
+        r = subprocess.run([sys.executable, "-m", "avitalk.cli", *args, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
+
+
+def test_head_writes_model_and_sheet(tmp_path, cli):
+    code, out, err = cli("head", "--out", tmp_path / "h", "--size", "96")
+    assert code == 0, err
+    from PIL import Image
+
+    img = Image.open(tmp_path / "h" / "standin_sheet.png")
+    assert img.size[0] == 3 * 96 and img.size[1] > 2 * 96
+    code, out, _ = cli("flame", "info", tmp_path / "h" / "standin.npz", "--json")
+    assert code == 0 and '"n_exp": 50' in out
+
+
+def test_render_end_to_end(tmp_path, cli, wav_file):
+    flame = demo_sequence(1.2).save(tmp_path / "seq.npz")
+    wav = wav_file("speech.wav", seconds=1.2)
+    out = tmp_path / "face.mp4"
+    code, stdout, err = cli("render", flame, "--audio", wav, "-o", out, "--size", "128", "-q")
+    assert code == 0, err
+    info = probe_video(out)
+    assert info["frames"] == 30 and info["duration"] == pytest.approx(1.2) and info["audio_codec"] == "aac"
+    last = info["last_frame"]
+    assert last.shape == (128, 128, 3) and last.std() > 10
+    # an existing output is refused unless --overwrite
+    code, _, err = cli("render", flame, "-o", out, "--size", "128")
+    assert code == 2 and "already exists" in err
+    assert cli("render", flame, "-o", out, "--size", "128", "--overwrite", "-q")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t: ["render", t / "missing.npz", "-o", t / "o.mp4"], "missing.npz: no such file"),
+        (lambda t: ["render", t / "seq.npz", "-o", t / "o.mp4", "--audio", t / "nope.wav"], "nope.wav: no such file"),
+        (lambda t: ["render", t / "seq.npz", "-o", t / "o.mp4", "--size", "33"], "even number"),
+        (lambda t: ["render", t / "seq.npz", "-o", t / "o.mp4", "--flame-model", t / "m.pkl"], "converted first"),
+        (lambda t: ["flame", "convert", t / "seq.npz", t / "o.npz"], "not a readable FLAME pickle"),
+        (lambda t: ["flame", "info", t / "none.npz"], "no such file"),
+    ],
+)
+def test_bad_input_one_line_and_nonzero(tmp_path, cli, make_args, message):
+    demo_sequence(0.4).save(tmp_path / "seq.npz")
+    (tmp_path / "m.pkl").write_bytes(b"x")
+    code, out, err = cli(*make_args(tmp_path))
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.npz").exists()
