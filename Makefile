@@ -31,7 +31,7 @@ bench:
 
 demo:
 	$(PYTHON) -m avitalk.cli head --out out/demo/head
-	$(PYTHON) benchmarks/foundation_demo.py out/demo
+	$(PYTHON) scripts/foundation_demo.py out/demo
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache

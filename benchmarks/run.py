@@ -1,0 +1,71 @@
+"""`make bench`: run every benchmark in its own process, write JSON under benchmarks/results/, print a table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from avitalk.io import atomic_write_json
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _run(module: str, name: str) -> dict:
+    r = subprocess.run([sys.executable, "-m", module, name], capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"name": name, "error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def foundation() -> dict:
+    names = ("moderngl", "pyrender", "pyrender_flat", "pyrender_static", "flame")
+    res = {k: _run("benchmarks.foundation", k) for k in names}
+    ours = res["moderngl"]
+    # compare with pyrender's fastest mode (a static mesh, flat): the most conservative ratio
+    peer = max((res["pyrender"], res["pyrender_flat"], res["pyrender_static"]), key=lambda r: r.get("fps", 0))
+    summary = {
+        "render_fps_512": round(ours.get("fps", 0), 1),
+        "render_and_encode_fps_512": round(ours.get("render_and_encode_fps", 0), 1),
+        "pyrender_smooth_fps_512": round(res["pyrender"].get("fps", 0), 1),
+        "pyrender_flat_fps_512": round(res["pyrender_flat"].get("fps", 0), 1),
+        "pyrender_static_flat_fps_512": round(res["pyrender_static"].get("fps", 0), 1),
+        "speedup_vs_pyrender": round(ours["fps"] / peer["fps"], 2) if "fps" in ours and "fps" in peer else None,
+        "flame_forward_1000_frames_s": res["flame"].get("seconds"),
+    }
+    return {"results": res, "summary": summary}
+
+
+def main() -> None:
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    out = {"meta": meta, "foundation": foundation()}
+    path = atomic_write_json(RESULTS / "foundation.json", out)
+    s = out["foundation"]["summary"]
+    rows = [
+        ("render 512x512, moderngl (ours)", f"{s['render_fps_512']:.0f} frames/s"),
+        ("render + H.264/AAC encode to mp4, 512x512 (ours)", f"{s['render_and_encode_fps_512']:.0f} frames/s"),
+        ("render 512x512, pyrender animated, smooth", f"{s['pyrender_smooth_fps_512']:.0f} frames/s"),
+        ("render 512x512, pyrender animated, flat", f"{s['pyrender_flat_fps_512']:.0f} frames/s"),
+        ("render 512x512, pyrender static mesh, FLAT (upper bound)", f"{s['pyrender_static_flat_fps_512']:.0f} frames/s"),
+        ("speed-up over pyrender's fastest mode", f"{s['speedup_vs_pyrender']}x"),
+    ]
+    for name, sec in (s["flame_forward_1000_frames_s"] or {}).items():
+        rows.append((f"FLAME forward, 1000 frames, {name}", f"{sec:.3f} s"))
+    w = max(len(r[0]) for r in rows)
+    print(f"benchmarks on {meta['cpus']} CPUs ({meta['machine']}), medians of 3 runs")
+    for k, v in rows:
+        print(f"  {k:<{w}}  {v}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
