@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 flame_app = typer.Typer(help="FLAME model files: convert official models safely, inspect model files.", no_args_is_help=True)
 app.add_typer(flame_app, name="flame")
+data_app = typer.Typer(help="Datasets: generate SynthTalk, import MEAD / RAVDESS, print statistics.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -137,6 +139,112 @@ def flame_info(
         return
     for k, v in d.items():
         typer.echo(f"{k:>14}: {v}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (or complete: finished clips are kept)."),
+    clips: int = typer.Option(200, "--clips", "-n", min=1, help="Number of clips."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same corpus."),
+    workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate a SynthTalk corpus: espeak-ng speech, ground-truth FLAME motion and MeadText-style instructions."""
+    import time
+
+    from .data.synthtalk import generate
+
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: exists and is not a folder")
+    t = time.perf_counter()
+    manifest = generate(out, clips, seed=seed, workers=workers, progress=not quiet)
+    dt = time.perf_counter() - t
+    typer.echo(f"wrote {manifest} ({clips} clips in {dt:.1f} s, {clips / dt:.1f} clips/s)")
+
+
+@data_app.command("stats")
+def data_stats(
+    root: Path = typer.Argument(..., help="Dataset folder (with manifest.jsonl)."),
+    plot: Optional[Path] = typer.Option(None, help="PNG with a few clips' jaw and expression curves (default: ROOT/stats.png)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    learnability: bool = typer.Option(False, help="Also run the learnability checks (emotion from audio, jaw vs loudness)."),
+) -> None:
+    """Counts per split / emotion / intensity / speaker, durations, and a plot of a few clips."""
+    from .data.manifest import read_manifest, stats
+    from .data.plots import plot_clips
+
+    clips = read_manifest(root)
+    st = stats(clips)
+    if learnability:
+        from .data.learnability import emotion_from_audio, jaw_envelope_correlation
+
+        emo = emotion_from_audio(root, clips)
+        st["learnability"] = {
+            "emotion_from_audio_test_accuracy": round(emo["accuracy"], 4),
+            "chance": emo["chance"],
+            "per_emotion": {k: round(v, 3) for k, v in emo["per_emotion"].items()},
+            "jaw_vs_loudness_r": {k: round(v, 4) if isinstance(v, float) else v for k, v in jaw_envelope_correlation(root, clips).items()},
+        }
+    seen: dict[str, object] = {}
+    for c in clips:
+        seen.setdefault(c.emotion, c)
+    png = plot_clips(root, list(seen.values())[:4], plot or root / "stats.png")
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    typer.echo(f"{st['clips']} clips, {st['hours']} h, duration {st['duration_s']['min']}-{st['duration_s']['max']} s (median {st['duration_s']['median']})")
+    for key in ("split", "emotion", "intensity", "speakers"):
+        typer.echo(f"{key:>10}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()))
+    if "learnability" in st:
+        lr = st["learnability"]
+        typer.echo(f"emotion from audio on test speakers: {lr['emotion_from_audio_test_accuracy']:.1%} (chance {lr['chance']:.1%})")
+        typer.echo(f"jaw opening vs loudness: mean r = {lr['jaw_vs_loudness_r']['mean_r']:.3f}")
+    typer.echo(f"wrote {png}")
+
+
+@data_app.command("ravdess")
+def data_ravdess(
+    root: Path = typer.Argument(..., help="Your RAVDESS folder (Actor_XX/*.wav or *.mp4)."),
+    fits: Path = typer.Option(..., help="Folder of per-clip FLAME fits (.npz named like the clip), e.g. from EMOCA."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    openface: Optional[Path] = typer.Option(None, help="Folder of per-clip OpenFace CSVs (action-unit intensities)."),
+    test_actors: str = typer.Option("23,24", help="Comma-separated test actors."),
+    val_actors: str = typer.Option("21,22", help="Comma-separated validation actors."),
+) -> None:
+    """Import RAVDESS speech clips with your FLAME fits into avitalk's dataset format (actor-disjoint splits)."""
+    from .data.real import import_ravdess
+
+    ints = lambda s: tuple(int(x) for x in s.split(",") if x.strip())  # noqa: E731
+    m = import_ravdess(root, fits, out, openface, ints(test_actors), ints(val_actors))
+    _report_import(m)
+
+
+@data_app.command("mead")
+def data_mead(
+    root: Path = typer.Argument(..., help="Your MEAD folder (<ID>/audio/<emotion>/level_<n>/<NNN>.m4a)."),
+    fits: Path = typer.Option(..., help="Folder of per-clip FLAME fits named like M012_front_neutral_level1_017.npz."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    openface: Optional[Path] = typer.Option(None, help="Folder of per-clip OpenFace CSVs (action-unit intensities)."),
+    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated test speaker IDs (default: 10% by hash)."),
+    val_speakers: Optional[str] = typer.Option(None, help="Comma-separated validation speaker IDs."),
+) -> None:
+    """Import MEAD audio with your FLAME fits into avitalk's dataset format (speaker-disjoint splits)."""
+    from .data.real import import_mead
+
+    ids = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
+    m = import_mead(root, fits, out, openface, ids(test_speakers), ids(val_speakers))
+    _report_import(m)
+
+
+def _report_import(manifest: Path) -> None:
+    rep = json.loads((manifest.parent / "import_report.json").read_text())
+    typer.echo(f"imported {rep['imported']} clips into {manifest.parent}; skipped {rep['skipped_count']}")
+    reasons: dict[str, int] = {}
+    for s in rep["skipped"]:
+        reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+    for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
+        typer.echo(f"  skipped {n}: {r}")
+    typer.echo(f"details: {manifest.parent / 'import_report.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:

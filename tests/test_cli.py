@@ -59,3 +59,14 @@ def test_bad_input_one_line_and_nonzero(tmp_path, cli, make_args, message):
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.npz").exists()
+
+
+def test_data_synth_and_stats(tmp_path, cli):
+    code, out, err = cli("data", "synth", "--out", tmp_path / "st", "--clips", "10", "--workers", "1", "-q")
+    assert code == 0, err
+    assert "10 clips" in out and (tmp_path / "st" / "manifest.jsonl").is_file()
+    code, out, err = cli("data", "stats", tmp_path / "st")
+    assert code == 0, err
+    assert out.startswith("10 clips") and "emotion:" in out and (tmp_path / "st" / "stats.png").is_file()
+    code, _, err = cli("data", "stats", tmp_path / "nothing")
+    assert code == 2 and "no manifest.jsonl" in err

@@ -1,0 +1,146 @@
+"""The instruction vocabulary in ``prompts/vocabulary.yaml``: emotion words per intensity, facial-action phrases,
+degree adverbs and sentence templates. Writes MeadText-style instructions from structured labels, and reads
+structured labels back from such text (free text stays valid: what is not recognised is simply not parsed)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import AvitalkError
+
+EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
+INTENSITIES = (1, 2, 3)
+
+
+def prompts_dir() -> Path:
+    """Folder of prompt templates and vocabulary (``$AVITALK_PROMPTS`` overrides the repository's ``prompts/``)."""
+    env = os.environ.get("AVITALK_PROMPTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    emotions: dict[str, dict[int, list[str]]]
+    actions: dict[str, dict[str, Any]]
+    degrees: list[dict[str, Any]]
+    persons: dict[str, list[str]]
+    templates: list[str]
+    templates_no_actions: list[str]
+
+    # ------------------------------------------------------------------ writing
+    def degree_word(self, strength: float, rng: np.random.Generator | None = None) -> str:
+        for d in self.degrees:
+            if strength < float(d["below"]):
+                words = d["words"]
+                return words[int(rng.integers(len(words)))] if rng is not None else words[0]
+        return self.degrees[-1]["words"][0]
+
+    def action_phrase(self, au: str, strength: float, rng: np.random.Generator | None = None) -> str:
+        a = self.actions[au]
+        parts = a["participles"]
+        verb = parts[int(rng.integers(len(parts)))] if rng is not None else parts[0]
+        deg = self.degree_word(strength, rng)
+        if rng is not None and rng.random() < 0.5:
+            return f"{a['part']} {deg} {verb}"  # "brow quite lowered"
+        return f"{deg} {verb} {a['part']}"  # "fairly lifted cheek"
+
+    def write(
+        self,
+        emotion: str,
+        intensity: int,
+        actions: Sequence[tuple[str, float]],
+        gender: str = "unknown",
+        rng: np.random.Generator | None = None,
+        max_actions: int = 4,
+        min_strength: float = 0.1,
+    ) -> str:
+        """One instruction. ``actions``: (AU field name, strength 0..1), strongest first is not required.
+        Without ``rng`` the canonical wording is used (first words, first template)."""
+        if emotion not in self.emotions:
+            raise AvitalkError(f"unknown emotion {emotion!r}; known: {', '.join(self.emotions)}")
+        words = self.emotions[emotion][int(intensity)]
+        emo = words[int(rng.integers(len(words)))] if rng is not None else words[0]
+        persons = self.persons.get(gender, self.persons["unknown"])
+        person = persons[int(rng.integers(len(persons)))] if rng is not None else persons[-1]
+        acts = sorted(
+            [(a, s) for a, s in actions if a in self.actions and s >= min_strength], key=lambda t: -t[1]
+        )[:max_actions]
+        # one phrase per face part and wording (two AUs can share "lip")
+        seen, phrases = set(), []
+        for a, s in acts:
+            key = (self.actions[a]["part"], self.actions[a]["participles"][0])
+            if key not in seen:
+                seen.add(key)
+                phrases.append(self.action_phrase(a, s, rng))
+        if phrases:
+            if len(phrases) <= 2:
+                joined = " and ".join(phrases)
+            else:
+                joined = ", ".join(phrases[:-1]) + ", and " + phrases[-1]
+            tpl = self.templates[int(rng.integers(len(self.templates)))] if rng is not None else self.templates[0]
+        else:
+            joined = ""
+            tpl = self.templates_no_actions[int(rng.integers(len(self.templates_no_actions)))] if rng is not None else self.templates_no_actions[0]
+        text = tpl.format(emotion=emo, person=person, actions=joined)
+        text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", lambda m: m.group(1) + "n ", text)  # a -> an before a vowel
+        return text[0].upper() + text[1:]
+
+    # ------------------------------------------------------------------ reading
+    @functools.cached_property
+    def _emotion_lookup(self) -> list[tuple[str, str, int]]:
+        pairs = [(w.lower(), e, int(i)) for e, levels in self.emotions.items() for i, ws in levels.items() for w in ws]
+        return sorted(pairs, key=lambda p: -len(p[0]))  # longest first: "utterly contemptuous" before "contemptuous"
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """Emotion, intensity and (action, degree word) pairs found in ``text`` (None / empty when absent)."""
+        low = " " + re.sub(r"[^a-z\- ]+", " ", text.lower()) + " "
+        emotion = intensity = None
+        for w, e, i in self._emotion_lookup:
+            if f" {w} " in low:
+                emotion, intensity = e, i
+                break
+        degree_words = sorted({w for d in self.degrees for w in d["words"]}, key=len, reverse=True)
+        found: list[tuple[str, str]] = []
+        used: set[tuple[str, str]] = set()
+        for au, a in self.actions.items():
+            for verb in a["participles"]:
+                part = a["part"]
+                for deg in degree_words:
+                    for phrase in (f" {deg} {verb} {part} ", f" {part} {deg} {verb} "):
+                        if phrase in low and (part, verb) not in used:
+                            found.append((au, deg))
+                            used.add((part, verb))
+        return {"emotion": emotion, "intensity": intensity, "actions": found}
+
+
+@functools.lru_cache(maxsize=4)
+def load_vocabulary(path: str | None = None) -> Vocabulary:
+    import yaml
+
+    p = Path(path) if path else prompts_dir() / "vocabulary.yaml"
+    if not p.is_file():
+        raise AvitalkError(f"{p}: instruction vocabulary not found (set AVITALK_PROMPTS to the prompts folder)")
+    d = yaml.safe_load(p.read_text())
+    emotions = {e: {int(k): list(v) for k, v in levels.items()} for e, levels in d["emotions"].items()}
+    missing = [e for e in EMOTIONS if e not in emotions or set(emotions[e]) != set(INTENSITIES)]
+    if missing:
+        raise AvitalkError(f"{p}: emotions {missing} need words for intensities 1, 2 and 3")
+    words = [w.lower() for levels in emotions.values() for ws in levels.values() for w in ws]
+    dupes = sorted({w for w in words if words.count(w) > 1})
+    if dupes:
+        raise AvitalkError(f"{p}: emotion words must be unique across emotions and intensities; repeated: {dupes}")
+    return Vocabulary(
+        emotions=emotions,
+        actions=dict(d["actions"]),
+        degrees=list(d["degrees"]),
+        persons={k: list(v) for k, v in d["persons"].items()},
+        templates=list(d["templates"]),
+        templates_no_actions=list(d["templates_no_actions"]),
+    )
