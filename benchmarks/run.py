@@ -49,6 +49,8 @@ def main() -> None:
     }
     out = {"meta": meta, "foundation": foundation()}
     path = atomic_write_json(RESULTS / "foundation.json", out)
+    st = _run("benchmarks.synthtalk", "400")
+    atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
     s = out["foundation"]["summary"]
     rows = [
         ("render 512x512, moderngl (ours)", f"{s['render_fps_512']:.0f} frames/s"),
@@ -60,6 +62,8 @@ def main() -> None:
     ]
     for name, sec in (s["flame_forward_1000_frames_s"] or {}).items():
         rows.append((f"FLAME forward, 1000 frames, {name}", f"{sec:.3f} s"))
+    if "clips_per_s" in st:
+        rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
     w = max(len(r[0]) for r in rows)
     print(f"benchmarks on {meta['cpus']} CPUs ({meta['machine']}), medians of 3 runs")
     for k, v in rows:
