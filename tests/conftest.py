@@ -20,6 +20,23 @@ def tone(seconds: float = 1.0, sr: int = SR, freq: float = 220.0, amp: float = 0
     return x
 
 
+def write_m4a(path: Path, x: np.ndarray, sr: int = SR) -> Path:
+    """AAC in an mp4 container (what MEAD ships), written with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=sr)
+        s.layout = "mono"
+        for i in range(0, len(x), 1024):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, i : i + 1024]), format="fltp", layout="mono")
+            f.sample_rate, f.pts = sr, i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
 @pytest.fixture
 def wav_file(tmp_path: Path):
     """Factory: write a tone to a file in any soundfile format and return its path."""

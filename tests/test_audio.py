@@ -5,7 +5,7 @@ from avitalk import audio as A
 from avitalk.errors import AudioError
 from avitalk.types import Audio
 
-from .conftest import tone
+from .conftest import tone, write_m4a
 
 
 @pytest.mark.parametrize("name", ["a.wav", "a.flac", "a.ogg", "a.mp3"])
@@ -26,20 +26,7 @@ def test_resampling_keeps_frequency(wav_file):
 
 def test_m4a_through_pyav(tmp_path):
     """MEAD ships m4a: libsndfile cannot read it, the PyAV fallback must."""
-    import av
-
-    p = tmp_path / "clip.m4a"
-    x = tone(1.2, 16_000)
-    with av.open(str(p), "w", format="mp4") as c:
-        s = c.add_stream("aac", rate=16_000)
-        s.layout = "mono"
-        for i in range(0, len(x), 1024):
-            f = av.AudioFrame.from_ndarray(x[None, i : i + 1024], format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16_000, i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    p = write_m4a(tmp_path / "clip.m4a", tone(1.2, 16_000))
     a = A.load(p)
     assert a.duration == pytest.approx(1.2, abs=0.1)
     assert 0.1 < np.abs(a.samples).max() <= 1.0

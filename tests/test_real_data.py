@@ -9,7 +9,7 @@ from avitalk.data.real import import_mead, import_ravdess, load_fit, parse_mead_
 from avitalk.errors import DatasetError
 from avitalk.types import FlameSequence
 
-from .conftest import tone
+from .conftest import tone, write_m4a
 
 
 def _wav(path, seconds=1.2, sr=48000):
@@ -96,24 +96,12 @@ def test_ravdess_import(tmp_path, ravdess_tree):
 
 
 def test_mead_import_with_m4a_and_given_splits(tmp_path):
-    import av
-
     root, fits = tmp_path / "MEAD", tmp_path / "fits"
     for sid, emo, lvl, num in [("M012", "neutral", 1, "017"), ("M012", "happy", 3, "002"), ("W015", "sad", 2, "011"),
                                ("M003", "contempt", 1, "005")]:
         p = root / sid / "audio" / emo / f"level_{lvl}" / f"{num}.m4a"
         p.parent.mkdir(parents=True)
-        x = tone(1.2)
-        with av.open(str(p), "w", format="mp4") as c:
-            s = c.add_stream("aac", rate=16000)
-            s.layout = "mono"
-            for i in range(0, len(x), 1024):
-                fr = av.AudioFrame.from_ndarray(x[None, i : i + 1024], format="fltp", layout="mono")
-                fr.sample_rate, fr.pts = 16000, i
-                for pkt in s.encode(fr):
-                    c.mux(pkt)
-            for pkt in s.encode():
-                c.mux(pkt)
+        write_m4a(p, tone(1.2))
         _fit(fits / sid / f"{sid}_front_{emo}_level{lvl}_{num}.npz")
     (root / "M012" / "audio" / "bored" / "level_1").mkdir(parents=True)
     _wav(root / "M012" / "audio" / "bored" / "level_1" / "001.wav")
