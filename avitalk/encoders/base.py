@@ -1,0 +1,109 @@
+"""The frozen audio encoder interface: Audio -> features [T, D] at 50 Hz.
+
+One padding policy everywhere (training and inference): the log-mel of a clip is encoded unpadded; audio longer
+than one 30 s Whisper window is cut into overlapping 30 s windows whose features are cross-faded back together.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from ..audio import chunk_spans, stitch
+from ..errors import AudioError
+from ..types import MOTION_FPS, SAMPLE_RATE, Audio
+
+log = logging.getLogger(__name__)
+
+FEATURE_RATE = 50  # Hz: Whisper's encoder emits one vector per 20 ms
+WINDOW_S = 30.0
+OVERLAP_S = 2.0
+HOP = 160  # log-mel hop at 16 kHz (10 ms)
+
+
+class AudioEncoder(abc.ABC):
+    """Frozen speech encoder. ``key`` names the encoder and its settings (the feature-cache key)."""
+
+    dim: int
+    key: str
+
+    @abc.abstractmethod
+    def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """Encode log-mel arrays [80, N] (each N <= 3000, even) into features [N // 2, dim]."""
+
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        from transformers import WhisperFeatureExtractor
+
+        if not hasattr(self, "_fe"):
+            self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
+        mel = self._fe(samples, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest").input_features[0]
+        n = mel.shape[1] - mel.shape[1] % 2
+        return np.ascontiguousarray(mel[:, : max(n, 2)], np.float32)
+
+    def encode(self, audio: Audio) -> np.ndarray:
+        return self.encode_batch([audio])[0]
+
+    def encode_batch(self, audios: Sequence[Audio]) -> list[np.ndarray]:
+        """Features [round(duration * 50), dim] per audio (float32)."""
+        mels, owners, spans_of = [], [], []
+        win = int(WINDOW_S * SAMPLE_RATE)
+        for i, a in enumerate(audios):
+            if a.sample_rate != SAMPLE_RATE:
+                raise AudioError(f"{a.source or 'audio'}: expected {SAMPLE_RATE} Hz, got {a.sample_rate}")
+            if a.num_samples < 2 * HOP:
+                raise AudioError(f"{a.source or 'audio'}: too short to encode ({a.duration * 1000:.0f} ms)")
+            spans = chunk_spans(a.num_samples, win, int(OVERLAP_S * SAMPLE_RATE))
+            spans_of.append(spans)
+            for s, e in spans:
+                mels.append(self.log_mel(a.samples[s:e]))
+                owners.append(i)
+        feats = self._encode_mel(mels)
+        out = []
+        k = 0
+        for i, a in enumerate(audios):
+            spans = spans_of[i]
+            parts = feats[k : k + len(spans)]
+            k += len(spans)
+            total = int(round(a.duration * FEATURE_RATE))
+            if len(parts) == 1:
+                f = parts[0]
+            else:
+                fspans = [(int(round(s / SAMPLE_RATE * FEATURE_RATE)), 0) for s, _ in spans]
+                fspans = [(s, s + len(p)) for (s, _), p in zip(fspans, parts)]
+                n = max(e for _, e in fspans)
+                f = stitch(parts, fspans, n)
+            out.append(fit_length(f, total))
+        return out
+
+
+def fit_length(f: np.ndarray, n: int) -> np.ndarray:
+    """Trim or edge-pad features to exactly ``n`` rows."""
+    if len(f) >= n:
+        return np.ascontiguousarray(f[:n], np.float32)
+    return np.ascontiguousarray(np.concatenate([f, np.repeat(f[-1:], n - len(f), 0)]), np.float32)
+
+
+def to_motion_rate(features: np.ndarray, num_frames: int) -> np.ndarray:
+    """50 Hz features [N, D] -> 25 fps [num_frames, D] by averaging each pair (edge-padded to fit)."""
+    f = fit_length(features, 2 * num_frames)
+    return f.reshape(num_frames, 2, -1).mean(1)
+
+
+def build_encoder(spec: str = "whisper_ct2", **kwargs) -> AudioEncoder:
+    """``whisper_ct2`` (embedded tiny.en), ``whisper_hf:<path or hub id>``, or ``whisper_hf`` with ``config=``."""
+    name, _, arg = spec.partition(":")
+    if name == "whisper_ct2":
+        from .whisper_ct2 import WhisperCT2Encoder
+
+        return WhisperCT2Encoder(model_path=arg or None, **kwargs)
+    if name == "whisper_hf":
+        from .whisper_hf import WhisperHFEncoder
+
+        return WhisperHFEncoder(arg or None, **kwargs)
+    raise ValueError(f"unknown audio encoder {spec!r} (whisper_ct2, whisper_hf:<path>)")
+
+
+assert MOTION_FPS * 2 == FEATURE_RATE

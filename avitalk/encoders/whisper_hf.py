@@ -1,0 +1,84 @@
+"""Whisper encoders through transformers (``openai/whisper-base`` ... ``large-v3`` from a local path or hub id, or a
+config for tests), fp16/bf16 on GPU.
+
+``WhisperEncoder.forward`` insists on 3000 mel frames (30 s padded). We run its own modules on the unpadded log-mel
+instead (convolutions, the first N/2 position embeddings, the layers, the final norm), so this backend follows the
+same padding policy as the CTranslate2 one: identical behaviour in training and inference, and no attention spent
+on padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from .base import AudioEncoder
+
+
+class WhisperHFEncoder(AudioEncoder):
+    def __init__(self, name_or_path: str | None = None, config=None, device: str | None = None, dtype: str | None = None):
+        from transformers import WhisperConfig, WhisperModel
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, None: None}[dtype]
+        if self.dtype is None:
+            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if config is not None:  # random weights of a given architecture (tests, throughput measurements)
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            cfg = config if isinstance(config, WhisperConfig) else WhisperConfig(**config)
+            torch.manual_seed(0)
+            encoder = WhisperEncoder(cfg)
+            name = "random-" + "-".join(str(getattr(cfg, k)) for k in ("d_model", "encoder_layers", "num_mel_bins"))
+        elif name_or_path:
+            try:
+                model = WhisperModel.from_pretrained(name_or_path)
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"cannot load a Whisper model from {name_or_path!r} ({e})") from e
+            cfg, encoder = model.config, model.get_encoder()
+            name = str(name_or_path).rstrip("/").split("/")[-1]
+        else:
+            raise CheckpointError("whisper_hf needs a model path / hub id, or a config")
+        if cfg.num_mel_bins != 80:
+            self._mel_bins = cfg.num_mel_bins  # large-v3 uses 128 bins
+        self.encoder = encoder.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.dim = int(cfg.d_model)
+        self.key = f"whisper_hf-{name}-{str(self.dtype).split('.')[-1]}"
+
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        bins = getattr(self, "_mel_bins", 80)
+        if bins == 80:
+            return super().log_mel(samples)
+        from transformers import WhisperFeatureExtractor
+
+        if not hasattr(self, "_fe"):
+            self._fe = WhisperFeatureExtractor(feature_size=bins)
+        mel = self._fe(samples, sampling_rate=16000, return_tensors="np", padding="longest").input_features[0]
+        n = mel.shape[1] - mel.shape[1] % 2
+        return np.ascontiguousarray(mel[:, : max(n, 2)], np.float32)
+
+    @torch.no_grad()
+    def forward_unpadded(self, mel: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        x = torch.nn.functional.gelu(enc.conv1(mel))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        for layer in enc.layers:
+            out = layer(x, None)
+            x = out[0] if isinstance(out, tuple) else out
+        return enc.layer_norm(x)
+
+    def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        by_len: dict[int, list[int]] = {}
+        for i, m in enumerate(mels):
+            by_len.setdefault(m.shape[1], []).append(i)
+        for _, idx in by_len.items():
+            for s in range(0, len(idx), 8):
+                chunk = idx[s : s + 8]
+                x = torch.as_tensor(np.stack([mels[i] for i in chunk]), device=self.device, dtype=self.dtype)
+                y = self.forward_unpadded(x).float().cpu().numpy()
+                for j, i in enumerate(chunk):
+                    out[i] = y[j]
+        return [out[i] for i in range(len(mels))]

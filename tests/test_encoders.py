@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from avitalk.encoders import build_encoder, to_motion_rate
+from avitalk.errors import AudioError, CheckpointError
+from avitalk.types import Audio
+
+TINY = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500)
+
+
+def _speechlike(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return Audio((0.2 * np.sin(2 * np.pi * 150 * t) * (rng.random(len(t)) > 0.2) + 0.02 * rng.normal(size=len(t))).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def ct2():
+    return build_encoder("whisper_ct2")
+
+
+def test_embedded_whisper_ct2_features(ct2):
+    a = _speechlike(2.0)
+    f = ct2.encode(a)
+    assert ct2.dim == 384 and f.shape == (100, 384) and f.dtype == np.float32 and np.isfinite(f).all()
+    np.testing.assert_array_equal(f, ct2.encode(a))  # deterministic
+    f2 = ct2.encode_batch([a, _speechlike(1.0, 1)])
+    assert [x.shape[0] for x in f2] == [100, 50]
+    assert ct2.key == "whisper_ct2-tiny.en-int8"
+
+
+def test_long_audio_is_windowed_and_stitched(ct2):
+    a = _speechlike(41.3)
+    f = ct2.encode(a)
+    assert f.shape == (int(round(41.3 * 50)), 384) and np.isfinite(f).all()
+    # the start of a long clip matches encoding that window alone (before the cross-fade region); int8 kernels
+    # for a batch of two windows round differently from a batch of one, hence the tolerance
+    head = ct2.encode(Audio(a.samples[: 30 * 16000]))
+    assert np.abs(f[:1000] - head[:1000]).max() < 0.02 and np.abs(f[:1000] - head[:1000]).mean() < 2e-3
+
+
+def test_hf_backend_unpadded_forward_matches_hf_on_full_window():
+    enc = build_encoder("whisper_hf", config=TINY, device="cpu")
+    mel = torch.randn(1, 80, 3000)
+    ours = enc.forward_unpadded(mel)
+    theirs = enc.encoder(mel).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    f = enc.encode(_speechlike(3.0))
+    assert f.shape == (150, 32)
+
+
+def test_encoder_errors():
+    with pytest.raises(CheckpointError, match="not a CTranslate2 Whisper model"):
+        build_encoder("whisper_ct2:/nonexistent")
+    with pytest.raises(CheckpointError, match="needs a model path"):
+        build_encoder("whisper_hf")
+    with pytest.raises(ValueError, match="unknown audio encoder"):
+        build_encoder("wav2vec")
+    enc = build_encoder("whisper_hf", config=TINY)
+    with pytest.raises(AudioError, match="too short"):
+        enc.encode(Audio(np.zeros(100, np.float32) + 0.1))
+
+
+def test_to_motion_rate():
+    f = np.arange(10, dtype=np.float32)[:, None].repeat(3, 1)
+    m = to_motion_rate(f, 6)  # 12 rows needed: edge-padded
+    assert m.shape == (6, 3) and m[0, 0] == 0.5 and m[-1, 0] == 9.0
+
+
+def test_cache_dataset_features(tmp_path):
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import cache_dataset_features
+
+    generate(tmp_path / "d", 4, seed=2, workers=1, progress=False)
+    enc = build_encoder("whisper_hf", config=TINY)
+    cache = cache_dataset_features(tmp_path / "d", enc, progress=False)
+    from avitalk.data.manifest import read_manifest
+
+    for c in read_manifest(tmp_path / "d"):
+        f = cache.get(c.id)
+        assert f.shape == (int(round(c.duration * 50)), 32)
