@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 flame_app = typer.Typer(help="FLAME model files: convert official models safely, inspect model files.", no_args_is_help=True)
 app.add_typer(flame_app, name="flame")
+train_app = typer.Typer(help="Train the models (CPU, one GPU, or many with `accelerate launch`).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 data_app = typer.Typer(help="Datasets: generate SynthTalk, import MEAD / RAVDESS, print statistics.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -234,6 +236,47 @@ def data_mead(
     ids = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
     m = import_mead(root, fits, out, openface, ids(test_speakers), ids(val_speakers))
     _report_import(m)
+
+
+def _load_config(path: Path, overrides: list[str] | None):
+    from omegaconf import OmegaConf
+
+    if not path.is_file():
+        _fail(f"{path}: no such config file")
+    cfg = OmegaConf.load(path)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg
+
+
+@train_app.command("stage2")
+def train_stage2_cmd(
+    config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", "-c", help="YAML config."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
+    phase: str = typer.Option("all", help="lipsync, prior or all."),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint folder's last state."),
+    evaluate: bool = typer.Option(False, help="Measure on the test split afterwards (metrics.json)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage2.train.lipsync.steps=200."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train stage 2: lip-sync pretraining (style encoder + decoder), then the diffusion prior."""
+    from stage2_synthesis.train import train_stage2
+
+    if phase not in ("lipsync", "prior", "all"):
+        _fail(f"--phase must be lipsync, prior or all, got {phase!r}")
+    cfg = _load_config(config, set_)
+    r = train_stage2(cfg, data, out, phase=phase, resume=resume, progress=not quiet)
+    t = r["timings"]
+    typer.echo("trained stage 2 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + f" -> {out}")
+    if evaluate:
+        from stage2_synthesis.evaluate import evaluate_stage2
+
+        from .io import atomic_write_json
+
+        m = evaluate_stage2(out, data)
+        atomic_write_json(out / "metrics.json", m)
+        typer.echo(json.dumps({k: m[k] for k in ("lve_mm", "emotion_accuracy", "diversity", "speed")}, indent=2))
 
 
 def _report_import(manifest: Path) -> None:

@@ -92,6 +92,24 @@ class Vocabulary:
         text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", lambda m: m.group(1) + "n ", text)  # a -> an before a vowel
         return text[0].upper() + text[1:]
 
+    def replace_emotion(self, text: str, emotion: str, intensity: int | None = None) -> str:
+        """``text`` with its emotion word replaced by the canonical word of ``emotion`` (at the same intensity unless
+        given); the article before it is fixed (a/an). Text without a known emotion word gets none added."""
+        if emotion not in self.emotions:
+            raise AvitalkError(f"unknown emotion {emotion!r}; known: {', '.join(self.emotions)}")
+        for w, _, i in self._emotion_lookup:
+            m = re.search(rf"\b{re.escape(w)}\b", text, flags=re.IGNORECASE)
+            if m:
+                new = self.emotions[emotion][int(intensity or i)][0]
+                out = text[: m.start()] + new + text[m.end() :]
+                before = out[: m.start()]
+                art = re.search(r"\b([Aa])(n?) $", before)
+                if art:
+                    fixed = art.group(1) + ("n" if new[0].lower() in "aeiou" else "") + " "
+                    out = before[: art.start()] + fixed + out[m.start() :]
+                return out
+        return text
+
     # ------------------------------------------------------------------ reading
     @functools.cached_property
     def _emotion_lookup(self) -> list[tuple[str, str, int]]:

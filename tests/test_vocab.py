@@ -49,3 +49,14 @@ def test_broken_vocabulary_file_is_refused(tmp_path):
     (tmp_path / "v.yaml").write_text("emotions: {happy: {1: [glad]}}\nactions: {}\ndegrees: []\npersons: {}\ntemplates: []\ntemplates_no_actions: []\n")
     with pytest.raises(AvitalkError, match="need words for intensities"):
         load_vocabulary(str(tmp_path / "v.yaml"))
+
+
+def test_replace_emotion_keeps_the_rest_and_fixes_the_article():
+    v = load_vocabulary()
+    t = "An unhappy person speaks with fairly lifted inner brow."
+    assert v.replace_emotion(t, "angry") == "An angry person speaks with fairly lifted inner brow."
+    assert v.replace_emotion(t, "happy", 3) == "A delighted person speaks with fairly lifted inner brow."
+    assert v.parse(v.replace_emotion(t, "fear"))["emotion"] == "fear"
+    assert v.replace_emotion("Somebody talks.", "sad") == "Somebody talks."
+    with pytest.raises(AvitalkError, match="unknown emotion"):
+        v.replace_emotion(t, "bored")

@@ -266,6 +266,10 @@ class FlameModel(nn.Module):
         )
         return verts
 
+    def subset(self, vertex_ids: np.ndarray) -> "VertexSubset":
+        """A differentiable forward pass for a few vertices only (exact LBS; for losses on lips / face)."""
+        return VertexSubset(self, vertex_ids)
+
     @torch.no_grad()
     def sequence_vertices(self, seq: Any, batch_size: int = 256, shape: np.ndarray | None = None) -> np.ndarray:
         """Vertices [T, V, 3] (float32 numpy) of a :class:`~avitalk.types.FlameSequence`, in batches."""
@@ -295,3 +299,51 @@ class FlameModel(nn.Module):
             "vertex_colors": self.vertex_colors is not None,
             "action_units": len(self.meta.get("au_names", [])) if self.au_to_expression is not None else 0,
         }
+
+
+class VertexSubset(nn.Module):
+    """Exact LBS for a subset of vertices: joints come from the full mesh (they are linear in the blendshape
+    coefficients, so ``J = J_regressor @ v_template + (J_regressor @ dirs) . beta`` is precomputed), and only the
+    chosen vertices are blended and skinned. Matches ``FlameModel.forward(...)[:, ids]`` (tested)."""
+
+    def __init__(self, model: FlameModel, vertex_ids: np.ndarray):
+        super().__init__()
+        ids = torch.as_tensor(np.asarray(vertex_ids, np.int64))
+        self.register_buffer("ids", ids)
+        dirs = torch.cat([model.shapedirs, model.exprdirs], dim=-1)  # [V, 3, K]
+        self.n_shape, self.n_exp = model.n_shape, model.n_exp
+        self.register_buffer("v_template", model.v_template[ids].clone())
+        self.register_buffer("dirs", dirs[ids].clone())
+        self.register_buffer("J_template", model.J_regressor @ model.v_template)  # [J, 3]
+        self.register_buffer("J_dirs", torch.einsum("jv,vck->jck", model.J_regressor, dirs))  # [J, 3, K]
+        P = model.posedirs.shape[0]
+        self.register_buffer("posedirs", model.posedirs.view(P, -1, 3)[:, ids].reshape(P, -1).clone())
+        self.register_buffer("weights", model.lbs_weights[ids].clone())
+        self.register_buffer("parents", model.parents.clone())
+        self.num_joints = model.num_joints
+
+    def forward(self, expression: torch.Tensor, jaw_pose: torch.Tensor, shape: torch.Tensor | None = None,
+                global_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Vertices [B, len(ids), 3] from expression [B, <=E] and jaw pose [B, 3] (other joints at rest)."""
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+        B = expression.shape[0]
+        dev, dt = expression.device, expression.dtype
+        beta = torch.zeros(B, self.n_shape + self.n_exp, device=dev, dtype=dt)
+        if shape is not None:
+            beta[:, : shape.shape[1]] = shape
+        beta[:, self.n_shape : self.n_shape + expression.shape[1]] = expression
+        V = self.v_template.shape[0]
+        v = self.v_template + (beta @ self.dirs.reshape(V * 3, -1).T).view(B, V, 3)
+        J = self.J_template + (beta @ self.J_dirs.reshape(-1, beta.shape[1]).T).view(B, -1, 3)
+        pose = torch.zeros(B, self.num_joints, 3, device=dev, dtype=dt)
+        if global_pose is not None:
+            pose[:, 0] = global_pose
+        pose[:, 2] = jaw_pose
+        rot = batch_rodrigues(pose.reshape(-1, 3)).view(B, self.num_joints, 3, 3)
+        eye = torch.eye(3, device=dev, dtype=dt)
+        pose_feature = (rot[:, 1:] - eye).reshape(B, -1)
+        v = v + (pose_feature @ self.posedirs).view(B, -1, 3)
+        _, A = batch_rigid_transform(rot, J, self.parents, dtype=dt)
+        T = (self.weights @ A.reshape(B, self.num_joints, 16)).view(B, V, 4, 4)  # blended transforms
+        return (T[..., :3, :3] @ v.unsqueeze(-1)).squeeze(-1) + T[..., :3, 3]

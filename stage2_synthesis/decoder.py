@@ -1,0 +1,66 @@
+"""TalkingDecoder: audio features at 25 fps + style z -> expression [T, 50] + jaw [T, 3].
+
+Non-autoregressive: a transformer over a window of frames whose every block is modulated by z (AdaLN). Any length
+runs as overlapping windows cross-faded together (``generate``), which is also how it streams: a window needs
+``window`` frames of audio, so the look-ahead is bounded by the window length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layers import AdaLNBlock, sinusoidal
+
+
+class TalkingDecoder(nn.Module):
+    def __init__(self, audio_dim: int = 384, n_motion: int = 53, d_model: int = 128, layers: int = 4, heads: int = 4,
+                 ff: int = 256, style_dim: int = 128, dropout: float = 0.1, window: int = 100, overlap: int = 20):
+        super().__init__()
+        self.window, self.overlap, self.n_motion = int(window), int(overlap), n_motion
+        self.audio_in = nn.Sequential(nn.LayerNorm(audio_dim), nn.Linear(audio_dim, d_model), nn.GELU(),
+                                      nn.Linear(d_model, d_model))
+        self.local = nn.Conv1d(d_model, d_model, kernel_size=5, padding=2, groups=d_model)  # short-range context
+        self.blocks = nn.ModuleList([AdaLNBlock(d_model, heads, ff, style_dim, dropout) for _ in range(layers)])
+        self.norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, n_motion)
+        # motion is predicted in units of the training data's per-channel spread (set by set_motion_stats)
+        self.register_buffer("motion_mean", torch.zeros(n_motion))
+        self.register_buffer("motion_std", torch.ones(n_motion))
+
+    def set_motion_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.motion_mean.copy_(mean)
+        self.motion_std.copy_(std.clamp_min(1e-3))
+
+    def forward(self, audio: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """audio [B, T, audio_dim] (25 fps), z [B, style_dim] -> motion [B, T, n_motion] (in data units)."""
+        T = audio.shape[1]
+        x = self.audio_in(audio)
+        x = x + self.local(x.transpose(1, 2)).transpose(1, 2)
+        x = x + sinusoidal(torch.arange(T, device=audio.device), x.shape[-1])
+        kpm = None if mask is None else ~mask
+        for blk in self.blocks:
+            x = blk(x, z, kpm)
+        return self.out(self.norm(x)) * self.motion_std + self.motion_mean
+
+    @torch.no_grad()
+    def generate(self, audio: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Any length: audio [T, audio_dim], z [N, style_dim] -> motion [N, T, n_motion], window by window."""
+        from avitalk.audio import chunk_spans, stitch
+
+        T = audio.shape[0]
+        spans = chunk_spans(T, self.window, self.overlap)
+        parts = []
+        # all windows of all samples in one batch (windows have equal length except a short clip's single one)
+        xs = torch.stack([audio[s:e] for s, e in spans]) if len({e - s for s, e in spans}) == 1 else None
+        if xs is not None:
+            N, W = z.shape[0], len(spans)
+            out = self.forward(xs.repeat(N, 1, 1), z.repeat_interleave(W, 0))  # [N * W, L, M]
+            out = out.view(N, W, -1, self.n_motion)
+            for n in range(N):
+                parts.append(stitch([o.cpu().numpy() for o in out[n]], spans, T))
+        else:  # pragma: no cover - chunk_spans makes equal windows whenever T >= window
+            for n in range(z.shape[0]):
+                parts.append(stitch([self.forward(audio[None, s:e], z[n : n + 1])[0].cpu().numpy() for s, e in spans], spans, T))
+        return torch.as_tensor(np.stack(parts))

@@ -1,0 +1,201 @@
+"""Synthesizer: speech + instruction text -> FlameSequence(s). The instruction is the only style input, so an edited
+text changes the face; several samples with different seeds give different, faithful styles."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from avitalk.errors import AudioError, CheckpointError, InstructionError
+from avitalk.io import atomic_path, atomic_write_text
+from avitalk.types import MOTION_FPS, Audio, FlameSequence, Instruction
+
+from .decoder import TalkingDecoder
+from .prior import DiffusionPrior
+from .style_encoder import StyleEncoder
+
+log = logging.getLogger(__name__)
+COMPONENTS = ("style_encoder", "decoder", "prior")
+
+
+def build_modules(cfg: DictConfig, audio_dim: int, text_dim: int) -> dict[str, torch.nn.Module]:
+    s = cfg.stage2
+    return {
+        "style_encoder": StyleEncoder(style_dim=s.style_dim, **OmegaConf.to_container(s.style_encoder)),
+        "decoder": TalkingDecoder(audio_dim=audio_dim, style_dim=s.style_dim, **OmegaConf.to_container(s.decoder)),
+        "prior": DiffusionPrior(text_dim=text_dim, style_dim=s.style_dim, **OmegaConf.to_container(s.prior)),
+    }
+
+
+def save_module(module: torch.nn.Module, path: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_module(module: torch.nn.Module, path: str | os.PathLike, name: str) -> None:
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p.parent}: missing component {name} ({p.name})")
+    try:
+        state = load_file(str(p))
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise CheckpointError(f"{p}: component {name} is not a readable safetensors file ({e})") from e
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+            f"shape mismatch {wrong[:3]}" if wrong else ""]))
+        raise CheckpointError(f"{p}: component {name} does not match the configured model ({detail})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+class Synthesizer:
+    """Stage 2. Build with :meth:`build` (random weights) or :meth:`load` (a trained directory)."""
+
+    def __init__(self, cfg: DictConfig, modules: dict[str, torch.nn.Module], text_encoder=None, audio_encoder=None):
+        self.cfg = cfg
+        self.style_encoder: StyleEncoder = modules["style_encoder"].eval()
+        self.decoder: TalkingDecoder = modules["decoder"].eval()
+        self.prior: DiffusionPrior = modules["prior"].eval()
+        self._text_encoder = text_encoder
+        self._audio_encoder = audio_encoder
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, cfg: DictConfig, text_encoder=None, audio_encoder=None) -> "Synthesizer":
+        te = text_encoder or cls._make_text_encoder(cfg)
+        ae = audio_encoder or cls._make_audio_encoder(cfg)
+        return cls(cfg, build_modules(cfg, ae.dim, te.dim), te, ae)
+
+    @staticmethod
+    def _make_text_encoder(cfg: DictConfig):
+        from .text_encoder import TextEncoder
+
+        te = cfg.stage2.text_encoder
+        if isinstance(te, str):
+            return TextEncoder(te)
+        return TextEncoder(te.spec, config=OmegaConf.to_container(te.get("config")) if te.get("config") else None)
+
+    @staticmethod
+    def _make_audio_encoder(cfg: DictConfig):
+        from avitalk.encoders import build_encoder
+
+        ae = cfg.audio_encoder
+        if isinstance(ae, str):
+            return build_encoder(ae)
+        return build_encoder(ae.spec, **OmegaConf.to_container(ae.get("kwargs", {})))
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            self._text_encoder = self._make_text_encoder(self.cfg)
+        return self._text_encoder
+
+    @property
+    def audio_encoder(self):
+        if self._audio_encoder is None:
+            self._audio_encoder = self._make_audio_encoder(self.cfg)
+        return self._audio_encoder
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"style_encoder": self.style_encoder, "decoder": self.decoder, "prior": self.prior}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, m in self.modules().items():
+            save_module(m, d / f"{name}.safetensors")
+        cfg = OmegaConf.create(OmegaConf.to_container(self.cfg))
+        cfg.audio_dim = int(self.decoder.audio_in[0].normalized_shape[0])
+        cfg.text_dim = int(self.prior.text_dim)
+        atomic_write_text(d / "stage2.yaml", OmegaConf.to_yaml(cfg))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, text_encoder=None, audio_encoder=None,
+             cfg: DictConfig | None = None) -> "Synthesizer":
+        d = Path(directory)
+        if cfg is None:
+            if not (d / "stage2.yaml").is_file():
+                raise CheckpointError(f"{d}: no stage2.yaml (not a stage-2 checkpoint)")
+            cfg = OmegaConf.load(d / "stage2.yaml")
+        te = text_encoder or cls._make_text_encoder(cfg)
+        ae = audio_encoder
+        audio_dim = ae.dim if ae is not None else int(cfg.get("audio_dim", 384))
+        if "text_dim" in cfg and int(cfg.text_dim) != te.dim:
+            raise CheckpointError(f"{d}: the prior expects {cfg.text_dim}-d text embeddings, the text encoder gives {te.dim}")
+        mods = build_modules(cfg, audio_dim, te.dim)
+        for name, m in mods.items():
+            load_module(m, d / f"{name}.safetensors", name)
+        return cls(cfg, mods, te, ae)
+
+    # ---------------------------------------------------------------- inference
+    def features(self, audio: Audio) -> np.ndarray:
+        return self.audio_encoder.encode(audio)
+
+    def styles(self, texts: Sequence[str], num_samples: int = 1, seed: int | None = None,
+               guidance_scale: float | None = None, steps: int | None = None, use_prior: bool = True) -> torch.Tensor:
+        """Style vectors [len(texts), num_samples, style_dim] for instruction texts."""
+        samp = self.cfg.stage2.sampling
+        emb = torch.as_tensor(self.text_encoder.encode(list(texts)))
+        if not use_prior:
+            return self.prior.map(emb)[:, None].expand(-1, num_samples, -1)
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        return self.prior.sample(emb, num_samples, steps or int(samp.steps),
+                                 float(samp.guidance_scale if guidance_scale is None else guidance_scale), g)
+
+    @torch.no_grad()
+    def synthesize(
+        self,
+        audio: Audio | np.ndarray,
+        instruction: str | Instruction,
+        num_samples: int = 1,
+        seed: int | None = None,
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        use_prior: bool = True,
+        num_frames: int | None = None,
+    ) -> list[FlameSequence]:
+        """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences."""
+        from avitalk.encoders import to_motion_rate
+
+        if isinstance(instruction, Instruction):
+            text = instruction.text
+        else:
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise InstructionError("instruction is empty")
+            text = Instruction.from_text(instruction, truncate=True).text
+        if num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        if isinstance(audio, Audio):
+            if audio.num_frames() < 1 or audio.duration < 1 / MOTION_FPS:
+                raise AudioError(f"{audio.source or 'audio'}: shorter than one motion frame (40 ms)")
+            feats = self.features(audio)
+            T = num_frames or audio.num_frames()
+        else:
+            feats = np.asarray(audio, np.float32)
+            if feats.ndim != 2 or feats.shape[0] < 2:
+                raise AudioError(f"features must be [N >= 2, D], got {feats.shape}")
+            T = num_frames or feats.shape[0] // 2
+        a = torch.as_tensor(to_motion_rate(feats, T))
+        z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior)[0]
+        motion = self.decoder.generate(a, z).numpy()
+        meta = {"instruction": text, "seed": seed, "use_prior": use_prior}
+        return [FlameSequence.from_motion(m, fps=MOTION_FPS, meta={**meta, "sample": k}) for k, m in enumerate(motion)]
+
+    def describe(self) -> dict[str, Any]:
+        return {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}

@@ -1,0 +1,368 @@
+"""Stage-2 training: lip-sync pretraining of style encoder + decoder, then the diffusion prior.
+
+``avitalk train stage2 --config configs/tiny.yaml --data DIR --out CKPT [--phase lipsync|prior|all] [--resume]``.
+The same code runs on CPU, one GPU or several (``accelerate launch``); seeded; checkpoints are written atomically and
+``--resume`` continues from the last one; loss curves go to ``CKPT/logs`` (tensorboard) and ``CKPT/loss_curves.png``.
+
+Lip-sync phase: the decoder reconstructs a clip's motion from its audio, with the style z encoded from a *different*
+clip of the same speaker, emotion and intensity (same emotion and intensity when the speaker has no other), so z
+carries style, not lip content. Losses: coefficient L2, vertex L2 through the FLAME model (extra weight on the
+lips), velocity L2. Prior phase: the frozen style encoder maps every training clip to its z; the prior learns
+p(z | instruction) from the clip's instruction paraphrases plus augmented ones (emotion only, or a random subset
+of its action units).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from avitalk.errors import CheckpointError, DatasetError
+from avitalk.io import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------- data
+class ClipBank:
+    """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
+
+    def __init__(self, root: Path, split: str, cache, limit: int | None = None):
+        from avitalk.data.manifest import read_manifest
+        from avitalk.encoders import to_motion_rate
+        from avitalk.types import FlameSequence
+
+        clips = read_manifest(root, split)[:limit]
+        self.ids, self.feats, self.motion, self.keys, self.instructions, self.labels = [], [], [], [], [], []
+        for c in clips:
+            seq = FlameSequence.load(root / c.flame)
+            f = cache.get(c.id)
+            if f is None:
+                raise DatasetError(f"{c.id}: features missing from {cache.dir}")
+            self.ids.append(c.id)
+            self.motion.append(seq.motion().astype(np.float32))
+            self.feats.append(to_motion_rate(f, seq.num_frames))
+            self.keys.append((c.speaker, c.emotion, c.intensity))
+            self.instructions.append(list(c.instructions))
+            aus = (c.extra.get("labels") or {}).get("action_units") or {}
+            self.labels.append({"emotion": c.emotion, "intensity": c.intensity, "speaker": c.speaker,
+                                "gender": c.extra.get("gender", "unknown"), "action_units": dict(aus)})
+        by_key, by_emo = defaultdict(list), defaultdict(list)
+        for i, (spk, emo, inten) in enumerate(self.keys):
+            by_key[(spk, emo, inten)].append(i)
+            by_emo[(emo, inten)].append(i)
+        self.partners = [
+            [j for j in by_key[k] if j != i] or [j for j in by_emo[(k[1], k[2])] if j != i] or [i]
+            for i, k in enumerate(self.keys)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    L = L or max(len(a) for a in arrs)
+    out = np.zeros((len(arrs), L, arrs[0].shape[1]), np.float32)
+    mask = np.zeros((len(arrs), L), bool)
+    for i, a in enumerate(arrs):
+        n = min(L, len(a))
+        out[i, :n] = a[:n]
+        mask[i, :n] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    feats, motion, partners = [], [], []
+    for i in idx:
+        T = len(bank.motion[i])
+        s = int(rng.integers(0, T - crop + 1)) if T > crop else 0
+        feats.append(bank.feats[i][s : s + crop])
+        motion.append(bank.motion[i][s : s + crop])
+        p = bank.partners[i]
+        pm = bank.motion[p[int(rng.integers(len(p)))]]
+        ps = int(rng.integers(0, len(pm) - crop + 1)) if len(pm) > crop else 0
+        partners.append(pm[ps : ps + crop])
+    f, mask = _pad(feats, crop)
+    m, _ = _pad(motion, crop)
+    pm, pmask = _pad(partners)
+    return {"feats": f, "motion": m, "mask": mask, "partner": pm, "partner_mask": pmask}
+
+
+def augmented_instructions(label: dict[str, Any], rng: np.random.Generator, n_partial: int = 2) -> list[str]:
+    """Extra training texts for a clip: an emotion-only instruction ("A furious person speaks.") and ``n_partial``
+    instructions naming a random subset of its action units. Such texts are shared by many clips of the same
+    emotion, so the prior learns what the emotion word alone means (controllability) and keeps the spread of
+    styles a text allows (diversity) instead of mapping each clip-specific sentence to one point."""
+    from avitalk.vocab import load_vocabulary
+
+    v = load_vocabulary()
+    acts = sorted(label.get("action_units", {}).items(), key=lambda kv: -kv[1])
+    out = [v.write(label["emotion"], label["intensity"], [], label.get("gender", "unknown"), rng) for _ in range(2)]
+    for _ in range(n_partial if acts else 0):
+        k = int(rng.integers(1, len(acts) + 1))
+        pick = [acts[j] for j in sorted(rng.choice(len(acts), size=k, replace=False))]
+        out.append(v.write(label["emotion"], label["intensity"], pick, label.get("gender", "unknown"), rng))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, decoder, subset, lip_ids: torch.Tensor,
+                   w: DictConfig) -> dict[str, torch.Tensor]:
+    m = mask.unsqueeze(-1).to(pred.dtype)
+    n = m.sum().clamp_min(1)
+    std = decoder.motion_std
+    coef = (((pred - target) / std) ** 2 * m).sum() / (n * pred.shape[-1])
+    vel_p, vel_t = (pred[:, 1:] - pred[:, :-1]) / std, (target[:, 1:] - target[:, :-1]) / std
+    mv = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1).to(pred.dtype)
+    vel = ((vel_p - vel_t) ** 2 * mv).sum() / (mv.sum().clamp_min(1) * pred.shape[-1])
+    B, T, M = pred.shape
+    # vertices of a random quarter of the real frames: the same expected loss for a quarter of the cost
+    flat_m = mask.reshape(-1) & (torch.rand(B * T, device=mask.device) < float(w.get("vertex_frame_fraction", 0.25)))
+    pp, tt = pred.reshape(-1, M)[flat_m], target.reshape(-1, M)[flat_m]
+    vp = subset(pp[:, :-3], pp[:, -3:])
+    vt = subset(tt[:, :-3], tt[:, -3:])
+    err = ((vp - vt) ** 2).sum(-1) * 1e6  # squared mm
+    weights = torch.ones(err.shape[1], device=err.device)
+    weights[lip_ids] = float(w.lip_weight)
+    vert = (err * weights).sum(1).mean() / weights.sum()
+    total = float(w.coef_weight) * coef + float(w.vertex_weight) * vert * 1e-2 + float(w.velocity_weight) * vel
+    return {"loss": total, "coef": coef, "vertex_mm2": vert, "velocity": vel}
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return f
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def save_state(out: Path, phase: str, step: int, optimizer, scheduler, history: dict, rng: np.random.Generator) -> None:
+    state = {
+        "phase": phase,
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+    }
+    with atomic_path(out / f"train_state_{phase}.pt") as tmp:
+        torch.save(state, tmp)
+    atomic_write_json(out / "history.json", history)
+
+
+def load_state(out: Path, phase: str) -> dict | None:
+    p = out / f"train_state_{phase}.pt"
+    if not p.is_file():
+        return None
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{p}: cannot resume from it ({e})") from e
+
+
+def plot_history(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in history if history[k]]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        steps = [h["step"] for h in history[k]]
+        for name in history[k][0]:
+            if name != "step":
+                ax.plot(steps, [h[name] for h in history[k]], label=name)
+        ax.set_yscale("log")
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
+                 resume: bool = False, progress: bool = True, limit: int | None = None) -> dict[str, Any]:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from avitalk.encoders.cache import cache_dataset_features
+    from avitalk.flame import FlameModel
+
+    from .synthesizer import Synthesizer, load_module, save_module
+
+    if phase not in ("lipsync", "prior", "all"):
+        raise ValueError("phase must be lipsync, prior or all")
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.stage2.train
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      mixed_precision=str(tc.mixed_precision) if torch.cuda.is_available() else "no")
+    set_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    synth = Synthesizer.build(cfg)
+    cfg = synth.cfg
+    OmegaConf.set_struct(cfg, False)
+    cfg.audio_dim, cfg.text_dim = int(synth.audio_encoder.dim), int(synth.text_encoder.dim)
+    t = time.perf_counter()
+    cache = cache_dataset_features(data, synth.audio_encoder, progress=progress and acc.is_main_process)
+    timings["features_s"] = time.perf_counter() - t
+    train = ClipBank(data, "train", cache, limit)
+    if len(train) < 2:
+        raise DatasetError(f"{data}: needs at least 2 training clips, has {len(train)}")
+    allm = np.concatenate(train.motion)
+    mean, std = torch.as_tensor(allm.mean(0)), torch.as_tensor(allm.std(0))
+    synth.decoder.set_motion_stats(mean, std)
+    synth.style_encoder.set_motion_stats(mean, std)
+    history: dict[str, list] = {"lipsync": [], "prior": []}
+    if (out / "history.json").is_file() and resume:
+        history = json.loads((out / "history.json").read_text())
+    writer = SummaryWriter(str(out / "logs")) if acc.is_main_process else None
+    model = FlameModel.from_spec(cfg.flame_model)
+
+    # ------------------------------------------------ phase 1: lip-sync pretraining
+    if phase in ("lipsync", "all"):
+        lc = tc.lipsync
+        lips = model.region("lips") if "lips" in model.regions else np.arange(0)
+        face = model.region("face") if "face" in model.regions else np.arange(model.num_vertices)
+        extra = rng.choice(np.setdiff1d(face, lips), size=min(int(lc.face_vertices), len(face)), replace=False)
+        ids = np.concatenate([lips, np.sort(extra)])
+        subset = model.subset(ids).to(acc.device)
+        lip_ids = torch.arange(len(lips), device=acc.device)
+        params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
+        opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(lc.warmup), int(lc.steps)))
+        start = 0
+        st = load_state(out, "lipsync") if resume else None
+        if st is not None:
+            load_module(synth.style_encoder, out / "style_encoder.safetensors", "style_encoder")
+            load_module(synth.decoder, out / "decoder.safetensors", "decoder")
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["torch_rng"])
+            rng.bit_generator.state = json.loads(st["numpy_rng"])
+            start = int(st["step"])
+            history["lipsync"] = [h for h in history["lipsync"] if h["step"] <= start]
+        enc, dec, opt, sched = acc.prepare(synth.style_encoder, synth.decoder, opt, sched)
+        enc.train(), dec.train()
+        t = time.perf_counter()
+        bar = tqdm(range(start, int(lc.steps)), desc="stage2 lipsync", disable=not (progress and acc.is_main_process) or None)
+        for step in bar:
+            idx = rng.integers(0, len(train), int(lc.batch_size))
+            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), rng).items()}
+            z = enc(b["partner"], b["partner_mask"])
+            pred = dec(b["feats"], z, b["mask"])
+            losses = lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(losses["loss"])
+            acc.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            if step % 20 == 0 or step == int(lc.steps) - 1:
+                rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
+                history["lipsync"].append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", mm2=f"{rec['vertex_mm2']:.2f}")
+                if writer:
+                    for k, v in rec.items():
+                        if k != "step":
+                            writer.add_scalar(f"lipsync/{k}", v, step)
+            if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(lc.steps):
+                if acc.is_main_process:
+                    save_module(acc.unwrap_model(enc), out / "style_encoder.safetensors")
+                    save_module(acc.unwrap_model(dec), out / "decoder.safetensors")
+                    save_state(out, "lipsync", step + 1, opt, sched, history, rng)
+        timings["lipsync_s"] = time.perf_counter() - t
+        synth.style_encoder, synth.decoder = acc.unwrap_model(enc).eval(), acc.unwrap_model(dec).eval()
+    else:
+        load_module(synth.style_encoder, out / "style_encoder.safetensors", "style_encoder")
+        load_module(synth.decoder, out / "decoder.safetensors", "decoder")
+
+    # ------------------------------------------------ phase 2: the diffusion prior
+    if phase in ("prior", "all"):
+        pc = tc.prior
+        with torch.no_grad():
+            Z = []
+            for s in range(0, len(train), 64):
+                m, mask = _pad(train.motion[s : s + 64])
+                Z.append(synth.style_encoder.eval()(m.to(acc.device), mask.to(acc.device)).cpu())
+            Z = torch.cat(Z)
+        texts = [list(ins) + augmented_instructions(lab, rng, int(pc.get("partial_instructions", 2)))
+                 for ins, lab in zip(train.instructions, train.labels)]
+        flat = sorted({t for ts in texts for t in ts})
+        emb = dict(zip(flat, torch.as_tensor(synth.text_encoder.encode(flat))))
+        prior = synth.prior
+        opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(pc.warmup), int(pc.steps)))
+        start = 0
+        st = load_state(out, "prior") if resume else None
+        if st is not None:
+            load_module(prior, out / "prior.safetensors", "prior")
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["torch_rng"])
+            rng.bit_generator.state = json.loads(st["numpy_rng"])
+            start = int(st["step"])
+            history["prior"] = [h for h in history["prior"] if h["step"] <= start]
+        prior, opt, sched = acc.prepare(prior, opt, sched)
+        prior.train()
+        ddpm = acc.unwrap_model(prior).train_scheduler()
+        t = time.perf_counter()
+        bar = tqdm(range(start, int(pc.steps)), desc="stage2 prior", disable=not (progress and acc.is_main_process) or None)
+        for step in bar:
+            idx = rng.integers(0, len(train), int(pc.batch_size))
+            tx = torch.stack([emb[texts[i][int(rng.integers(len(texts[i])))]] for i in idx]).to(acc.device)
+            losses = acc.unwrap_model(prior).losses(Z[idx].to(acc.device), tx, ddpm,
+                                                    contrastive_weight=float(pc.contrastive_weight))
+            opt.zero_grad(set_to_none=True)
+            acc.backward(losses["loss"])
+            acc.clip_grad_norm_(prior.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if step % 20 == 0 or step == int(pc.steps) - 1:
+                rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
+                history["prior"].append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+                if writer:
+                    for k, v in rec.items():
+                        if k != "step":
+                            writer.add_scalar(f"prior/{k}", v, step)
+            if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
+                if acc.is_main_process:
+                    save_module(acc.unwrap_model(prior), out / "prior.safetensors")
+                    save_state(out, "prior", step + 1, opt, sched, history, rng)
+        timings["prior_s"] = time.perf_counter() - t
+        synth.prior = acc.unwrap_model(prior).eval()
+
+    timings["total_s"] = time.perf_counter() - t_start
+    if acc.is_main_process:
+        synth.save(out)
+        plot_history(history, out / "loss_curves.png")
+        atomic_write_json(out / "history.json", history)
+        atomic_write_json(out / "train_info.json", {"timings": timings, "train_clips": len(train), "phase": phase,
+                                                    "config": OmegaConf.to_container(cfg)})
+    if writer:
+        writer.close()
+    return {"timings": timings, "history": history, "synthesizer": synth}

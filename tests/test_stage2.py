@@ -1,0 +1,178 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from avitalk.errors import AudioError, CheckpointError, InstructionError
+from avitalk.types import Audio
+
+from stage2_synthesis.decoder import TalkingDecoder
+from stage2_synthesis.prior import DiffusionPrior
+from stage2_synthesis.style_encoder import StyleEncoder
+from stage2_synthesis.synthesizer import Synthesizer
+
+TINY_WHISPER = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500)
+
+
+def tiny_cfg(**over):
+    cfg = OmegaConf.create({
+        "name": "test", "seed": 0, "flame_model": "standin",
+        "audio_encoder": {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}},
+        "stage2": {
+            "text_encoder": {"spec": "random-bert", "config": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                               "num_attention_heads": 2, "intermediate_size": 64}},
+            "style_dim": 16,
+            "style_encoder": {"d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0},
+            "decoder": {"d_model": 32, "layers": 1, "heads": 2, "ff": 64, "dropout": 0.0, "window": 16, "overlap": 4},
+            "prior": {"d_model": 32, "layers": 1, "heads": 2, "n_tokens": 2, "timesteps": 20, "cond_drop": 0.2},
+            "sampling": {"steps": 5, "guidance_scale": 2.0},
+            "train": {
+                "lipsync": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 1, "crop_frames": 16, "coef_weight": 1.0,
+                            "vertex_weight": 1.0, "lip_weight": 3.0, "velocity_weight": 0.5, "face_vertices": 50},
+                "prior": {"steps": 4, "batch_size": 8, "lr": 1e-3, "warmup": 1, "contrastive_weight": 0.1},
+                "checkpoint_every": 2, "mixed_precision": "bf16",
+            },
+        },
+    })
+    return OmegaConf.merge(cfg, OmegaConf.create(over))
+
+
+def _wake_modulation(decoder):
+    """AdaLN modulation starts at zero (identity), so an untrained decoder ignores z; give it weights as training would."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for blk in decoder.blocks:
+            blk.mod.weight.copy_(torch.randn(blk.mod.weight.shape, generator=g) * 0.2)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    torch.manual_seed(0)
+    s = Synthesizer.build(tiny_cfg())
+    _wake_modulation(s.decoder)
+    return s
+
+
+def speech(seconds=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return Audio((0.2 * np.sin(2 * np.pi * 140 * t) * (np.sin(2 * np.pi * 4 * t) > 0) + 0.01 * rng.normal(size=len(t))).astype(np.float32))
+
+
+def test_style_encoder_sphere_and_padding_invariance():
+    enc = StyleEncoder(n_motion=53, d_model=32, layers=1, heads=2, style_dim=16, dropout=0.0).eval()
+    m = torch.randn(2, 20, 53)
+    z = enc(m)
+    assert torch.allclose(z.norm(dim=-1), torch.full((2,), 4.0), atol=1e-5)
+    padded = torch.cat([m, torch.zeros(2, 7, 53)], 1)
+    mask = torch.cat([torch.ones(2, 20, dtype=torch.bool), torch.zeros(2, 7, dtype=torch.bool)], 1)
+    torch.testing.assert_close(enc(padded, mask), z, atol=1e-5, rtol=1e-4)
+
+
+def test_decoder_windows_cover_any_length():
+    dec = TalkingDecoder(audio_dim=8, d_model=32, layers=1, heads=2, ff=64, style_dim=16, dropout=0.0, window=16, overlap=4).eval()
+    z0 = torch.randn(2, 16)
+    same = dec.generate(torch.randn(10, 8), z0)
+    assert torch.allclose(same[0], same[1])  # zero-initialised modulation: the identity at the start of training
+    _wake_modulation(dec)
+    a = torch.randn(10, 8)
+    z = torch.randn(3, 16)
+    short = dec.generate(a, z)
+    torch.testing.assert_close(short, dec(a[None].repeat(3, 1, 1), z), atol=1e-5, rtol=1e-4)
+    long = dec.generate(torch.randn(57, 8), z)
+    assert long.shape == (3, 57, 53) and torch.isfinite(long).all()
+    # the style changes the output: z steers every block
+    assert not torch.allclose(long[0], long[1])
+
+
+def test_prior_losses_and_sampling():
+    p = DiffusionPrior(text_dim=12, style_dim=16, d_model=32, layers=1, heads=2, n_tokens=2, timesteps=20)
+    losses = p.losses(torch.randn(8, 16), torch.randn(8, 12), generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "diffusion", "contrastive", "mapper"} and all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert p.null_text.grad is not None  # the null condition is learned (classifier-free guidance)
+    text = torch.randn(2, 12)
+    a = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(1))
+    b = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(1))
+    c = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (2, 4, 16) and torch.equal(a, b) and not torch.allclose(a, c)
+    assert torch.allclose(a.norm(dim=-1), torch.full((2, 4), 4.0), atol=1e-4)
+    assert torch.cdist(a[0], a[0]).sum() > 0  # samples differ from one another
+    assert torch.equal(p.map(text), p.map(text))
+
+
+def test_synthesize_samples_edits_and_errors(synth, caplog):
+    a = speech(1.5)
+    seqs = synth.synthesize(a, "A happy person speaks with fairly lifted cheek.", num_samples=3, seed=4)
+    assert len(seqs) == 3 and all(s.num_frames == 38 and s.n_exp == 50 and s.fps == 25 for s in seqs)
+    assert not np.allclose(seqs[0].expression, seqs[1].expression)
+    again = synth.synthesize(a, "A happy person speaks with fairly lifted cheek.", num_samples=3, seed=4)
+    np.testing.assert_allclose(again[2].expression, seqs[2].expression, atol=1e-6)
+    other = synth.synthesize(a, "A furious person speaks with brow strongly lowered.", seed=4)[0]
+    assert not np.allclose(other.expression, seqs[0].expression)  # the text is the style input
+    with pytest.raises(InstructionError, match="empty"):
+        synth.synthesize(a, "   ")
+    with caplog.at_level(logging.WARNING):
+        long = synth.synthesize(a, "word " * 1000, seed=1)[0]
+    assert long.meta["instruction"].count("word") <= 103 and "truncated" in caplog.text
+    with pytest.raises(AudioError):
+        synth.synthesize(Audio(np.full(300, 0.1, np.float32)), "A calm person speaks.")
+
+
+def test_save_load_roundtrip_and_mismatch(synth, tmp_path):
+    d = synth.save(tmp_path / "ck")
+    back = Synthesizer.load(d, text_encoder=synth.text_encoder, audio_encoder=synth.audio_encoder)
+    a = speech(1.0, 3)
+    x = synth.synthesize(a, "A sad person speaks.", seed=0)[0]
+    y = back.synthesize(a, "A sad person speaks.", seed=0)[0]
+    np.testing.assert_allclose(x.expression, y.expression, atol=1e-6)
+    cfg = OmegaConf.load(d / "stage2.yaml")
+    cfg.stage2.decoder.d_model = 64
+    with pytest.raises(CheckpointError, match="component decoder does not match"):
+        Synthesizer.load(d, text_encoder=synth.text_encoder, audio_encoder=synth.audio_encoder, cfg=cfg)
+    (d / "prior.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing component prior"):
+        Synthesizer.load(d, text_encoder=synth.text_encoder, audio_encoder=synth.audio_encoder)
+
+
+@pytest.mark.slow
+def test_training_runs_checkpoints_and_resumes(tmp_path):
+    import json
+
+    from avitalk.data.synthtalk import generate
+    from stage2_synthesis.train import train_stage2
+
+    generate(tmp_path / "d", 12, seed=5, workers=1, progress=False)
+    cfg = tiny_cfg()
+    r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
+    for f in ("style_encoder", "decoder", "prior"):
+        assert (tmp_path / "ck" / f"{f}.safetensors").is_file()
+    assert (tmp_path / "ck" / "loss_curves.png").is_file() and any((tmp_path / "ck" / "logs").iterdir())
+    hist = json.loads((tmp_path / "ck" / "history.json").read_text())
+    assert hist["lipsync"][-1]["step"] == 3 and hist["prior"][-1]["step"] == 3
+    # resume: more steps continue from step 4, not from 0
+    cfg.stage2.train.lipsync.steps = 6
+    cfg.stage2.train.prior.steps = 6
+    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", resume=True, progress=False)
+    hist = json.loads((tmp_path / "ck" / "history.json").read_text())
+    steps = [h["step"] for h in hist["lipsync"]]
+    assert steps == sorted(steps) and steps[-1] == 5 and steps.count(0) == 1
+    s = Synthesizer.load(tmp_path / "ck")
+    assert len(s.synthesize(speech(1.0), "A calm person speaks.")) == 1
+
+
+@pytest.mark.parametrize("spec, cfg", [
+    ("random-bert", {"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 48}),
+    ("random-clip", {"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 48}),
+])
+def test_text_encoders_embed_and_cache(spec, cfg):
+    from stage2_synthesis.text_encoder import TextEncoder
+
+    te = TextEncoder(spec, config=cfg, device="cpu")
+    e = te.encode(["A happy person speaks.", "A sad person speaks.", "A happy person speaks."])
+    assert e.shape == (3, 24) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert np.allclose(e[0], e[2]) and not np.allclose(e[0], e[1])
+    with pytest.raises(CheckpointError, match="unknown text encoder"):
+        TextEncoder("word2vec")
