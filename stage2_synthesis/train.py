@@ -173,6 +173,35 @@ def load_state(out: Path, phase: str) -> dict | None:
         raise CheckpointError(f"{p}: cannot resume from it ({e})") from e
 
 
+def resume_phase(out: Path, phase: str, modules: dict[str, torch.nn.Module], opt, sched, rng: np.random.Generator,
+                 history: dict) -> int:
+    """Restore a phase's weights, optimizer, schedule and random state; returns the step to continue from (0 if none)."""
+    from .synthesizer import load_module
+
+    st = load_state(out, phase)
+    if st is None:
+        return 0
+    for name, m in modules.items():
+        load_module(m, out / f"{name}.safetensors", name)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["torch_rng"])
+    rng.bit_generator.state = json.loads(st["numpy_rng"])
+    start = int(st["step"])
+    history[phase] = [h for h in history[phase] if h["step"] <= start]
+    return start
+
+
+def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tensor], writer, bar, show: str) -> None:
+    rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
+    history[phase].append(rec)
+    bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", show)})
+    if writer:
+        for k, v in rec.items():
+            if k != "step":
+                writer.add_scalar(f"{phase}/{k}", v, step)
+
+
 def plot_history(history: dict, path: Path) -> None:
     import matplotlib
 
@@ -255,17 +284,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(lc.warmup), int(lc.steps)))
-        start = 0
-        st = load_state(out, "lipsync") if resume else None
-        if st is not None:
-            load_module(synth.style_encoder, out / "style_encoder.safetensors", "style_encoder")
-            load_module(synth.decoder, out / "decoder.safetensors", "decoder")
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            torch.set_rng_state(st["torch_rng"])
-            rng.bit_generator.state = json.loads(st["numpy_rng"])
-            start = int(st["step"])
-            history["lipsync"] = [h for h in history["lipsync"] if h["step"] <= start]
+        mods = {"style_encoder": synth.style_encoder, "decoder": synth.decoder}
+        start = resume_phase(out, "lipsync", mods, opt, sched, rng, history) if resume else 0
         enc, dec, opt, sched = acc.prepare(synth.style_encoder, synth.decoder, opt, sched)
         enc.train(), dec.train()
         t = time.perf_counter()
@@ -282,13 +302,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             opt.step()
             sched.step()
             if step % 20 == 0 or step == int(lc.steps) - 1:
-                rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
-                history["lipsync"].append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", mm2=f"{rec['vertex_mm2']:.2f}")
-                if writer:
-                    for k, v in rec.items():
-                        if k != "step":
-                            writer.add_scalar(f"lipsync/{k}", v, step)
+                log_step(history, "lipsync", step, losses, writer, bar, "vertex_mm2")
             if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(lc.steps):
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(enc), out / "style_encoder.safetensors")
@@ -316,16 +330,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         prior = synth.prior
         opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(pc.warmup), int(pc.steps)))
-        start = 0
-        st = load_state(out, "prior") if resume else None
-        if st is not None:
-            load_module(prior, out / "prior.safetensors", "prior")
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            torch.set_rng_state(st["torch_rng"])
-            rng.bit_generator.state = json.loads(st["numpy_rng"])
-            start = int(st["step"])
-            history["prior"] = [h for h in history["prior"] if h["step"] <= start]
+        start = resume_phase(out, "prior", {"prior": prior}, opt, sched, rng, history) if resume else 0
         prior, opt, sched = acc.prepare(prior, opt, sched)
         prior.train()
         ddpm = acc.unwrap_model(prior).train_scheduler()
@@ -342,13 +347,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             opt.step()
             sched.step()
             if step % 20 == 0 or step == int(pc.steps) - 1:
-                rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
-                history["prior"].append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}")
-                if writer:
-                    for k, v in rec.items():
-                        if k != "step":
-                            writer.add_scalar(f"prior/{k}", v, step)
+                log_step(history, "prior", step, losses, writer, bar, "diffusion")
             if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(prior), out / "prior.safetensors")
