@@ -9,7 +9,8 @@ clip of the same speaker, emotion and intensity (same emotion and intensity when
 carries style, not lip content. Losses: coefficient L2, vertex L2 through the FLAME model (extra weight on the
 lips), velocity L2. Prior phase: the frozen style encoder maps every training clip to its z; the prior learns
 p(z | instruction) from the clip's instruction paraphrases plus augmented ones (emotion only, or a random subset
-of its action units).
+of its action units; and, with ``conflict_probability``, its emotion word with another emotion's action phrases, so
+that the emotion word wins when the two disagree).
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Gen
     m, _ = _pad(motion, crop)
     pm, pmask = _pad(partners)
     return {"feats": f, "motion": m, "mask": mask, "partner": pm, "partner_mask": pmask}
+
+
+def conflicting_instruction(label: dict[str, Any], other: dict[str, Any], rng: np.random.Generator) -> str:
+    """The clip's emotion word with the action phrases of a clip of another emotion. Trained towards the clip's own
+    style, it teaches the rule that the emotion word wins when the two disagree (what an edit of the word expects)."""
+    from avitalk.vocab import load_vocabulary
+
+    acts = sorted(other.get("action_units", {}).items(), key=lambda kv: -kv[1])
+    return load_vocabulary().write(label["emotion"], label["intensity"], acts, label.get("gender", "unknown"), rng)
 
 
 def augmented_instructions(label: dict[str, Any], rng: np.random.Generator, n_partial: int = 2) -> list[str]:
@@ -243,6 +253,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     if phase not in ("lipsync", "prior", "all"):
         raise ValueError("phase must be lipsync, prior or all")
     data, out = Path(data), Path(out)
+    from avitalk.data.manifest import read_manifest
+
+    read_manifest(data, "train")  # a clear error before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.stage2.train
     acc = Accelerator(cpu=not torch.cuda.is_available(),
@@ -325,7 +338,14 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             Z = torch.cat(Z)
         texts = [list(ins) + augmented_instructions(lab, rng, int(pc.get("partial_instructions", 2)))
                  for ins, lab in zip(train.instructions, train.labels)]
-        flat = sorted({t for ts in texts for t in ts})
+        n_conf = int(pc.get("conflicting_instructions", 0))
+        conflicts: list[list[str]] = [[] for _ in range(len(train))]
+        for i, lab in enumerate(train.labels):
+            others = [j for j in rng.integers(0, len(train), 16) if train.labels[j]["emotion"] != lab["emotion"]]
+            conflicts[i] = [conflicting_instruction(lab, train.labels[j], rng) for j in others[:n_conf]]
+        flat_conf = [t for ts in conflicts for t in ts]
+        p_conf = float(pc.get("conflict_probability", 0.0))
+        flat = sorted({t for ts in texts for t in ts} | set(flat_conf))
         emb = dict(zip(flat, torch.as_tensor(synth.text_encoder.encode(flat))))
         prior = synth.prior
         opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
@@ -338,7 +358,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         bar = tqdm(range(start, int(pc.steps)), desc="stage2 prior", disable=not (progress and acc.is_main_process) or None)
         for step in bar:
             idx = rng.integers(0, len(train), int(pc.batch_size))
-            tx = torch.stack([emb[texts[i][int(rng.integers(len(texts[i])))]] for i in idx]).to(acc.device)
+            pick = [conflicts[i][int(rng.integers(len(conflicts[i])))] if conflicts[i] and rng.random() < p_conf
+                    else texts[i][int(rng.integers(len(texts[i])))] for i in idx]
+            tx = torch.stack([emb[t] for t in pick]).to(acc.device)
             losses = acc.unwrap_model(prior).losses(Z[idx].to(acc.device), tx, ddpm,
                                                     contrastive_weight=float(pc.contrastive_weight))
             opt.zero_grad(set_to_none=True)

@@ -9,7 +9,8 @@ from avitalk.render.video import probe_video
 
 
 def test_help_on_every_command():
-    for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"]):
+    for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"], ["data"], ["data", "synth"],
+                 ["data", "stats"], ["data", "mead"], ["data", "ravdess"], ["train"], ["train", "stage2"]):
         r = subprocess.run([sys.executable, "-m", "avitalk.cli", *args, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
 
@@ -69,4 +70,13 @@ def test_data_synth_and_stats(tmp_path, cli):
     assert code == 0, err
     assert out.startswith("10 clips") and "emotion:" in out and (tmp_path / "st" / "stats.png").is_file()
     code, _, err = cli("data", "stats", tmp_path / "nothing")
+    assert code == 2 and "no manifest.jsonl" in err
+
+
+def test_train_stage2_bad_input(tmp_path, cli):
+    code, _, err = cli("train", "stage2", "--data", tmp_path, "--out", tmp_path / "o", "--phase", "both")
+    assert code == 2 and "--phase must be" in err
+    code, _, err = cli("train", "stage2", "--config", tmp_path / "none.yaml", "--data", tmp_path, "--out", tmp_path / "o")
+    assert code == 2 and "no such config file" in err
+    code, _, err = cli("train", "stage2", "--data", tmp_path, "--out", tmp_path / "o")
     assert code == 2 and "no manifest.jsonl" in err
