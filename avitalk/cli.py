@@ -279,6 +279,55 @@ def train_stage2_cmd(
         typer.echo(json.dumps({k: m[k] for k in ("lve_mm", "emotion_accuracy", "diversity", "speed")}, indent=2))
 
 
+@train_app.command("stage1")
+def train_stage1_cmd(
+    config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", "-c", help="YAML config."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
+    resume: bool = typer.Option(False, help="Reuse the checkpoint folder's trained tokenizer and LM."),
+    evaluate: bool = typer.Option(False, help="Measure on the test split afterwards (metrics.json)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage1.train.steps=200."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train stage 1: tokenizer + tiny LM (embedded default), then Q-Former, projection and LoRA."""
+    from stage1_instruct.train import evaluate_stage1, train_stage1
+
+    cfg = _load_config(config, set_)
+    r = train_stage1(cfg, data, out, resume=resume, progress=not quiet)
+    typer.echo("trained stage 1 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["timings"].items()) + f" -> {out}")
+    if evaluate:
+        from .io import atomic_write_json
+
+        m = evaluate_stage1(out, data)
+        atomic_write_json(out / "metrics.json", m)
+        typer.echo(json.dumps({k: m[k] for k in ("with_speech", "ablation_speech_tokens_removed", "speed")}, indent=2))
+
+
+@app.command()
+def instruct(
+    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Stage-1 checkpoint folder."),
+    samples: int = typer.Option(1, "--samples", "-k", min=1, max=20, help="How many instructions (sampled when > 1)."),
+    seed: int = typer.Option(0, help="Seed for sampling."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON with the parsed fields."),
+) -> None:
+    """Listen to speech and write the audio-visual instruction(s)."""
+    from stage1_instruct.model import to_instruction
+    from stage1_instruct.train import instruct_audio, load_stage1
+
+    from . import audio as audio_io
+
+    speech_audio = audio_io.load(speech)
+    model, cfg = load_stage1(checkpoint)
+    texts = instruct_audio(model, cfg, speech_audio, samples=samples, seed=seed)
+    ins = [to_instruction(t) for t in texts]
+    if as_json:
+        typer.echo(json.dumps([i.to_dict() for i in ins], indent=2))
+    else:
+        for i in ins:
+            typer.echo(i.text)
+
+
 def _report_import(manifest: Path) -> None:
     rep = json.loads((manifest.parent / "import_report.json").read_text())
     typer.echo(f"imported {rep['imported']} clips into {manifest.parent}; skipped {rep['skipped_count']}")

@@ -1,0 +1,142 @@
+"""InstructionModel: speech features -> a MeadText-style audio-visual instruction.
+
+Input to the frozen causal LLM (adapted with peft LoRA) is ``inputs_embeds`` = [BOS | speech tokens | prompt tokens |
+instruction tokens]; training is cross-entropy on the instruction tokens only, plus a contrastive loss aligning the
+pooled Q-Former output with the instruction's sentence embedding. Trainable: Q-Former, projection, LoRA.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from avitalk.types import Instruction
+
+from .qformer import QFormer
+
+log = logging.getLogger(__name__)
+
+
+class InstructionModel(nn.Module):
+    def __init__(self, llm, tokenizer, qformer: QFormer, prompt: str, text_dim: int = 384,
+                 lora: dict[str, Any] | None = None, chat_template: bool = False):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        from peft import PeftModel
+
+        self.tokenizer = tokenizer
+        if isinstance(llm, PeftModel):  # loaded with its trained adapter
+            self.llm = llm
+        else:
+            for p in llm.parameters():
+                p.requires_grad_(False)
+            lc = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
+            lc.update(lora or {})
+            self.llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", **lc))
+        self.qformer = qformer
+        self.align = nn.Linear(qformer.queries.shape[1], text_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+        self.prompt = prompt
+        self.chat_template = chat_template
+
+    # ---------------------------------------------------------------- inputs
+    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)
+
+    def _prompt_ids(self, prompt: str | None = None) -> list[int]:
+        text = prompt or self.prompt
+        if self.chat_template and getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+    def prefix(self, feats: torch.Tensor, mask: torch.Tensor | None, prompts: Sequence[str] | None = None,
+               use_speech: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[BOS | speech tokens | prompt] embeddings [B, P, H] (left-padded), attention mask, pooled queries."""
+        B = feats.shape[0]
+        speech, q = self.qformer(feats, mask)
+        if not use_speech:  # the ablation: the same LLM and prompt, no speech tokens
+            speech = speech[:, :0]
+        bos = torch.full((B, 1), self.tokenizer.bos_token_id, device=feats.device)
+        rows, masks = [], []
+        pids = [self._prompt_ids(p) for p in (prompts or [None] * B)]
+        P = max(len(p) for p in pids)
+        for b in range(B):
+            pe = self._embed_ids(torch.tensor(pids[b], device=feats.device)[None])[0]
+            row = torch.cat([self._embed_ids(bos[b : b + 1])[0], speech[b], pe])
+            pad = P - len(pids[b])
+            rows.append(torch.cat([row.new_zeros(pad, row.shape[1]), row]))
+            masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(row), dtype=torch.long)]))
+        return torch.stack(rows), torch.stack(masks).to(feats.device), q.mean(1)
+
+    # ---------------------------------------------------------------- training
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None, texts: Sequence[str],
+                text_emb: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
+                use_speech: bool = True, contrastive_weight: float = 0.1) -> dict[str, torch.Tensor]:
+        pre, pmask, pooled = self.prefix(feats, mask, prompts, use_speech)
+        tgt = self.tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        L = max(len(t) for t in tgt) + 1
+        ids = torch.full((len(texts), L), self.tokenizer.pad_token_id, device=feats.device)
+        tmask = torch.zeros((len(texts), L), dtype=torch.long, device=feats.device)
+        for b, t in enumerate(tgt):
+            ids[b, : len(t) + 1] = torch.tensor(t + [eos], device=feats.device)
+            tmask[b, : len(t) + 1] = 1
+        emb = torch.cat([pre, self._embed_ids(ids)], 1)
+        att = torch.cat([pmask, tmask], 1)
+        labels = torch.cat([torch.full_like(pmask, -100), ids.masked_fill(tmask == 0, -100)], 1)
+        out = self.llm(inputs_embeds=emb, attention_mask=att, labels=labels)
+        losses = {"lm": out.loss}
+        if text_emb is not None and contrastive_weight > 0:
+            a = nn.functional.normalize(self.align(pooled), dim=-1)
+            b = nn.functional.normalize(text_emb, dim=-1)
+            logits = self.logit_scale.exp().clamp(max=100) * a @ b.T
+            target = torch.arange(len(texts), device=feats.device)
+            losses["contrastive"] = 0.5 * (nn.functional.cross_entropy(logits, target)
+                                           + nn.functional.cross_entropy(logits.T, target))
+        losses["loss"] = losses["lm"] + contrastive_weight * losses.get("contrastive", 0.0)
+        return losses
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 0.9, num_beams: int = 1,
+                 max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None) -> list[list[str]]:
+        """Texts [B][num_samples]; greedy by default, beam search or nucleus sampling on request; always stops
+        (end-of-text token or ``max_new_tokens``) and is cut after the first sentence."""
+        pre, pmask, _ = self.prefix(feats, mask, None, use_speech)
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = self.llm.generate(
+            inputs_embeds=pre, attention_mask=pmask, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
+            num_beams=num_beams, num_return_sequences=num_samples, eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id, bos_token_id=self.tokenizer.bos_token_id,
+        )
+        texts = [cut_sentence(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return [texts[b * num_samples : (b + 1) * num_samples] for b in range(feats.shape[0])]
+
+
+def cut_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    for end in (". ", "! ", "? "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    return text
+
+
+def to_instruction(text: str) -> Instruction:
+    """An Instruction with emotion / intensity / actions parsed when the text follows the vocabulary."""
+    from avitalk.vocab import load_vocabulary
+
+    text = text.strip() or "A person speaks."
+    parsed = load_vocabulary().parse(text)
+    inten = parsed["intensity"]
+    return Instruction(text, emotion=parsed["emotion"],
+                       intensity={1: "weak", 2: "medium", 3: "strong"}.get(inten) if inten else None,
+                       actions=tuple(parsed["actions"]))

@@ -1,0 +1,47 @@
+"""A small Q-Former: learned queries that read the speech features by cross-attention, then a linear projection into
+the LLM's embedding space (the "speech tokens")."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class QFormerLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.n1, self.self_attn = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.n2, self.cross = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.n3 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d))
+
+    def forward(self, q: torch.Tensor, feats: torch.Tensor, kpm: torch.Tensor | None) -> torch.Tensor:
+        h = self.n1(q)
+        q = q + self.self_attn(h, h, h, need_weights=False)[0]
+        q = q + self.cross(self.n2(q), feats, feats, key_padding_mask=kpm, need_weights=False)[0]
+        return q + self.mlp(self.n3(q))
+
+
+class QFormer(nn.Module):
+    def __init__(self, feature_dim: int = 384, d_model: int = 192, num_queries: int = 32, layers: int = 2,
+                 heads: int = 4, dropout: float = 0.1, llm_dim: int = 192):
+        super().__init__()
+        self.inp = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, d_model))
+        self.pos = nn.Parameter(torch.randn(1500, d_model) * 0.02)  # 30 s of 50 Hz features
+        self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
+        self.layers = nn.ModuleList([QFormerLayer(d_model, heads, 4 * d_model, dropout) for _ in range(layers)])
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, llm_dim)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats [B, T, feature_dim] (50 Hz), mask [B, T] True = real -> (speech tokens [B, Q, llm_dim], queries [B, Q, d])."""
+        T = feats.shape[1]
+        if T > self.pos.shape[0]:
+            raise ValueError(f"at most {self.pos.shape[0]} feature frames (30 s) per call, got {T}")
+        x = self.inp(feats) + self.pos[:T]
+        q = self.queries.expand(feats.shape[0], -1, -1)
+        kpm = None if mask is None else ~mask
+        for layer in self.layers:
+            q = layer(q, x, kpm)
+        q = self.norm(q)
+        return self.proj(q), q
