@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from avitalk.errors import CheckpointError, DatasetError
-from avitalk.io import atomic_path, atomic_write_json, atomic_write_text
+from avitalk.io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from avitalk.vocab import EMOTIONS, load_vocabulary, prompts_dir
 
 
@@ -69,8 +69,10 @@ def save_stage1(model, out: Path, cfg: DictConfig) -> None:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    model.tokenizer.save_pretrained(str(out / "tokenizer"))
-    model.llm.save_pretrained(str(out / "adapter"))  # the LoRA weights only (peft format)
+    with atomic_dir(out / "tokenizer") as tmp:
+        model.tokenizer.save_pretrained(str(tmp))
+    with atomic_dir(out / "adapter") as tmp:
+        model.llm.save_pretrained(str(tmp))  # the LoRA weights only (peft format)
     state = {f"qformer.{k}": v for k, v in model.qformer.state_dict().items()}
     state.update({f"align.{k}": v for k, v in model.align.state_dict().items()})
     state["logit_scale"] = model.logit_scale.detach()
@@ -108,6 +110,13 @@ def load_stage1(ckpt: str | os.PathLike, text_dim: int = 384):
         raise CheckpointError(f"{d / 'qformer.safetensors'}: component qformer does not match the config ({e})") from e
     model.logit_scale.data.copy_(state["logit_scale"])
     return model.eval(), cfg
+
+
+def _save_lm(tok, llm, out: Path) -> None:
+    with atomic_dir(out / "tokenizer") as tmp:
+        tok.save_pretrained(str(tmp))
+    with atomic_dir(out / "lm") as tmp:
+        llm.save_pretrained(str(tmp))
 
 
 def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
@@ -154,8 +163,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             llm = tiny_llama(tok, **{k: v for k, v in OmegaConf.to_container(s1.tiny_lm).items() if k not in ("vocab_size", "steps", "batch_size", "lr")})
             history["lm"] = pretrain_lm(llm, tok, [x for ts in texts for x in ts], int(s1.tiny_lm.steps),
                                         int(s1.tiny_lm.batch_size), float(s1.tiny_lm.lr), int(cfg.seed), progress)
-            tok.save_pretrained(str(out / "tokenizer"))
-            llm.save_pretrained(str(out / "lm"))
+            _save_lm(tok, llm, out)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,8 +173,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         if tok.bos_token_id is None:
             tok.bos_token = tok.eos_token
         llm = AutoModelForCausalLM.from_pretrained(str(s1.llm))
-        tok.save_pretrained(str(out / "tokenizer"))
-        llm.save_pretrained(str(out / "lm"))
+        _save_lm(tok, llm, out)
     timings["lm_s"] = time.perf_counter() - t
 
     # ---- (2) Q-Former + projection + LoRA

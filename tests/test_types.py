@@ -96,3 +96,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     atomic_write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
     assert oct(os.stat(target).st_mode & 0o777) != oct(0o600)
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    from avitalk.io import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("1")
+    assert (target / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as d:
+            (d / "b.txt").write_text("half")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]  # the old folder is intact
+    with atomic_dir(target) as d:
+        (d / "c.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
