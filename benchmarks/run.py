@@ -49,6 +49,8 @@ def main() -> None:
     }
     out = {"meta": meta, "foundation": foundation()}
     path = atomic_write_json(RESULTS / "foundation.json", out)
+    models = {k: _run("benchmarks.models", k) for k in ("stage2", "stage1")}
+    atomic_write_json(RESULTS / "models.json", {"meta": meta, **models})
     st = _run("benchmarks.synthtalk", "400")
     atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
     s = out["foundation"]["summary"]
@@ -62,6 +64,13 @@ def main() -> None:
     ]
     for name, sec in (s["flame_forward_1000_frames_s"] or {}).items():
         rows.append((f"FLAME forward, 1000 frames, {name}", f"{sec:.3f} s"))
+    s2, s1 = models["stage2"], models["stage1"]
+    if "synthesize_10s_s" in s2:
+        rows.append(("stage 2: synthesize 10 s of speech (encoder excluded)", f"{s2['synthesize_10s_s']:.3f} s"))
+        rows.append(("stage 2: 4 samples at once", f"{s2['synthesize_10s_4_samples_s']:.3f} s"))
+        rows.append((f"audio encoder {s2['encoder']}", f"{s2['audio_encoder_s_per_speech_s'] * 1000:.1f} ms per s of speech"))
+    if "tokens_per_s" in s1:
+        rows.append(("stage 1: 48 tokens for 5 s of speech (encoder excluded)", f"{s1['generate_48_tokens_5s_speech_s']:.3f} s ({s1['tokens_per_s']:.0f} tokens/s)"))
     if "clips_per_s" in st:
         rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
     w = max(len(r[0]) for r in rows)
