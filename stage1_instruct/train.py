@@ -125,9 +125,9 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     from avitalk.data.dataset import FeatureCache
     from avitalk.data.manifest import read_manifest
-    from avitalk.encoders import build_encoder
+    from avitalk.encoders import audio_encoder_from_config
     from avitalk.encoders.cache import cache_dataset_features
-    from stage2_synthesis.text_encoder import TextEncoder
+    from avitalk.encoders.text import text_encoder_from_config
 
     from .lm_pretrain import pretrain_lm, tiny_llama, train_tokenizer
 
@@ -139,8 +139,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     rng = np.random.default_rng(int(cfg.seed))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    enc = build_encoder(cfg.audio_encoder) if isinstance(cfg.audio_encoder, str) else build_encoder(
-        cfg.audio_encoder.spec, **OmegaConf.to_container(cfg.audio_encoder.get("kwargs", {})))
+    enc = audio_encoder_from_config(cfg.audio_encoder)
     OmegaConf.set_struct(cfg, False)
     cfg.audio_dim = int(enc.dim)
     cache = cache_dataset_features(data, enc, progress=progress)
@@ -177,7 +176,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     timings["lm_s"] = time.perf_counter() - t
 
     # ---- (2) Q-Former + projection + LoRA
-    te = TextEncoder(cfg.stage2.text_encoder if isinstance(cfg.stage2.text_encoder, str) else cfg.stage2.text_encoder.spec)
+    te = text_encoder_from_config(cfg.stage2.text_encoder)
     model = build_model(cfg, tok, llm, te.dim)
     flat = sorted({x for ts in texts for x in ts})
     emb = dict(zip(flat, torch.as_tensor(te.encode(flat))))
@@ -217,15 +216,14 @@ MAX_LISTEN_S = 30.0
 
 def instruct_audio(model, cfg: DictConfig, audio, samples: int = 1, seed: int = 0, encoder=None) -> list[str]:
     """Instruction text(s) for one Audio: greedy for one, nucleus sampling for several."""
-    from avitalk.encoders import build_encoder
+    from avitalk.encoders import audio_encoder_from_config
     from avitalk.errors import AudioError
 
     if audio.duration > MAX_LISTEN_S:
         raise AudioError(f"{audio.source or 'audio'}: is {audio.duration:.1f} s long; stage 1 listens to at most "
                          f"{MAX_LISTEN_S:g} s (cut the clip, or give the instruction yourself)")
     if encoder is None:
-        ae = cfg.audio_encoder
-        encoder = build_encoder(ae) if isinstance(ae, str) else build_encoder(ae.spec, **OmegaConf.to_container(ae.get("kwargs", {})))
+        encoder = audio_encoder_from_config(cfg.audio_encoder)
     f = torch.as_tensor(encoder.encode(audio))[None]
     m = torch.ones(f.shape[:2], dtype=torch.bool)
     return model.generate(f, m, num_samples=samples, do_sample=samples > 1, seed=seed)[0]
@@ -253,11 +251,11 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
     import sacrebleu
 
     from avitalk.data.dataset import FeatureCache
-    from avitalk.encoders import build_encoder
+    from avitalk.encoders import audio_encoder_from_config
 
     model, cfg = load_stage1(ckpt)
     data = Path(data)
-    enc = build_encoder(cfg.audio_encoder) if isinstance(cfg.audio_encoder, str) else None
+    enc = audio_encoder_from_config(cfg.audio_encoder)
     cache = FeatureCache(data / "features", enc.key)
     bank = FeatureBank(data, split, cache, limit)
     vocab = load_vocabulary()

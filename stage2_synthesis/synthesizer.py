@@ -83,21 +83,15 @@ class Synthesizer:
 
     @staticmethod
     def _make_text_encoder(cfg: DictConfig):
-        from .text_encoder import TextEncoder
+        from avitalk.encoders.text import text_encoder_from_config
 
-        te = cfg.stage2.text_encoder
-        if isinstance(te, str):
-            return TextEncoder(te)
-        return TextEncoder(te.spec, config=OmegaConf.to_container(te.get("config")) if te.get("config") else None)
+        return text_encoder_from_config(cfg.stage2.text_encoder)
 
     @staticmethod
     def _make_audio_encoder(cfg: DictConfig):
-        from avitalk.encoders import build_encoder
+        from avitalk.encoders import audio_encoder_from_config
 
-        ae = cfg.audio_encoder
-        if isinstance(ae, str):
-            return build_encoder(ae)
-        return build_encoder(ae.spec, **OmegaConf.to_container(ae.get("kwargs", {})))
+        return audio_encoder_from_config(cfg.audio_encoder)
 
     @property
     def text_encoder(self):

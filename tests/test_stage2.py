@@ -168,7 +168,7 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     ("random-clip", {"hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 48}),
 ])
 def test_text_encoders_embed_and_cache(spec, cfg):
-    from stage2_synthesis.text_encoder import TextEncoder
+    from avitalk.encoders.text import TextEncoder
 
     te = TextEncoder(spec, config=cfg, device="cpu")
     e = te.encode(["A happy person speaks.", "A sad person speaks.", "A happy person speaks."])

@@ -106,4 +106,14 @@ def build_encoder(spec: str = "whisper_ct2", **kwargs) -> AudioEncoder:
     raise ValueError(f"unknown audio encoder {spec!r} (whisper_ct2, whisper_hf:<path>)")
 
 
+def audio_encoder_from_config(spec) -> AudioEncoder:
+    """``audio_encoder`` of a config: a spec string (``whisper_ct2``), or ``{spec, kwargs}``."""
+    if isinstance(spec, str):
+        return build_encoder(spec)
+    from omegaconf import DictConfig, OmegaConf
+
+    kwargs = spec.get("kwargs") or {}
+    return build_encoder(spec.spec, **(OmegaConf.to_container(kwargs) if isinstance(kwargs, DictConfig) else dict(kwargs)))
+
+
 assert MOTION_FPS * 2 == FEATURE_RATE
