@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench demo clean
+.PHONY: setup system-deps test test-fast bench demo demo-checkpoint clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -29,9 +29,18 @@ test-fast:
 bench:
 	$(PYTHON) -m benchmarks.run
 
+# The main job on the embedded default checkpoint: a SynthTalk voice says a sentence (made here, offline), then
+# `avitalk run` writes the instruction, the FLAME motion and the video to out/demo/run/.
+DEMO_TEXT := "I finally got the letter this morning, and we are all going to the seaside together next week."
 demo:
-	$(PYTHON) -m avitalk.cli head --out out/demo/head
-	$(PYTHON) scripts/foundation_demo.py out/demo
+	$(PYTHON) -m avitalk.cli data say $(DEMO_TEXT) -o out/demo/speech.wav --emotion happy --intensity 3 --overwrite
+	$(PYTHON) -m avitalk.cli run out/demo/speech.wav -o out/demo/run --overwrite
+	@echo "edit out/demo/run/instruction.txt, then: avitalk run out/demo/speech.wav -o out/demo/edited --instruction-file out/demo/run/instruction.txt"
+
+# Rebuild the embedded default checkpoint from scratch (SynthTalk corpus, both stages, measurements, model card):
+# about 25 minutes on 2 CPU cores; resumes after an interruption (work in build/demo-checkpoint).
+demo-checkpoint:
+	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache

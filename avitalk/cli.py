@@ -164,6 +164,33 @@ def data_synth(
     typer.echo(f"wrote {manifest} ({clips} clips in {dt:.1f} s, {clips / dt:.1f} clips/s)")
 
 
+@data_app.command("say")
+def data_say(
+    text: str = typer.Argument(..., help="The sentence to speak."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .wav file."),
+    emotion: str = typer.Option("happy", help="angry, contempt, disgusted, fear, happy, neutral, sad or surprised."),
+    intensity: int = typer.Option(3, min=1, max=3, help="1 weak, 2 medium, 3 strong."),
+    speaker: Optional[str] = typer.Option(None, help="SynthTalk speaker (default: an unseen test speaker)."),
+    seed: int = typer.Option(0, help="Seed for the speaker's small variations."),
+    overwrite: bool = typer.Option(False, help="Replace the output if it exists."),
+) -> None:
+    """Speak one sentence with a SynthTalk voice and emotion (espeak-ng); also writes the ground-truth motion and
+    instruction next to it (OUT.flame.npz, OUT.json)."""
+    from .data.synthtalk import say
+    from .io import atomic_write_json
+    from .types import Audio
+
+    _check_output(out, overwrite)
+    clip = say(text, emotion, intensity, speaker, seed)
+    from . import audio as audio_io
+
+    audio_io.save_wav(out, Audio(clip["audio"], 16000, str(out)))
+    clip["sequence"].save(out.with_suffix(".flame.npz"))
+    atomic_write_json(out.with_suffix(".json"), clip["record"])
+    typer.echo(f"wrote {out} ({len(clip['audio']) / 16000:.2f} s, {emotion} {intensity}, speaker {clip['record']['speaker']})")
+    typer.echo(f"reference instruction: {clip['record']['instructions'][0]}")
+
+
 @data_app.command("stats")
 def data_stats(
     root: Path = typer.Argument(..., help="Dataset folder (with manifest.jsonl)."),
@@ -306,26 +333,215 @@ def train_stage1_cmd(
 @app.command()
 def instruct(
     speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Stage-1 checkpoint folder."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline or stage-1 checkpoint folder (default: the embedded one)."),
     samples: int = typer.Option(1, "--samples", "-k", min=1, max=20, help="How many instructions (sampled when > 1)."),
     seed: int = typer.Option(0, help="Seed for sampling."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with the parsed fields."),
 ) -> None:
-    """Listen to speech and write the audio-visual instruction(s)."""
+    """Listen to speech and write the audio-visual instruction(s) (stage 1 only; at most 30 s of speech)."""
     from stage1_instruct.model import to_instruction
     from stage1_instruct.train import instruct_audio, load_stage1
 
     from . import audio as audio_io
 
     speech_audio = audio_io.load(speech)
-    model, cfg = load_stage1(checkpoint)
-    texts = instruct_audio(model, cfg, speech_audio, samples=samples, seed=seed)
-    ins = [to_instruction(t) for t in texts]
+    if checkpoint is not None and (checkpoint / "stage1.yaml").is_file():  # a folder from `avitalk train stage1`
+        model, cfg = load_stage1(checkpoint)
+        ins = [to_instruction(t) for t in instruct_audio(model, cfg, speech_audio, samples=samples, seed=seed)]
+    else:
+        from .pipeline import MAX_LISTEN_S, AVITalkingPipeline
+
+        if speech_audio.duration > MAX_LISTEN_S:
+            _fail(f"{speech}: is {speech_audio.duration:.1f} s long; stage 1 listens to at most {MAX_LISTEN_S:g} s "
+                  "(cut the clip, or give the instruction yourself)")
+        ins = AVITalkingPipeline.from_pretrained(checkpoint).instructions(speech_audio, samples, seed)
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in ins], indent=2))
     else:
         for i in ins:
             typer.echo(i.text)
+
+
+def _timed(iterable, acc: dict, key: str):
+    """Yield from ``iterable``, adding the time spent producing items to ``acc[key]``."""
+    import time
+
+    it = iter(iterable)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+            return
+        acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+        yield item
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    import os
+
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        _fail(f"{out}: already exists and is not empty (use --overwrite to replace it)")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        _fail(f"{out}: cannot write there ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK):
+        _fail(f"{out}: cannot write there ({parent} is not writable)")
+
+
+def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str]:
+    if text is not None and file is not None:
+        _fail("give --instruction or --instruction-file, not both")
+    if file is not None:
+        if not file.exists():
+            _fail(f"{file}: no such instruction file")
+        if file.is_dir():
+            _fail(f"{file}: is a directory, not an instruction file")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            _fail(f"{file}: is not UTF-8 text")
+        if not text.strip():
+            _fail(f"{file}: is empty (write one sentence describing the face)")
+    if text is not None and not text.strip():
+        _fail("--instruction is empty (write one sentence describing the face)")
+    return None if text is None else " ".join(text.split())
+
+
+def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: Optional[Path], samples: int,
+         seed: int, no_render: bool, size: int, checkpoint: Optional[Path], flame_model: Optional[str],
+         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool) -> None:
+    import platform
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from . import __version__
+    from . import audio as audio_io
+    from .io import atomic_dir, atomic_write_json, atomic_write_text
+
+    t_all = time.perf_counter()
+    if size % 2 or size < 16:
+        _fail(f"--size must be an even number of pixels >= 16, got {size}")
+    text = _read_instruction(instruction, instruction_file)
+    if need_instruction and text is None:
+        _fail("give the instruction: --instruction TEXT or --instruction-file FILE")
+    _check_out_dir(out, overwrite)
+    say = (lambda m: None) if quiet or as_json else (lambda m: typer.echo(m, err=True))
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    speech_audio = audio_io.load(speech)
+    timings["audio_load_s"] = time.perf_counter() - t
+    say(f"speech: {speech} ({speech_audio.duration:.2f} s)")
+
+    from .flame import FlameModel
+    from .pipeline import AVITalkingPipeline
+
+    t = time.perf_counter()
+    pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=text is None).warm_up()
+    model = FlameModel.from_spec(flame_model or pipe.cfg.get("flame_model", "standin"))
+    timings["load_checkpoint_s"] = time.perf_counter() - t
+    say(f"checkpoint: {pipe.source} ({timings['load_checkpoint_s']:.1f} s)")
+    res = pipe(speech_audio, text, num_samples=samples, seed=seed)
+    timings.update(res.timings)
+    say(f"audio encoder: {res.timings['audio_encoder_s']:.2f} s")
+    if "stage1_s" in res.timings:
+        say(f"stage 1 (instruction): {res.timings['stage1_s']:.2f} s")
+    say(f"instruction ({res.instruction_source}): {res.instruction.text}")
+    say(f"stage 2 (motion, {samples} sample{'s' * (samples > 1)}): {res.timings['stage2_s']:.2f} s")
+
+    names = ["flame.npz"] if samples == 1 else [f"flame_{k}.npz" for k in range(samples)]
+    videos = [] if no_render else (["video.mp4"] if samples == 1 else [f"video_{k}.mp4" for k in range(samples)])
+    try:
+        with atomic_dir(out) as tmp:
+            for name, seq in zip(names, res.sequences):
+                seq.save(tmp / name)
+            atomic_write_text(tmp / "instruction.txt", res.instruction.text + "\n")
+            if not no_render:
+                from .render import renderer_for_model
+                from .render.video import write_video
+
+                with renderer_for_model(model, size=size) as r:
+                    for name, seq in zip(videos, res.sequences):
+                        t = time.perf_counter()
+                        verts = model.sequence_vertices(seq)
+                        timings["flame_s"] = timings.get("flame_s", 0.0) + time.perf_counter() - t
+                        frames = tqdm(_timed(r.iter_frames(verts), timings, "render_s"), total=len(verts),
+                                      unit="frame", desc=f"render {name}", disable=quiet or as_json or None)
+                        t = time.perf_counter()
+                        write_video(tmp / name, frames, fps=seq.fps, audio=speech_audio)
+                        timings["video_s"] = timings.get("video_s", 0.0) + time.perf_counter() - t
+                timings["video_s"] -= timings["render_s"]
+            timings["total_s"] = time.perf_counter() - t_all
+            info = {
+                "avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                "checkpoint": pipe.source, "flame_model": str(flame_model or pipe.cfg.get("flame_model", "standin")),
+                "speech": {"path": str(speech), "duration_s": speech_audio.duration},
+                "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
+                                "stage1_listened_s": res.listened_s},
+                "seed": seed, "samples": samples, "outputs": {"flame": names, "video": videos, "instruction": "instruction.txt"},
+                "size": None if no_render else size,
+                "timings": {k: round(v, 4) for k, v in timings.items()},
+            }
+            atomic_write_json(tmp / "run.json", info)
+    except PermissionError as e:
+        _fail(f"{out}: cannot write there ({e.strerror})")
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    elif not quiet:
+        parts = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timings.items() if k != "total_s")
+        typer.echo(f"wrote {out}/ ({', '.join(['instruction.txt', *names, *videos, 'run.json'])})")
+        typer.echo(f"timings: {parts}; total {timings['total_s']:.2f} s")
+        typer.echo(f"edit {out / 'instruction.txt'} and run again with --instruction-file {out / 'instruction.txt'}")
+
+
+@app.command()
+def run(
+    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (instruction.txt, flame.npz, video.mp4, run.json)."),
+    instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="Your instruction (replaces stage 1)."),
+    instruction_file: Optional[Path] = typer.Option(None, "--instruction-file", "-f", help="Read the instruction from a file."),
+    samples: int = typer.Option(1, "--samples", "-n", min=1, max=16, help="Motion samples (different styles)."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same output."),
+    no_render: bool = typer.Option(False, "--no-render", help="Only instruction.txt, flame.npz and run.json."),
+    size: int = typer.Option(512, help="Video width and height in pixels (even)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint folder (default: the embedded one)."),
+    flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz (default: the stand-in head)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    as_json: bool = typer.Option(False, "--json", help="Print run.json to stdout."),
+) -> None:
+    """Speech -> instruction (stage 1, editable) -> FLAME motion (stage 2) -> video with the speech."""
+    _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
+         overwrite, quiet, as_json, need_instruction=False)
+
+
+@app.command()
+def synthesize(
+    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="The instruction text."),
+    instruction_file: Optional[Path] = typer.Option(None, "--instruction-file", "-f", help="Read the instruction from a file."),
+    samples: int = typer.Option(1, "--samples", "-n", min=1, max=16, help="Motion samples (different styles)."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same output."),
+    no_render: bool = typer.Option(False, "--no-render", help="Only instruction.txt, flame.npz and run.json."),
+    size: int = typer.Option(512, help="Video width and height in pixels (even)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint folder (default: the embedded one)."),
+    flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz (default: the stand-in head)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    as_json: bool = typer.Option(False, "--json", help="Print run.json to stdout."),
+) -> None:
+    """Stage 2 only: speech + your instruction -> FLAME motion -> video (stage 1 is not loaded)."""
+    _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
+         overwrite, quiet, as_json, need_instruction=True)
 
 
 def _report_import(manifest: Path) -> None:

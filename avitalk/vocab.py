@@ -116,6 +116,16 @@ class Vocabulary:
         pairs = [(w.lower(), e, int(i)) for e, levels in self.emotions.items() for i, ws in levels.items() for w in ws]
         return sorted(pairs, key=lambda p: -len(p[0]))  # longest first: "utterly contemptuous" before "contemptuous"
 
+    def emotion_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the emotion words (which also carry the intensity) in ``text``."""
+        spans: list[tuple[int, int]] = []
+        low = text.lower()
+        for w, _, _ in self._emotion_lookup:
+            for m in re.finditer(r"(?<![a-z\-])" + re.escape(w) + r"(?![a-z\-])", low):
+                if not any(a < m.end() and m.start() < b for a, b in spans):
+                    spans.append((m.start(), m.end()))
+        return sorted(spans)
+
     def parse(self, text: str) -> dict[str, Any]:
         """Emotion, intensity and (action, degree word) pairs found in ``text`` (None / empty when absent)."""
         low = " " + re.sub(r"[^a-z\- ]+", " ", text.lower()) + " "
@@ -125,16 +135,21 @@ class Vocabulary:
                 emotion, intensity = e, i
                 break
         degree_words = sorted({w for d in self.degrees for w in d["words"]}, key=len, reverse=True)
-        found: list[tuple[str, str]] = []
+        # longest phrases first, and each match is blanked out, so "lip corner pulled down" (AU15) is not also read
+        # as "lip corner pulled" (AU12)
+        pairs = sorted(((au, verb, a["part"]) for au, a in self.actions.items() for verb in a["participles"]),
+                       key=lambda p: -len(p[1]) - len(p[2]))
+        hits: list[tuple[int, str, str]] = []
         used: set[tuple[str, str]] = set()
-        for au, a in self.actions.items():
-            for verb in a["participles"]:
-                part = a["part"]
-                for deg in degree_words:
-                    for phrase in (f" {deg} {verb} {part} ", f" {part} {deg} {verb} "):
-                        if phrase in low and (part, verb) not in used:
-                            found.append((au, deg))
-                            used.add((part, verb))
+        for au, verb, part in pairs:
+            for deg in degree_words:
+                for phrase in (f" {deg} {verb} {part} ", f" {part} {deg} {verb} "):
+                    pos = low.find(phrase)
+                    if pos >= 0 and (part, verb) not in used:
+                        hits.append((pos, au, deg))
+                        used.add((part, verb))
+                        low = low[:pos] + " " + "#" * (len(phrase) - 2) + " " + low[pos + len(phrase):]
+        found = [(au, deg) for _, au, deg in sorted(hits)]
         return {"emotion": emotion, "intensity": intensity, "actions": found}
 
 

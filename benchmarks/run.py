@@ -51,6 +51,8 @@ def main() -> None:
     path = atomic_write_json(RESULTS / "foundation.json", out)
     models = {k: _run("benchmarks.models", k) for k in ("stage2", "stage1")}
     atomic_write_json(RESULTS / "models.json", {"meta": meta, **models})
+    pipe = _run("benchmarks.pipeline", "run")
+    atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe})
     st = _run("benchmarks.synthtalk", "400")
     atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
     s = out["foundation"]["summary"]
@@ -71,6 +73,15 @@ def main() -> None:
         rows.append((f"audio encoder {s2['encoder']}", f"{s2['audio_encoder_s_per_speech_s'] * 1000:.1f} ms per s of speech"))
     if "tokens_per_s" in s1:
         rows.append(("stage 1: 48 tokens for 5 s of speech (encoder excluded)", f"{s1['generate_48_tokens_5s_speech_s']:.3f} s ({s1['tokens_per_s']:.0f} tokens/s)"))
+    for name in ("no_render", "render_512"):
+        if name in pipe:
+            m = pipe[name]["median"]
+            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in m.items() if k not in ("total_s", "load_checkpoint_s", "audio_load_s"))
+            rows.append((f"avitalk run, 10 s of speech, {name.replace('_', ' ')}: stages (s)", parts))
+            rows.append((f"avitalk run, 10 s of speech, {name.replace('_', ' ')}: total / without loading",
+                         f"{m['total_s']:.2f} s / {pipe[name]['without_loading_s']:.2f} s"))
+    if "error" in pipe:
+        rows.append(("avitalk run", f"failed: {pipe['error']}"))
     if "clips_per_s" in st:
         rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
     w = max(len(r[0]) for r in rows)

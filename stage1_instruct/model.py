@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 class InstructionModel(nn.Module):
     def __init__(self, llm, tokenizer, qformer: QFormer, prompt: str, text_dim: int = 384,
-                 lora: dict[str, Any] | None = None, chat_template: bool = False):
+                 lora: dict[str, Any] | None = None, chat_template: bool = False, num_emotions: int = 8,
+                 num_intensities: int = 3):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -41,6 +42,9 @@ class InstructionModel(nn.Module):
         self.qformer = qformer
         self.align = nn.Linear(qformer.queries.shape[1], text_dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+        # auxiliary heads on the pooled queries (used in training only, where the clip's labels are known)
+        self.num_emotions = num_emotions
+        self.aux = nn.Linear(qformer.queries.shape[1], num_emotions + num_intensities)
         self.prompt = prompt
         self.chat_template = chat_template
 
@@ -75,31 +79,66 @@ class InstructionModel(nn.Module):
         return torch.stack(rows), torch.stack(masks).to(feats.device), q.mean(1)
 
     # ---------------------------------------------------------------- training
-    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None, texts: Sequence[str],
-                text_emb: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
-                use_speech: bool = True, contrastive_weight: float = 0.1) -> dict[str, torch.Tensor]:
-        pre, pmask, pooled = self.prefix(feats, mask, prompts, use_speech)
-        tgt = self.tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        L = max(len(t) for t in tgt) + 1
-        ids = torch.full((len(texts), L), self.tokenizer.pad_token_id, device=feats.device)
-        tmask = torch.zeros((len(texts), L), dtype=torch.long, device=feats.device)
-        for b, t in enumerate(tgt):
-            ids[b, : len(t) + 1] = torch.tensor(t + [eos], device=feats.device)
-            tmask[b, : len(t) + 1] = 1
-        emb = torch.cat([pre, self._embed_ids(ids)], 1)
-        att = torch.cat([pmask, tmask], 1)
-        labels = torch.cat([torch.full_like(pmask, -100), ids.masked_fill(tmask == 0, -100)], 1)
-        out = self.llm(inputs_embeds=emb, attention_mask=att, labels=labels)
-        losses = {"lm": out.loss}
-        if text_emb is not None and contrastive_weight > 0:
+    def speech_losses(self, pooled: torch.Tensor, text_emb: torch.Tensor | None = None,
+                      emotion: torch.Tensor | None = None, intensity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Losses on the pooled queries alone: ``contrastive`` (vs the instruction's sentence embedding) and ``aux``
+        (emotion / intensity classification; labels -100 are ignored)."""
+        losses: dict[str, torch.Tensor] = {}
+        if text_emb is not None:
             a = nn.functional.normalize(self.align(pooled), dim=-1)
             b = nn.functional.normalize(text_emb, dim=-1)
             logits = self.logit_scale.exp().clamp(max=100) * a @ b.T
-            target = torch.arange(len(texts), device=feats.device)
+            target = torch.arange(len(pooled), device=pooled.device)
             losses["contrastive"] = 0.5 * (nn.functional.cross_entropy(logits, target)
                                            + nn.functional.cross_entropy(logits.T, target))
-        losses["loss"] = losses["lm"] + contrastive_weight * losses.get("contrastive", 0.0)
+        if emotion is not None and (emotion != -100).any():
+            logits = self.aux(pooled)
+            k = self.num_emotions
+            aux = nn.functional.cross_entropy(logits[:, :k], emotion, ignore_index=-100)
+            if intensity is not None and (intensity != -100).any():
+                aux = aux + nn.functional.cross_entropy(logits[:, k:], intensity, ignore_index=-100)
+            losses["aux"] = aux
+        return losses
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None, texts: Sequence[str],
+                text_emb: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
+                use_speech: bool = True, contrastive_weight: float = 0.1, emotion: torch.Tensor | None = None,
+                intensity: torch.Tensor | None = None, aux_weight: float = 0.0,
+                keyword_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+                keyword_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Losses: ``lm`` (mean cross-entropy on the instruction tokens), ``contrastive``, ``aux`` and the weighted
+        total ``loss``. Tokens inside ``keyword_spans`` (character spans of each text, e.g. its emotion word) count
+        ``keyword_weight`` times in the total: one word decides the emotion, thirty decide the phrasing."""
+        pre, pmask, pooled = self.prefix(feats, mask, prompts, use_speech)
+        enc = self.tokenizer([" " + t for t in texts], add_special_tokens=False,
+                             return_offsets_mapping=keyword_spans is not None)
+        tgt = enc["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        L = max(len(t) for t in tgt) + 1
+        dev = feats.device
+        ids = torch.full((len(texts), L), self.tokenizer.pad_token_id, device=dev)
+        tmask = torch.zeros((len(texts), L), device=dev)
+        weight = torch.zeros((len(texts), L), device=dev)
+        for b, t in enumerate(tgt):
+            ids[b, : len(t) + 1] = torch.tensor(t + [eos], device=dev)
+            tmask[b, : len(t) + 1] = 1
+            weight[b, : len(t) + 1] = 1
+            if keyword_spans is not None:
+                for j, (s0, s1) in enumerate(enc["offset_mapping"][b]):
+                    if any(s0 - 1 < e and a < s1 - 1 for a, e in keyword_spans[b]):  # offsets include the leading space
+                        weight[b, j] = keyword_weight
+        emb = torch.cat([pre, self._embed_ids(ids)], 1)
+        att = torch.cat([pmask, tmask.long()], 1)
+        logits = self.llm(inputs_embeds=emb, attention_mask=att).logits[:, pre.shape[1] - 1 : -1]
+        ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1),
+                                         reduction="none").view_as(tmask)
+        losses = {"lm": (ce * tmask).sum() / tmask.sum()}
+        weighted = (ce * weight).sum() / weight.sum()
+        extra = self.speech_losses(pooled, text_emb if contrastive_weight > 0 else None,
+                                   emotion if aux_weight > 0 else None, intensity)
+        losses.update(extra)
+        losses["loss"] = (weighted + contrastive_weight * extra.get("contrastive", 0.0)
+                          + aux_weight * extra.get("aux", 0.0))
         return losses
 
     # ---------------------------------------------------------------- generation

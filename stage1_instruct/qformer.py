@@ -24,21 +24,48 @@ class QFormerLayer(nn.Module):
 
 class QFormer(nn.Module):
     def __init__(self, feature_dim: int = 384, d_model: int = 192, num_queries: int = 32, layers: int = 2,
-                 heads: int = 4, dropout: float = 0.1, llm_dim: int = 192):
+                 heads: int = 4, dropout: float = 0.1, llm_dim: int = 192, prosody_dim: int = 0,
+                 conv_frontend: bool = False, pool: int = 1):
         super().__init__()
+        self.pool = int(pool)  # average this many feature frames first (2: 50 Hz -> 25 Hz; half the attention cost)
+        self.feature_dim, self.prosody_dim = feature_dim, prosody_dim
         self.inp = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, d_model))
-        self.pos = nn.Parameter(torch.randn(1500, d_model) * 0.02)  # 30 s of 50 Hz features
+        # prosody channels get their own projection: next to 384 encoder dimensions they would be drowned out
+        self.prosody = nn.Sequential(nn.Linear(prosody_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model)) if prosody_dim else None
+        # a temporal convolution lets the queries read local dynamics (pitch movement, syllable rate)
+        self.conv = nn.Conv1d(d_model, d_model, 5, padding=2) if conv_frontend else None
+        self.pos = nn.Parameter(torch.randn(1500 // self.pool, d_model) * 0.02)  # 30 s of features
         self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
         self.layers = nn.ModuleList([QFormerLayer(d_model, heads, 4 * d_model, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, llm_dim)
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats [B, T, feature_dim] (50 Hz), mask [B, T] True = real -> (speech tokens [B, Q, llm_dim], queries [B, Q, d])."""
+        """feats [B, T, feature_dim (+ prosody_dim)] (50 Hz), mask [B, T] True = real -> (speech tokens [B, Q, llm_dim],
+        queries [B, Q, d])."""
         T = feats.shape[1]
-        if T > self.pos.shape[0]:
-            raise ValueError(f"at most {self.pos.shape[0]} feature frames (30 s) per call, got {T}")
-        x = self.inp(feats) + self.pos[:T]
+        if T > self.pos.shape[0] * self.pool:
+            raise ValueError(f"at most {self.pos.shape[0] * self.pool} feature frames (30 s) per call, got {T}")
+        if self.pool > 1:
+            pad = (-T) % self.pool
+            m = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device) if mask is None else mask
+            feats = nn.functional.pad(feats * m[..., None], (0, 0, 0, pad))
+            m = nn.functional.pad(m, (0, pad))
+            B, T2 = feats.shape[0], (T + pad) // self.pool
+            n = m.view(B, T2, self.pool).sum(-1, keepdim=True).clamp_min(1)
+            feats = feats.view(B, T2, self.pool, -1).sum(2) / n
+            mask = m.view(B, T2, self.pool).any(-1)
+            T = T2
+        if feats.shape[-1] != self.feature_dim + self.prosody_dim:
+            raise ValueError(f"expected {self.feature_dim} + {self.prosody_dim} feature channels, got {feats.shape[-1]}")
+        x = self.inp(feats[..., : self.feature_dim])
+        if self.prosody is not None:
+            x = x + self.prosody(feats[..., self.feature_dim :])
+        if self.conv is not None:
+            if mask is not None:
+                x = x * mask[..., None]
+            x = x + nn.functional.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        x = x + self.pos[:T]
         q = self.queries.expand(feats.shape[0], -1, -1)
         kpm = None if mask is None else ~mask
         for layer in self.layers:

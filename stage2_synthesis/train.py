@@ -212,31 +212,6 @@ def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tenso
                 writer.add_scalar(f"{phase}/{k}", v, step)
 
 
-def plot_history(history: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in history if history[k]]
-    if not keys:
-        return
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        steps = [h["step"] for h in history[k]]
-        for name in history[k][0]:
-            if name != "step":
-                ax.plot(steps, [h[name] for h in history[k]], label=name)
-        ax.set_yscale("log")
-        ax.set_title(k)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------------------------ main
 def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
                  resume: bool = False, progress: bool = True, limit: int | None = None) -> dict[str, Any]:
@@ -380,6 +355,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     timings["total_s"] = time.perf_counter() - t_start
     if acc.is_main_process:
         synth.save(out)
+        from avitalk.plots import plot_history
+
         plot_history(history, out / "loss_curves.png")
         atomic_write_json(out / "history.json", history)
         atomic_write_json(out / "train_info.json", {"timings": timings, "train_clips": len(train), "phase": phase,

@@ -73,3 +73,37 @@ def test_stage1_trains_saves_reloads_and_generates(tmp_path):
     shutil.rmtree(ck / "lm")
     with pytest.raises(CheckpointError, match="missing stage-1 component lm"):
         load_stage1(ck)
+
+
+@pytest.mark.slow
+def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
+    import stage1_instruct.train as t1
+    from avitalk.data.synthtalk import generate
+
+    generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
+    cfg = tiny_cfg()
+    cfg.stage1.prosody = True
+    cfg.stage1.train.update(steps=4, checkpoint_every=2, qformer_warmup_steps=2, aux_weight=1.0, keyword_weight=3.0)
+    full = train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck", progress=False)
+    assert [h["step"] for h in full["history"]["adapter"]] == [0, 3]
+    assert (tmp_path / "ck" / "loss_curves.png").is_file()
+    f = torch.randn(1, 60, 36)
+    before = full["model"].generate(f, None, max_new_tokens=10)
+
+    # the same run, killed right after the adapter phase saved its state at step 2
+    save = t1._save_phase
+
+    def crash(out, phase, step, *a):
+        save(out, phase, step, *a)
+        if phase == "adapter" and step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(t1, "_save_phase", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck2", progress=False)
+    monkeypatch.setattr(t1, "_save_phase", save)
+    warm = json.loads((tmp_path / "ck2" / "history.json").read_text())["qformer_warmup"]
+    resumed = train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck2", resume=True, progress=False)
+    assert resumed["history"]["qformer_warmup"] == warm  # the warm-up was not repeated
+    assert [h["step"] for h in resumed["history"]["adapter"]] == [0, 3]
+    assert resumed["model"].generate(f, None, max_new_tokens=10) == before  # same result as the uninterrupted run

@@ -560,3 +560,25 @@ def generate(
     records.sort(key=lambda r: r["id"])
     atomic_write_text(root / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     return root / "manifest.jsonl"
+
+
+def say(text: str, emotion: str = "happy", intensity: int = 3, speaker: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """One SynthTalk utterance of your sentence (default speaker: the first test-split speaker, unseen in training):
+    ``{"audio": float32 16 kHz, "sequence": FlameSequence, "record": manifest record}``."""
+    from ..flame.standin import AU_NAMES, standin_arrays
+
+    if emotion not in EMOTIONS:
+        raise DatasetError(f"unknown emotion {emotion!r} (one of {', '.join(EMOTIONS)})")
+    if intensity not in INTENSITY_SCALE:
+        raise DatasetError(f"intensity must be 1, 2 or 3, got {intensity!r}")
+    text = " ".join(str(text).split())
+    if not text:
+        raise DatasetError("nothing to say (empty text)")
+    spk = {s.name: s for s in speakers()}
+    if speaker is None:
+        speaker = sorted(n for n, s in spk.items() if s.split == "test")[0]
+    if speaker not in spk:
+        raise DatasetError(f"unknown speaker {speaker!r} (e.g. {', '.join(sorted(spk)[:3])})")
+    spec = ClipSpec(index=0, seed=seed, split=spk[speaker].split, speaker=speaker, emotion=emotion,
+                    intensity=int(intensity), text=text)
+    return make_clip(spec, standin_arrays()[0]["au_to_expression"], list(AU_NAMES))

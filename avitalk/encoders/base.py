@@ -103,7 +103,11 @@ def build_encoder(spec: str = "whisper_ct2", **kwargs) -> AudioEncoder:
         from .whisper_hf import WhisperHFEncoder
 
         return WhisperHFEncoder(arg or None, **kwargs)
-    raise ValueError(f"unknown audio encoder {spec!r} (whisper_ct2, whisper_hf:<path>)")
+    if name == "prosody":
+        from .prosody import ProsodyEncoder
+
+        return ProsodyEncoder()
+    raise ValueError(f"unknown audio encoder {spec!r} (whisper_ct2, whisper_hf:<path>, prosody)")
 
 
 def audio_encoder_from_config(spec) -> AudioEncoder:

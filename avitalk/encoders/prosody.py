@@ -1,0 +1,68 @@
+"""Prosody features at 50 Hz: loudness, pitch, voicing and brightness, computed by signal processing (no weights).
+
+Whisper was trained to transcribe, and what it keeps of *how* something is said is weak: on SynthTalk's unseen test
+speakers a small classifier reads the emotion from pooled Whisper tiny.en features in about 70% of clips, from these
+four prosody channels in about 82% (see the stage-1 notes in the README). Stage 1 reads both: the Q-Former gets the
+frozen encoder's features and these channels side by side.
+
+Channels (one row per 20 ms, the same time base as the encoder features), scaled to roughly unit range:
+  0 log RMS energy of the 20 ms hop; 1 log F0 of the 40 ms window (0 where unvoiced), by normalised autocorrelation
+  over 60-400 Hz; 2 voicing strength (the autocorrelation peak); 3 zero-crossing rate.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import AudioError
+from ..types import SAMPLE_RATE, Audio
+from .base import FEATURE_RATE, AudioEncoder
+
+HOP = SAMPLE_RATE // FEATURE_RATE  # 320 samples
+WIN = 2 * HOP  # 40 ms analysis window
+F0_MIN, F0_MAX = 60.0, 400.0
+VOICED = 0.4  # autocorrelation peak above which a window counts as voiced
+
+
+def prosody_features(samples: np.ndarray) -> np.ndarray:
+    """[round(len / 320), 4] float32 prosody channels of 16 kHz mono samples."""
+    x = np.asarray(samples, np.float32)
+    n = int(round(len(x) / HOP))
+    if n < 1:
+        raise AudioError(f"too short for prosody features ({len(x)} samples)")
+    padded = np.pad(x, (HOP // 2, n * HOP + WIN - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, WIN)[::HOP][:n].astype(np.float64)
+    hop_part = frames[:, HOP // 2 : HOP // 2 + HOP]
+    energy = np.log(np.sqrt((hop_part**2).mean(1)) + 1e-4)
+    w = frames - frames.mean(1, keepdims=True)
+    spec = np.fft.rfft(w, 2 * WIN)
+    ac = np.fft.irfft(np.abs(spec) ** 2)[:, :WIN]
+    lo, hi = int(SAMPLE_RATE / F0_MAX), int(SAMPLE_RATE / F0_MIN)
+    peak = lo + np.argmax(ac[:, lo:hi], 1)
+    r = np.take_along_axis(ac, peak[:, None], 1)[:, 0] / np.maximum(ac[:, 0], 1e-9)
+    r = np.where(ac[:, 0] > 1e-6, np.clip(r, 0.0, 1.0), 0.0)
+    f0 = np.where(r > VOICED, np.log(SAMPLE_RATE / peak), 0.0)
+    zcr = (np.abs(np.diff(np.sign(hop_part), axis=1)) > 0).mean(1)
+    out = np.stack([(energy + 3.0) / 2.0, f0 / 5.0, r, zcr * 4.0], 1)
+    return np.ascontiguousarray(out, np.float32)
+
+
+class ProsodyEncoder(AudioEncoder):
+    """The prosody channels behind the AudioEncoder interface (so they are cached like encoder features)."""
+
+    dim = 4
+    key = "prosody-v1"
+
+    def _encode_mel(self, mels):  # pragma: no cover - not mel based
+        raise NotImplementedError
+
+    def encode_batch(self, audios: Sequence[Audio]) -> list[np.ndarray]:
+        out = []
+        for a in audios:
+            if a.sample_rate != SAMPLE_RATE:
+                raise AudioError(f"{a.source or 'audio'}: expected {SAMPLE_RATE} Hz, got {a.sample_rate}")
+            f = prosody_features(a.samples)
+            out.append(f[: int(round(a.duration * FEATURE_RATE))])
+        return out

@@ -1,0 +1,299 @@
+"""AVITalkingPipeline: speech -> editable audio-visual instruction -> FLAME motion, from one checkpoint folder.
+
+    pipe = AVITalkingPipeline.from_pretrained()          # the embedded default (trained on synthetic speech)
+    out = pipe("speech.wav")                             # stage 1 writes the instruction, stage 2 the motion
+    out.instruction.text                                 # edit it ...
+    seqs = pipe.synthesize("speech.wav", "A happy person speaks with lip corners strongly pulled up.")
+
+Checkpoint folder (flat; loading never unpickles)::
+
+    config.yaml                      the whole config (audio encoder, stage 1, stage 2, FLAME model)
+    style_encoder.safetensors  decoder.safetensors  prior.safetensors      stage 2
+    qformer.safetensors  lm/  tokenizer/  adapter/ (peft LoRA)            stage 1 (optional: stage-2 only works too)
+    README.md (model card)  metrics.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import AudioError, CheckpointError, InstructionError
+from .io import atomic_dir, atomic_write_json, atomic_write_text
+from .types import Audio, FlameSequence, Instruction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+STAGE2_FILES = ("style_encoder.safetensors", "decoder.safetensors", "prior.safetensors")
+STAGE1_PARTS = ("qformer.safetensors", "lm", "tokenizer", "adapter")
+MAX_LISTEN_S = 30.0  # stage 1 reads at most the first 30 s (one Whisper window)
+
+
+@dataclass
+class PipelineOutput:
+    instruction: Instruction
+    sequences: list[FlameSequence]
+    instruction_source: str  # "stage1" or "given"
+    timings: dict[str, float] = field(default_factory=dict)
+    listened_s: float | None = None  # how much of the speech stage 1 read
+
+
+def _as_audio(audio: Audio | str | os.PathLike) -> Audio:
+    if isinstance(audio, Audio):
+        return audio
+    if isinstance(audio, (str, os.PathLike)):
+        from . import audio as audio_io
+
+        return audio_io.load(audio)
+    raise AudioError(f"expected an Audio or a path to a speech file, got {type(audio).__name__}")
+
+
+def _as_instruction(instruction: Instruction | str) -> Instruction:
+    if isinstance(instruction, Instruction):
+        return instruction
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise InstructionError("the instruction is empty (write one sentence describing the face)")
+    from .vocab import load_vocabulary
+
+    ins = Instruction.from_text(instruction, truncate=True)
+    parsed = load_vocabulary().parse(ins.text)
+    inten = {1: "weak", 2: "medium", 3: "strong"}.get(parsed["intensity"]) if parsed["intensity"] else None
+    return Instruction(ins.text, emotion=parsed["emotion"], intensity=inten, actions=tuple(parsed["actions"]))
+
+
+class AVITalkingPipeline:
+    """Both stages behind one object. ``instructor`` (stage 1) may be None: then an instruction must be given."""
+
+    def __init__(self, cfg: DictConfig, synthesizer, instructor=None, audio_encoder=None, source: str | None = None):
+        self.cfg = cfg
+        self.synthesizer = synthesizer
+        self.instructor = instructor
+        self._audio_encoder = audio_encoder
+        self.source = source
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, stage1: bool = True) -> "AVITalkingPipeline":
+        """Load a pipeline folder (default: the embedded default checkpoint). ``stage1=False`` skips the LLM."""
+        from stage2_synthesis.synthesizer import Synthesizer
+
+        d = Path(path) if path is not None else DEFAULT_CHECKPOINT
+        if not d.is_dir():
+            hint = " (build it with `make demo-checkpoint`)" if path is None else ""
+            raise CheckpointError(f"{d}: no such checkpoint folder{hint}")
+        if not (d / "config.yaml").is_file():
+            raise CheckpointError(f"{d}: missing config.yaml (not an avitalk pipeline checkpoint)")
+        try:
+            cfg = OmegaConf.load(d / "config.yaml")
+        except Exception as e:  # noqa: BLE001 - yaml errors of any kind
+            raise CheckpointError(f"{d / 'config.yaml'}: unreadable ({e})") from e
+        for need in ("audio_encoder", "stage2"):
+            if need not in cfg:
+                raise CheckpointError(f"{d / 'config.yaml'}: no {need} section")
+        synth = Synthesizer.load(d, cfg=cfg)
+        instructor = None
+        if stage1 and any((d / p).exists() for p in STAGE1_PARTS):
+            from stage1_instruct.train import load_stage1
+
+            instructor, _ = load_stage1(d, text_dim=synth.text_encoder.dim, cfg=cfg)
+        return cls(cfg, synth, instructor, source=str(d))
+
+    @classmethod
+    def from_stages(cls, stage1_dir: str | os.PathLike | None, stage2_dir: str | os.PathLike) -> "AVITalkingPipeline":
+        """Join separately trained stage folders (``avitalk train stage1/stage2`` outputs) into one pipeline."""
+        from stage2_synthesis.synthesizer import Synthesizer
+
+        synth = Synthesizer.load(stage2_dir)
+        cfg = OmegaConf.create(OmegaConf.to_container(synth.cfg))
+        instructor = None
+        if stage1_dir is not None:
+            from stage1_instruct.train import load_stage1
+
+            instructor, c1 = load_stage1(stage1_dir, text_dim=synth.text_encoder.dim)
+            plain = lambda v: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v  # noqa: E731
+            if plain(c1.audio_encoder) != plain(cfg.audio_encoder):
+                raise CheckpointError(f"{stage1_dir}: stage 1 listens with audio encoder {c1.audio_encoder}, "
+                                      f"stage 2 with {cfg.audio_encoder}; train both on the same encoder")
+            cfg.stage1 = c1.stage1
+        return cls(cfg, synth, instructor, source=f"{stage1_dir} + {stage2_dir}")
+
+    def save_pretrained(self, directory: str | os.PathLike, dtype: str = "float16", model_card: str | None = None,
+                        metrics: dict[str, Any] | None = None) -> Path:
+        """Write the pipeline folder atomically; ``dtype='float16'`` halves every floating weight (loaded back as
+        float32)."""
+        from stage1_instruct.train import save_stage1
+
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+        d = Path(directory)
+        with atomic_dir(d) as tmp:
+            self.synthesizer.save(tmp)
+            (tmp / "stage2.yaml").unlink()
+            if self.instructor is not None:
+                save_stage1(self.instructor, tmp, self.cfg)
+                (tmp / "stage1.yaml").unlink()
+                with atomic_dir(tmp / "lm") as lm:
+                    _plain_llm(self.instructor.llm).save_pretrained(str(lm))
+            cfg = OmegaConf.create(OmegaConf.to_container(self.cfg))
+            cfg.audio_dim = int(self.audio_encoder_dim)
+            cfg.text_dim = int(self.synthesizer.text_encoder.dim)
+            atomic_write_text(tmp / "config.yaml", OmegaConf.to_yaml(cfg))
+            if metrics is not None:
+                atomic_write_json(tmp / "metrics.json", metrics)
+            atomic_write_text(tmp / "README.md", model_card or default_model_card(cfg, metrics))
+            if dtype == "float16":
+                for f in sorted(tmp.rglob("*.safetensors")):
+                    _halve(f)
+        return d
+
+    def warm_up(self) -> "AVITalkingPipeline":
+        """Load the lazily loaded frozen encoders now (so per-stage timings measure work, not loading)."""
+        self.audio_encoder.encode(Audio(np.zeros(16000, np.float32) + 1e-3 * np.sin(np.arange(16000, dtype=np.float32))))
+        self.synthesizer.text_encoder.encode(["A person speaks."])
+        return self
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def audio_encoder(self):
+        if self._audio_encoder is None:
+            self._audio_encoder = self.synthesizer.audio_encoder
+        return self._audio_encoder
+
+    @property
+    def audio_encoder_dim(self) -> int:
+        return int(self.synthesizer.decoder.audio_in[0].normalized_shape[0])
+
+    def encode(self, audio: Audio | str | os.PathLike) -> np.ndarray:
+        """Frozen encoder features [round(duration * 50), D] (computed once, shared by both stages)."""
+        return self.audio_encoder.encode(_as_audio(audio))
+
+    # ------------------------------------------------------------------ stage 1
+    def instructions(self, audio: Audio | str | os.PathLike, num_samples: int = 1, seed: int = 0,
+                     features: np.ndarray | None = None) -> list[Instruction]:
+        """``num_samples`` instructions (greedy for one, nucleus sampling for several)."""
+        import torch
+
+        from stage1_instruct.model import to_instruction
+        from stage1_instruct.train import speech_features
+
+        if self.instructor is None:
+            raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
+        a = _as_audio(audio)
+        if features is None:
+            features = self.encode(a)
+        n = int(MAX_LISTEN_S * 50)
+        if len(features) > n:
+            log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, a.duration)
+            a = Audio(a.samples[: int(MAX_LISTEN_S * a.sample_rate)], a.sample_rate, a.source)
+            features = features[:n]
+        f = torch.as_tensor(speech_features(self.cfg, a, encoded=features))[None]
+        m = torch.ones(f.shape[:2], dtype=torch.bool)
+        texts = self.instructor.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
+        return [to_instruction(t) for t in texts]
+
+    def instruct(self, audio: Audio | str | os.PathLike, seed: int = 0,
+                 features: np.ndarray | None = None) -> Instruction:
+        return self.instructions(audio, 1, seed, features)[0]
+
+    # ------------------------------------------------------------------ stage 2
+    def synthesize(self, audio: Audio | str | os.PathLike, instruction: Instruction | str, num_samples: int = 1,
+                   seed: int | None = None, guidance_scale: float | None = None, steps: int | None = None,
+                   features: np.ndarray | None = None) -> list[FlameSequence]:
+        ins = _as_instruction(instruction)
+        a = _as_audio(audio)
+        if features is None:
+            features = self.encode(a)
+        return self.synthesizer.synthesize(features, ins, num_samples=num_samples, seed=seed,
+                                           guidance_scale=guidance_scale, steps=steps, num_frames=a.num_frames())
+
+    # ------------------------------------------------------------------ both
+    def __call__(self, audio: Audio | str | os.PathLike, instruction: Instruction | str | None = None,
+                 num_samples: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
+                 steps: int | None = None) -> PipelineOutput:
+        """Speech (+ optionally your instruction, which replaces stage 1) -> instruction and motion sample(s)."""
+        timings: dict[str, float] = {}
+        ins = None if instruction is None else _as_instruction(instruction)  # check before the slow parts
+        a = _as_audio(audio)
+        if a.num_frames() < 1:
+            raise AudioError(f"{a.source or 'audio'}: shorter than one motion frame (40 ms)")
+        t = time.perf_counter()
+        feats = self.encode(a)
+        timings["audio_encoder_s"] = time.perf_counter() - t
+        listened = None
+        if ins is None:
+            t = time.perf_counter()
+            ins = self.instruct(a, seed=seed or 0, features=feats)
+            timings["stage1_s"] = time.perf_counter() - t
+            listened = min(a.duration, MAX_LISTEN_S)
+        t = time.perf_counter()
+        seqs = self.synthesize(a, ins, num_samples, seed, guidance_scale, steps, features=feats)
+        timings["stage2_s"] = time.perf_counter() - t
+        return PipelineOutput(ins, seqs, "given" if instruction is not None else "stage1", timings, listened)
+
+    def describe(self) -> dict[str, Any]:
+        out = {"stage2": self.synthesizer.describe(), "audio_encoder": str(self.cfg.audio_encoder)}
+        if self.instructor is not None:
+            llm = self.instructor.llm
+            out["stage1"] = {
+                "llm": sum(p.numel() for p in llm.get_base_model().parameters()),
+                "lora": sum(p.numel() for n, p in llm.named_parameters() if "lora_" in n),
+                "qformer": sum(p.numel() for p in self.instructor.qformer.parameters()),
+            }
+        return out
+
+
+def _plain_llm(peft_model):
+    """The frozen language model without the LoRA layers peft wrapped into it (for saving the LM alone)."""
+    from transformers import AutoModelForCausalLM
+
+    base = peft_model.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    plain = AutoModelForCausalLM.from_config(base.config)
+    plain.load_state_dict(state, strict=False)
+    missing = set(plain.state_dict()) - set(state)
+    if missing - {k for k in missing if "rotary" in k or k == "lm_head.weight"}:
+        raise CheckpointError(f"could not separate the language model from its adapter (missing {sorted(missing)[:3]})")
+    return plain
+
+
+def _halve(path: Path) -> None:
+    """Rewrite a safetensors file with its float32 tensors as float16 (metadata kept), atomically."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .io import atomic_path
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    state = {k: (v.half() if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def default_model_card(cfg: DictConfig, metrics: dict[str, Any] | None) -> str:
+    lines = [
+        f"# avitalk pipeline checkpoint ({cfg.get('name', 'custom')})",
+        "",
+        f"- audio encoder: `{cfg.audio_encoder}` (frozen); text encoder: `{cfg.stage2.text_encoder}` (frozen)",
+        f"- stage 1 LLM: `{cfg.get('stage1', {}).get('llm', 'none')}` + LoRA; FLAME model: `{cfg.get('flame_model', 'standin')}`",
+        "- weights: safetensors; LoRA adapter in peft format; load with `AVITalkingPipeline.from_pretrained(DIR)`",
+    ]
+    if metrics:
+        import json
+
+        lines += ["", "## Metrics", "", "```json", json.dumps(metrics, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["AVITalkingPipeline", "PipelineOutput", "DEFAULT_CHECKPOINT"]
+

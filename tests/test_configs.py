@@ -1,0 +1,91 @@
+"""configs/base.yaml and configs/paper.yaml, built with tiny random models of the same architectures (nothing is
+downloaded): a training step of both stages and a synthesis end to end through the pipeline."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from .test_stage2 import TINY_WHISPER
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def _tiny_llm(arch: str, out: Path, corpus: list[str]) -> Path:
+    """A random causal LM of the named architecture, saved like a hub checkpoint (with a chat template)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from stage1_instruct.lm_pretrain import train_tokenizer
+
+    tok = train_tokenizer(corpus, 300)
+    tok.chat_template = CHAT
+    kw = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+              num_key_value_heads=1, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = Qwen2ForCausalLM(Qwen2Config(**kw)) if arch == "qwen2" else LlamaForCausalLM(LlamaConfig(**kw))
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+def shrink(cfg, tmp: Path, corpus: list[str]):
+    """The same config with tiny random backbones of the architectures it names, and a few training steps."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    assert str(cfg.audio_encoder.spec).startswith("whisper_hf:openai/whisper-")
+    cfg.audio_encoder = {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}}
+    te = str(cfg.stage2.text_encoder)
+    kind = "random-clip" if te.startswith("clip:") else "random-bert"
+    assert te == "minilm" or te.startswith("clip:openai/clip-vit-large-patch14")
+    cfg.stage2.text_encoder = {"spec": kind, "config": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                       "num_attention_heads": 2, "intermediate_size": 64}}
+    s2 = cfg.stage2
+    s2.style_encoder.update(d_model=32, layers=1, heads=2)
+    s2.decoder.update(d_model=32, layers=1, heads=2, ff=64, window=16, overlap=4)
+    s2.prior.update(d_model=32, layers=1, heads=2, timesteps=20)
+    s2.sampling.steps = 3
+    s2.train.lipsync.update(steps=2, batch_size=2, crop_frames=16, face_vertices=50, warmup=1)
+    s2.train.prior.update(steps=2, batch_size=4, warmup=1)
+    s2.train.checkpoint_every = 1
+    llm = str(cfg.stage1.llm)
+    arch = "qwen2" if "qwen2" in llm.lower() else "llama"
+    assert arch == "qwen2" or "llama" in llm.lower()
+    cfg.stage1.llm = str(_tiny_llm(arch, tmp / f"tiny-{arch}", corpus))
+    cfg.stage1.qformer.update(d_model=32, layers=1, heads=2)
+    cfg.stage1.train.update(steps=2, batch_size=2, qformer_warmup_steps=2)
+    return cfg, arch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["base", "paper"])
+def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
+    from avitalk.data.synthtalk import generate
+    from avitalk.data.manifest import read_manifest
+    from avitalk.pipeline import AVITalkingPipeline
+    from stage1_instruct.train import load_prompts, train_stage1
+    from stage2_synthesis.train import train_stage2
+
+    data = generate(tmp_path / "d", 8, seed=2, workers=1, progress=False).parent
+    corpus = [t for c in read_manifest(data) for t in c.instructions] + load_prompts()
+    cfg, arch = shrink(OmegaConf.load(ROOT / "configs" / f"{name}.yaml"), tmp_path, corpus)
+    assert cfg.stage1.chat_template and cfg.stage1.prosody
+    r2 = train_stage2(cfg, data, tmp_path / "s2", progress=False)
+    r1 = train_stage1(cfg, data, tmp_path / "s1", progress=False)
+    assert all(np.isfinite(h["loss"]) for h in r1["history"]["adapter"])
+    assert r2["timings"]
+    model = r1["model"]
+    assert type(model.llm.get_base_model()).__name__.lower().startswith(arch)
+    assert "<|assistant|>" in model.tokenizer.decode(model._prompt_ids())  # the chat template is applied
+    pipe = AVITalkingPipeline.from_stages(tmp_path / "s1", tmp_path / "s2")
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe = AVITalkingPipeline.from_pretrained(tmp_path / "pipe")
+    clip = read_manifest(data)[0]
+    out = pipe(data / clip.audio, seed=0)
+    assert out.instruction.text and len(out.sequences) == 1
+    seq = out.sequences[0]
+    assert seq.expression.shape[1] == 50 and np.isfinite(seq.expression).all()
+    edited = pipe(data / clip.audio, "A terrified woman speaks with brow strongly raised.", seed=0)
+    assert edited.instruction.emotion == "fear"
+    assert not np.allclose(edited.sequences[0].expression, seq.expression)

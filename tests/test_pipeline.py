@@ -1,0 +1,221 @@
+"""AVITalkingPipeline and `avitalk run` / `avitalk synthesize` on a tiny pipeline with random weights."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from avitalk.errors import CheckpointError, InstructionError
+from avitalk.pipeline import AVITalkingPipeline
+from avitalk.types import Audio
+
+from .test_stage2 import _wake_modulation, tiny_cfg
+
+STAGE1 = {
+    "llm": "tiny", "chat_template": False, "prosody": True,
+    "qformer": {"d_model": 32, "num_queries": 4, "layers": 1, "heads": 2, "dropout": 0.0, "conv_frontend": True},
+    "lora": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    "train": {"steps": 2, "batch_size": 2, "lr": 1e-3},
+}
+
+
+def build_tiny_pipeline() -> AVITalkingPipeline:
+    import torch
+
+    from avitalk.vocab import EMOTIONS, load_vocabulary
+    from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
+    from stage1_instruct.train import build_model, load_prompts
+    from stage2_synthesis.synthesizer import Synthesizer
+
+    cfg = tiny_cfg(stage1=STAGE1)
+    cfg.audio_dim = 32
+    synth = Synthesizer.build(cfg)
+    _wake_modulation(synth.decoder)
+    vocab = load_vocabulary()
+    rng = np.random.default_rng(0)
+    corpus = [vocab.write(e, 1 + k % 3, [], rng=rng) for k in range(6) for e in EMOTIONS] + load_prompts()
+    tok = train_tokenizer(corpus, 300)
+    torch.manual_seed(0)
+    llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
+    instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
+    return AVITalkingPipeline(cfg, synth, instructor, source="test")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe") / "ck"
+    build_tiny_pipeline().save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def speech():
+    t = np.arange(int(1.6 * 16000)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 160 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return Audio(x.astype(np.float32))
+
+
+def test_checkpoint_folder_is_complete_fp16_and_reloads(tiny_ckpt, speech):
+    from safetensors import safe_open
+
+    for need in ("config.yaml", "README.md", "decoder.safetensors", "prior.safetensors", "style_encoder.safetensors",
+                 "qformer.safetensors", "lm", "tokenizer", "adapter/adapter_config.json"):
+        assert (tiny_ckpt / need).exists(), need
+    with safe_open(str(tiny_ckpt / "decoder.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    assert not list(tiny_ckpt.rglob("*.bin")) and not list(tiny_ckpt.rglob("*.pkl"))  # nothing to unpickle
+    pipe = AVITalkingPipeline.from_pretrained(tiny_ckpt)
+    again = AVITalkingPipeline.from_pretrained(tiny_ckpt)
+    a = pipe(speech, seed=3)
+    b = again(speech, seed=3)
+    assert a.instruction_source == "stage1" and a.instruction.text == b.instruction.text
+    assert set(a.timings) == {"audio_encoder_s", "stage1_s", "stage2_s"}
+    assert len(a.sequences) == 1 and a.sequences[0].num_frames == speech.num_frames()
+    np.testing.assert_allclose(a.sequences[0].expression, b.sequences[0].expression, atol=1e-5)
+
+
+def test_given_instruction_replaces_stage1_and_samples_differ(tiny_ckpt, speech):
+    pipe = AVITalkingPipeline.from_pretrained(tiny_ckpt, stage1=False)
+    assert pipe.instructor is None
+    out = pipe(speech, "A furious man speaks with brow strongly lowered.", num_samples=3, seed=1)
+    assert out.instruction_source == "given" and "stage1_s" not in out.timings
+    assert (out.instruction.emotion, out.instruction.intensity) == ("angry", "strong")
+    assert len(out.sequences) == 3
+    assert not np.allclose(out.sequences[0].expression, out.sequences[1].expression)
+    same = pipe(speech, "A furious man speaks with brow strongly lowered.", num_samples=3, seed=1)
+    np.testing.assert_array_equal(same.sequences[2].expression, out.sequences[2].expression)
+    with pytest.raises(InstructionError, match="empty"):
+        pipe(speech, "   ")
+    with pytest.raises(CheckpointError, match="no stage 1"):
+        pipe(speech)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "decoder.safetensors").unlink(), "missing component decoder"),
+    (lambda d: shutil.rmtree(d / "lm"), "missing stage-1 component lm"),
+    (lambda d: (d / "config.yaml").unlink(), "missing config.yaml"),
+    (lambda d: (d / "prior.safetensors").write_bytes(b"not safetensors"), "component prior is not a readable"),
+    (lambda d: (d / "adapter" / "adapter_config.json").write_text("{broken"), "adapter"),
+])
+def test_damaged_checkpoint_names_the_component(tiny_ckpt, tmp_path, damage, message):
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, d)
+    damage(d)
+    with pytest.raises(CheckpointError, match=message):
+        AVITalkingPipeline.from_pretrained(d)
+
+
+def test_mismatched_shapes_are_refused(tiny_ckpt, tmp_path):
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, d)
+    cfg = OmegaConf.load(d / "config.yaml")
+    cfg.stage2.decoder.d_model = 48
+    (d / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with pytest.raises(CheckpointError, match="decoder does not match"):
+        AVITalkingPipeline.from_pretrained(d)
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        AVITalkingPipeline.from_pretrained(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------------ command line
+@pytest.fixture()
+def run_cli(cli):
+    from types import SimpleNamespace
+
+    def call(args):
+        code, out, err = cli(*args)
+        return SimpleNamespace(code=code, out=out, err=err)
+
+    return call
+
+
+@pytest.fixture()
+def speech_wav(tmp_path, speech):
+    from avitalk.audio import save_wav
+
+    return save_wav(tmp_path / "speech.wav", speech)
+
+
+def test_run_writes_every_output_and_the_edit_loop_works(run_cli, tiny_ckpt, speech_wav, tmp_path):
+    from avitalk.render.video import probe_video
+    from avitalk.types import FlameSequence
+
+    out = tmp_path / "out"
+    r = run_cli(["run", str(speech_wav), "-o", str(out), "--checkpoint", str(tiny_ckpt), "--size", "64", "--quiet"])
+    assert r.code == 0, r.err
+    for f in ("instruction.txt", "flame.npz", "video.mp4", "run.json"):
+        assert (out / f).is_file(), f
+    info = json.loads((out / "run.json").read_text())
+    assert info["instruction"]["source"] == "stage1" and info["seed"] == 0
+    for k in ("audio_encoder_s", "stage1_s", "stage2_s", "flame_s", "render_s", "video_s", "total_s"):
+        assert info["timings"][k] >= 0, k
+    v = probe_video(out / "video.mp4")
+    assert v["frames"] == FlameSequence.load(out / "flame.npz").num_frames and v["audio_codec"] == "aac"
+    # the edit loop: change the instruction, run again from the file
+    edited = tmp_path / "edited.txt"
+    edited.write_text("A delighted woman speaks with lip corners strongly pulled up.\n")
+    out2 = tmp_path / "out2"
+    r = run_cli(["run", str(speech_wav), "-o", str(out2), "--checkpoint", str(tiny_ckpt), "--instruction-file",
+             str(edited), "--samples", "2", "--no-render", "--json"])
+    assert r.code == 0, r.err
+    info2 = json.loads(r.out)
+    assert info2["instruction"]["source"] == "given" and info2["instruction"]["emotion"] == "happy"
+    assert (out2 / "instruction.txt").read_text().strip() == edited.read_text().strip()
+    assert sorted(p.name for p in out2.iterdir()) == ["flame_0.npz", "flame_1.npz", "instruction.txt", "run.json"]
+    # an existing OUT is kept unless --overwrite
+    r = run_cli(["synthesize", str(speech_wav), "-o", str(out), "--checkpoint", str(tiny_ckpt), "-i", "A sad man speaks.",
+             "--no-render", "-q"])
+    assert r.code == 2 and "--overwrite" in r.err and (out / "video.mp4").exists()
+    r = run_cli(["synthesize", str(speech_wav), "-o", str(out), "--checkpoint", str(tiny_ckpt), "-i", "A sad man speaks.",
+             "--no-render", "-q", "--overwrite"])
+    assert r.code == 0, r.err
+    assert not (out / "video.mp4").exists() and "sad" in (out / "instruction.txt").read_text()
+
+
+def _video_without_audio(path):
+    from avitalk.render.video import write_video
+
+    write_video(path, (np.zeros((32, 32, 3), np.uint8) for _ in range(10)), fps=25)
+    return path
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t, w, c: ["run", str(t / "nope.wav"), "-o", str(t / "o")], "no such file"),
+    (lambda t, w, c: ["run", str(t), "-o", str(t / "o")], "is a directory"),
+    (lambda t, w, c: ["run", str(_video_without_audio(t / "v.mp4")), "-o", str(t / "o")], "no decodable audio"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "-f", str((t / "e.txt", (t / "e.txt").write_text(" \n"))[0])], "is empty"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "-f", str(t / "missing.txt")], "no such instruction file"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "-i", "A sad man.", "-f", str(w)], "not both"),
+    (lambda t, w, c: ["synthesize", str(w), "-o", str(t / "o")], "give the instruction"),
+    (lambda t, w, c: ["run", str(w), "-o", str(w)], "not a folder"),
+    (lambda t, w, c: ["run", str(w), "-o", str(w / "sub")], "cannot write"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "--size", "63"], "even number"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "--checkpoint", str(t / "none")], "no such checkpoint"),
+    (lambda t, w, c: ["run", str(w), "-o", str(t / "o"), "--flame-model", str(w)], "not a readable model"),
+])
+def test_run_bad_input_one_line_nothing_left(run_cli, tiny_ckpt, speech_wav, tmp_path, make_args, message):
+    args = make_args(tmp_path, speech_wav, tiny_ckpt)
+    if "--checkpoint" not in args:
+        args += ["--checkpoint", str(tiny_ckpt)]
+    r = run_cli(args + ["--size", "64"] if "--size" not in args else args)
+    assert r.code != 0
+    assert message.lower() in r.err.lower(), r.err
+    errors = [ln for ln in r.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and message.lower() in errors[0].lower() and "Traceback" not in r.err, r.err
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]  # no temporary folder left behind
+
+
+def test_instruct_command_with_a_pipeline_checkpoint(run_cli, tiny_ckpt, speech_wav, tmp_path):
+    from avitalk.audio import save_wav
+
+    r = run_cli(["instruct", str(speech_wav), "--checkpoint", str(tiny_ckpt), "--samples", "2", "--json"])
+    assert r.code == 0, r.err
+    got = json.loads(r.out)
+    assert len(got) == 2 and all(g["text"] for g in got)
+    t = np.arange(31 * 16000) / 16000
+    long = save_wav(tmp_path / "long.wav", Audio((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)))
+    r = run_cli(["instruct", str(long), "--checkpoint", str(tiny_ckpt)])
+    assert r.code == 2 and "at most 30 s" in r.err
