@@ -555,8 +555,22 @@ def _report_import(manifest: Path) -> None:
     typer.echo(f"details: {manifest.parent / 'import_report.json'}")
 
 
+def _quiet_libraries() -> None:
+    """Library chatter that is not ours: transformers' weight-loading bars and a deprecation warning peft triggers."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - optional
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     try:
         rv = app(args=argv, prog_name="avitalk", standalone_mode=False)
     except AvitalkError as e:

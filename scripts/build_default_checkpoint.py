@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", default="build/demo-checkpoint")
     ap.add_argument("--out", default=None, help="pipeline folder (default: avitalk/checkpoints/default)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--redo", choices=["stage1", "stage2", "evaluate"], help="rebuild this part (and what depends on it)")
     a = ap.parse_args(argv)
 
     import torch
@@ -44,8 +45,17 @@ def main(argv: list[str] | None = None) -> None:
     cfg = OmegaConf.load(a.config)
     cfg.seed = a.seed
     progress = not a.quiet
-    times: dict[str, float] = {}
+    times_path = work / "build_times.json"  # seconds per step, kept across resumed builds
+    times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
     data, s2, s1 = work / "data", work / "stage2", work / "stage1"
+    if a.redo:
+        import shutil
+
+        drop = {"stage1": [s1], "stage2": [s2], "evaluate": []}[a.redo]
+        drop += [s1 / "metrics.json", s2 / "metrics.json", work / "end_to_end.json"]
+        times.pop(a.redo, None)
+        for p in drop:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def step(name: str, done: bool, fn) -> None:
         if done:
@@ -55,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         fn()
         times[name] = time.perf_counter() - t
+        atomic_write_json(times_path, times)
         print(f"[done] {name}: {times[name]:.0f} s", flush=True)
 
     step("corpus", (data / "manifest.jsonl").is_file() and (data / "dataset.json").is_file()
@@ -113,13 +124,13 @@ recordings stage 1 does not transfer well (see the project README), and the face
 
 | metric | value |
 |---|---|
-| stage 1 emotion accuracy (8 classes, chance 12.5%) | {s1['emotion_accuracy']:.1%} |
+| stage 1 emotion accuracy (8 classes, chance 12.5%) | {s1['emotion_accuracy']:.2%} ({round(s1['emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
 | stage 1 intensity accuracy (3 classes) | {s1['intensity_accuracy']:.1%} |
 | stage 1 action-unit F1 / BLEU / ROUGE-L | {s1['action_unit_f1']:.2f} / {s1['bleu']:.1f} / {s1['rouge_l']:.2f} |
 | stage 1 with the speech tokens removed (emotion) | {m['stage1']['speech_tokens_removed']['emotion_accuracy']:.1%} |
 | stage 2 lip vertex error (mm; neutral face / mean motion) | {lve['model']:.2f} ({lve['neutral']:.2f} / {lve['mean_motion']:.2f}) |
 | stage 2 emotion read from motion, reference instruction | {m['stage2']['emotion_accuracy']['generated_gt_instruction']:.1%} |
-| end to end: emotion read from motion, stage-1 instruction | {e2e['emotion_accuracy_end_to_end']:.1%} |
+| end to end: emotion read from motion, stage-1 instruction | {e2e['emotion_accuracy_end_to_end']:.2%} ({round(e2e['emotion_accuracy_end_to_end'] * e2e['clips'])}/{e2e['clips']}) |
 
 Full numbers: `metrics.json`.
 """

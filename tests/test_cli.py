@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -80,3 +81,21 @@ def test_train_stage2_bad_input(tmp_path, cli):
     assert code == 2 and "no such config file" in err
     code, _, err = cli("train", "stage2", "--data", tmp_path, "--out", tmp_path / "o")
     assert code == 2 and "no manifest.jsonl" in err
+
+
+def test_data_say_speaks_with_an_emotion(tmp_path, cli):
+    from avitalk import audio
+    from avitalk.types import FlameSequence
+
+    code, out, err = cli("data", "say", "I will see you at the station tomorrow.", "-o", tmp_path / "s.wav",
+                         "--emotion", "sad", "--intensity", "2")
+    assert code == 0, err
+    a = audio.load(tmp_path / "s.wav")
+    seq = FlameSequence.load(tmp_path / "s.flame.npz")
+    assert abs(seq.num_frames - a.num_frames()) <= 1
+    rec = json.loads((tmp_path / "s.json").read_text())
+    assert rec["emotion"] == "sad" and rec["intensity"] == 2 and "reference instruction" in out
+    code, _, err = cli("data", "say", "Hello there.", "-o", tmp_path / "x.wav", "--emotion", "bored")
+    assert code == 2 and "unknown emotion" in err
+    code, _, err = cli("data", "say", "Hello there.", "-o", tmp_path / "s.wav")
+    assert code == 2 and "already exists" in err

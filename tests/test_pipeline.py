@@ -219,3 +219,20 @@ def test_instruct_command_with_a_pipeline_checkpoint(run_cli, tiny_ckpt, speech_
     long = save_wav(tmp_path / "long.wav", Audio((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)))
     r = run_cli(["instruct", str(long), "--checkpoint", str(tiny_ckpt)])
     assert r.code == 2 and "at most 30 s" in r.err
+
+
+def test_the_embedded_default_checkpoint_runs_offline():
+    from avitalk.data.synthtalk import say
+    from avitalk.pipeline import DEFAULT_CHECKPOINT
+
+    size = sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.rglob("*") if f.is_file())
+    assert size < 20e6, f"default checkpoint is {size / 1e6:.1f} MB (limit 20 MB)"
+    pipe = AVITalkingPipeline.from_pretrained()
+    metrics = json.loads((DEFAULT_CHECKPOINT / "metrics.json").read_text())
+    assert "synthetic" in (DEFAULT_CHECKPOINT / "README.md").read_text().lower()
+    assert metrics["stage1"]["with_speech"]["emotion_accuracy"] > 0.5
+    clip = say("We are going to the seaside together next week, all of us.", "angry", 3)
+    out = pipe(Audio(clip["audio"]), seed=0)
+    assert out.instruction.emotion == "angry", out.instruction.text  # an unseen test speaker, strongly angry
+    seq = out.sequences[0]
+    assert abs(seq.num_frames - clip["sequence"].num_frames) <= 1 and np.isfinite(seq.expression).all()
