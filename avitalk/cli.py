@@ -362,6 +362,44 @@ def instruct(
             typer.echo(i.text)
 
 
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, plots)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint (default: the embedded one)."),
+    split: str = typer.Option("test", help="Which split to evaluate."),
+    samples: int = typer.Option(10, min=2, max=50, help="Prior samples per clip for diversity."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N clips."),
+    inception: Optional[Path] = typer.Option(None, help="TorchScript Inception file for FID/KID on rendered frames."),
+    syncnet: Optional[Path] = typer.Option(None, help="SyncNet syncnet_v2.model (image-based LSE; not implemented yet)."),
+    seed: int = typer.Option(0, help="Seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy."""
+    from eval.benchmark import ROW_NAMES, run_benchmark, write_report
+
+    from .flame import FlameModel
+    from .pipeline import AVITalkingPipeline
+
+    if not (data / "manifest.jsonl").is_file():
+        _fail(f"{data}: no manifest.jsonl (not a dataset folder)")
+    for name, f in (("--inception", inception), ("--syncnet", syncnet)):
+        if f is not None and not f.is_file():
+            _fail(f"{name} {f}: no such file (leave the option out to skip what needs it)")
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: exists and is not a folder")
+    pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+    res = run_benchmark(pipe, data, split, samples, limit, seed, inception=str(inception) if inception else None,
+                        syncnet=str(syncnet) if syncnet else None, progress=not quiet)
+    write_report(res, out, FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    for row, r in res["table"].items():
+        typer.echo(f"{ROW_NAMES[row]:<48} FID {r.get('fid', float('nan')):7.2f}  LVE {r['lve_euclidean_max_mm']:5.2f} mm  "
+                   f"LSE-D {r['lse_d'] if r['lse_d'] is not None else float('nan'):.3f}  emotion {r['emotion_accuracy']:.3f}")
+    for n in res["notes"]:
+        typer.echo(f"note: {n}")
+    typer.echo(f"wrote {out}/ (report.md, metrics.json, plots) in {res['seconds']['total']:.0f} s")
+
+
 def _timed(iterable, acc: dict, key: str):
     """Yield from ``iterable``, adding the time spent producing items to ``acc[key]``."""
     import time

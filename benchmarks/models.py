@@ -51,7 +51,7 @@ def bench_stage1() -> dict:
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.train import build_model
+    from stage1_instruct.train import build_model, prosody_dim
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     v = load_vocabulary()
@@ -63,7 +63,7 @@ def bench_stage1() -> dict:
     llm = tiny_llama(tok, hidden=t.hidden, layers=t.layers, heads=t.heads, kv_heads=t.kv_heads, ff=t.ff,
                      max_positions=t.max_positions)
     model = build_model(cfg, tok, llm, 384).eval()
-    feats = torch.randn(1, 250, 384)  # 5 s at 50 Hz
+    feats = torch.randn(1, 250, 384 + prosody_dim(cfg))  # 5 s at 50 Hz (+ prosody channels)
     mask = torch.ones(1, 250, dtype=torch.bool)
     n_new = 48
     pre, att = model.prefix(feats, mask)[:2]

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avitalk.errors import CheckpointError, DatasetError
 from avitalk.io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
+from avitalk.text_metrics import instruction_scores
 from avitalk.vocab import EMOTIONS, load_vocabulary, prompts_dir
 
 
@@ -379,26 +380,8 @@ def instruct_audio(model, cfg: DictConfig, audio, samples: int = 1, seed: int = 
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L: the F-measure (beta = 1) of the longest common subsequence of words (Lin, 2004)."""
-    a, b = candidate.lower().split(), reference.lower().split()
-    if not a or not b:
-        return 0.0
-    dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i in range(len(a)):
-        for j in range(len(b)):
-            dp[i + 1][j + 1] = dp[i][j] + 1 if a[i] == b[j] else max(dp[i][j + 1], dp[i + 1][j])
-    lcs = dp[-1][-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
-
-
 def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                     limit: int | None = None) -> dict[str, Any]:
-    import sacrebleu
-
     from avitalk.data.dataset import FeatureCache
     from avitalk.encoders import audio_encoder_from_config
 
@@ -413,7 +396,6 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
 
         pcache = cache_dataset_features(data, ProsodyEncoder(), progress=False)
     bank = FeatureBank(data, split, cache, limit, pcache)
-    vocab = load_vocabulary()
 
     def run(use_speech: bool) -> tuple[list[str], float]:
         outs = []
@@ -428,25 +410,8 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
     abl, _ = run(False)
 
     def scores(outs: list[str]) -> dict[str, float]:
-        emo = inten = 0
-        tp = fp = fn = 0
-        for o, c in zip(outs, bank.clips):
-            p = vocab.parse(o)
-            emo += p["emotion"] == c.emotion
-            inten += p["intensity"] == c.intensity
-            ref = {a for a, _ in vocab.parse(c.instructions[0])["actions"]}
-            got = {a for a, _ in p["actions"]}
-            tp, fp, fn = tp + len(ref & got), fp + len(got - ref), fn + len(ref - got)
-        n = len(outs)
-        refs = [[c.instructions[k] if k < len(c.instructions) else c.instructions[0] for c in bank.clips] for k in range(3)]
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-        return {
-            "emotion_accuracy": emo / n,
-            "intensity_accuracy": inten / n,
-            "action_unit_f1": f1,
-            "bleu": float(sacrebleu.corpus_bleu(outs, refs).score),
-            "rouge_l": float(np.mean([max(rouge_l(o, r) for r in c.instructions) for o, c in zip(outs, bank.clips)])),
-        }
+        return instruction_scores(outs, [list(c.instructions) for c in bank.clips],
+                                  [c.emotion for c in bank.clips], [c.intensity for c in bank.clips])
 
     # speed: instruct 5 s of speech (encoder excluded): generation time and tokens/s
     f5, m5 = bank.batch([int(np.argmin([abs(len(x) - 250) for x in bank.feats]))])

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from avitalk.errors import CheckpointError
 
 from stage1_instruct.model import cut_sentence, to_instruction
-from stage1_instruct.train import evaluate_stage1, load_stage1, rouge_l, train_stage1
+from avitalk.text_metrics import rouge_l
+from stage1_instruct.train import evaluate_stage1, load_stage1, train_stage1
 
 from .test_stage2 import TINY_WHISPER
 
