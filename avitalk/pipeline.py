@@ -61,12 +61,9 @@ def _as_instruction(instruction: Instruction | str) -> Instruction:
         return instruction
     if not isinstance(instruction, str) or not instruction.strip():
         raise InstructionError("the instruction is empty (write one sentence describing the face)")
-    from .vocab import load_vocabulary
+    from .vocab import parse_instruction
 
-    ins = Instruction.from_text(instruction, truncate=True)
-    parsed = load_vocabulary().parse(ins.text)
-    inten = {1: "weak", 2: "medium", 3: "strong"}.get(parsed["intensity"]) if parsed["intensity"] else None
-    return Instruction(ins.text, emotion=parsed["emotion"], intensity=inten, actions=tuple(parsed["actions"]))
+    return parse_instruction(instruction)
 
 
 class AVITalkingPipeline:

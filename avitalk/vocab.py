@@ -177,3 +177,18 @@ def load_vocabulary(path: str | None = None) -> Vocabulary:
         templates=list(d["templates"]),
         templates_no_actions=list(d["templates_no_actions"]),
     )
+
+
+INTENSITY_WORDS = {1: "weak", 2: "medium", 3: "strong"}
+
+
+def parse_instruction(text: str, truncate: bool = True):
+    """An ``Instruction`` from free text, with emotion / intensity / actions filled in when the text follows the
+    vocabulary (free text stays valid, with those fields empty)."""
+    from .types import Instruction
+
+    ins = Instruction.from_text(text, truncate=truncate)
+    parsed = load_vocabulary().parse(ins.text)
+    return Instruction(ins.text, emotion=parsed["emotion"], intensity=INTENSITY_WORDS.get(parsed["intensity"]),
+                       actions=tuple(parsed["actions"]))
+

@@ -171,11 +171,6 @@ def cut_sentence(text: str) -> str:
 
 def to_instruction(text: str) -> Instruction:
     """An Instruction with emotion / intensity / actions parsed when the text follows the vocabulary."""
-    from avitalk.vocab import load_vocabulary
+    from avitalk.vocab import parse_instruction
 
-    text = text.strip() or "A person speaks."
-    parsed = load_vocabulary().parse(text)
-    inten = parsed["intensity"]
-    return Instruction(text, emotion=parsed["emotion"],
-                       intensity={1: "weak", 2: "medium", 3: "strong"}.get(inten) if inten else None,
-                       actions=tuple(parsed["actions"]))
+    return parse_instruction(text.strip() or "A person speaks.")
