@@ -109,6 +109,40 @@ def render(
     typer.echo(f"wrote {output} ({len(verts)} frames, {seq.duration:.2f} s at {seq.fps:g} fps{', with audio' if speech else ''})")
 
 
+@app.command("export")
+def export_cmd(
+    flame: Path = typer.Argument(..., help="FlameSequence .npz (from avitalk run)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .glb file."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Speech to save next to it (OUT.wav), named in the file."),
+    layout: str = typer.Option("auto", help="morph (expression + jaw morph targets), baked (exact per-frame shapes) or auto."),
+    flame_model: Optional[str] = typer.Option(None, "--flame-model", help="Model .npz (default: the stand-in head)."),
+    overwrite: bool = typer.Option(False, help="Replace the output if it exists."),
+) -> None:
+    """Export a FlameSequence as glTF 2.0 (.glb): the head with morph targets and a 25 fps animation."""
+    from . import audio as audio_io
+    from .flame import FlameModel
+    from .render.gltf import export_glb
+    from .types import FlameSequence
+
+    if layout not in ("auto", "morph", "baked"):
+        _fail(f"--layout must be auto, morph or baked, got {layout!r}")
+    if output.suffix.lower() != ".glb":
+        _fail(f"{output}: the output must be a .glb file")
+    _check_output(output, overwrite)
+    seq = FlameSequence.load(flame)
+    speech = audio_io.load(audio) if audio is not None else None
+    wav = output.with_suffix(".wav")
+    if speech is not None:
+        _check_output(wav, overwrite)
+    info = export_glb(seq, output, FlameModel.from_spec(flame_model), layout=layout,
+                      audio_file=wav.name if speech is not None else None)
+    if speech is not None:
+        audio_io.save_wav(wav, speech)
+    typer.echo(f"wrote {output} ({info.bytes / 1e6:.1f} MB, {info.layout} layout, {info.targets} morph targets, "
+               f"{info.frames} frames; largest vertex error vs FLAME {info.max_error_mm:.2f} mm)"
+               + (f" and {wav}" if speech is not None else ""))
+
+
 @flame_app.command("convert")
 def flame_convert(
     pkl: Path = typer.Argument(..., help="Official FLAME model .pkl (FLAME 2020 / 2023 / 2023 Open)."),
