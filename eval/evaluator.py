@@ -83,13 +83,9 @@ class MotionEvaluator(nn.Module):
 
 
 def pad(motions: list[np.ndarray], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    L = length or max(len(m) for m in motions)
-    x = np.zeros((len(motions), L, motions[0].shape[1]), np.float32)
-    mask = np.zeros((len(motions), L), bool)
-    for i, m in enumerate(motions):
-        n = min(L, len(m))
-        x[i, :n], mask[i, :n] = m[:n], True
-    return torch.from_numpy(x), torch.from_numpy(mask)
+    from avitalk.data.dataset import pad_arrays
+
+    return pad_arrays(motions, length)
 
 
 def train_evaluator(motions: list[np.ndarray], emotions: list[str], text_emb: np.ndarray, steps: int = 800,

@@ -88,13 +88,9 @@ class FeatureBank:
                 s = int((rng or np.random.default_rng()).integers(0, len(f) - crop + 1))
                 f = f[s : s + crop]
             parts.append(f)
-        L = max(len(f) for f in parts)
-        x = np.zeros((len(idx), L, parts[0].shape[1]), np.float32)
-        m = np.zeros((len(idx), L), bool)
-        for k, f in enumerate(parts):
-            x[k, : len(f)] = f
-            m[k, : len(f)] = True
-        return torch.from_numpy(x), torch.from_numpy(m)
+        from avitalk.data.dataset import pad_arrays
+
+        return pad_arrays(parts)
 
 
 def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int):

@@ -72,14 +72,9 @@ class ClipBank:
 
 
 def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    L = L or max(len(a) for a in arrs)
-    out = np.zeros((len(arrs), L, arrs[0].shape[1]), np.float32)
-    mask = np.zeros((len(arrs), L), bool)
-    for i, a in enumerate(arrs):
-        n = min(L, len(a))
-        out[i, :n] = a[:n]
-        mask[i, :n] = True
-    return torch.from_numpy(out), torch.from_numpy(mask)
+    from avitalk.data.dataset import pad_arrays
+
+    return pad_arrays(arrs, L)
 
 
 def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

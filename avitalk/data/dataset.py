@@ -144,6 +144,19 @@ class TalkingFaceDataset(Dataset):
         return item
 
 
+def pad_arrays(arrs: list[np.ndarray], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack [T_i, D] arrays into a zero-padded float32 batch [B, L, D] and a mask [B, L] (True = real); ``length``
+    pads or cuts every array to L (default: the longest)."""
+    L = length or max(len(a) for a in arrs)
+    out = np.zeros((len(arrs), L, arrs[0].shape[1]), np.float32)
+    mask = np.zeros((len(arrs), L), bool)
+    for i, a in enumerate(arrs):
+        n = min(L, len(a))
+        out[i, :n] = a[:n]
+        mask[i, :n] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad items to the longest in the batch (time first) and stack; ``mask`` marks real frames."""
     L = max(b["motion"].shape[0] for b in batch)
