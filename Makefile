@@ -8,7 +8,7 @@ PIN := -c constraints.txt
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
-	$(PIP) install $(PIN) -e ".[dev]"
+	$(PIP) install $(PIN) -e ".[dev,app]"
 	$(PYTHON) -c "import torch, moderngl, av, smplx, soxr, soundfile, yaml, espeakng_loader; print('avitalk setup ok: torch', torch.__version__)"
 
 # Offscreen rendering needs an EGL driver (Mesa's llvmpipe on CPU machines). Debian images usually have it;

@@ -109,6 +109,30 @@ def render(
     typer.echo(f"wrote {output} ({len(verts)} frames, {seq.duration:.2f} s at {seq.fps:g} fps{', with audio' if speech else ''})")
 
 
+@app.command("app")
+def app_cmd(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint (default: the embedded one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (localhost unless you say otherwise)."),
+    port: int = typer.Option(7860, help="Port."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the page's outputs (default: a temporary one)."),
+    max_upload_mb: float = typer.Option(50.0, help="Largest accepted upload (MB)."),
+    max_duration: float = typer.Option(60.0, help="Longest accepted speech (s)."),
+) -> None:
+    """A web page for the edit loop: listen, edit the instruction, synthesize, compare (Gradio)."""
+    import tempfile
+
+    from .app import AppSession, build_app
+    from .pipeline import AVITalkingPipeline
+
+    out_dir = out or Path(tempfile.mkdtemp(prefix="avitalk-app-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+    session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
+    typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir})")
+    build_app(session).launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
+                              max_file_size=f"{int(max_upload_mb)}mb", show_error=True)
+
+
 @app.command("export")
 def export_cmd(
     flame: Path = typer.Argument(..., help="FlameSequence .npz (from avitalk run)."),

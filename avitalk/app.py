@@ -1,0 +1,196 @@
+"""`avitalk app`: a Gradio page for the edit loop — listen, read and edit the instruction, synthesize, compare.
+
+The page's work is done by :class:`AppSession` (plain Python, tested without a browser); :func:`build_app` only lays
+out components and wires them to it. Files the app writes live in one output folder, the only folder it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AudioError, AvitalkError
+from .types import Audio
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_MB = 50.0
+MAX_DURATION_S = 60.0
+MAX_VIDEOS = 3
+
+
+@dataclass
+class AppSession:
+    """What the page does, without the page. One synthesis at a time (the page queues requests)."""
+
+    pipe: Any
+    out_dir: Path
+    max_upload_mb: float = MAX_UPLOAD_MB
+    max_duration_s: float = MAX_DURATION_S
+    size: int = 384
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def load_speech(self, path: str | os.PathLike | None) -> Audio:
+        from . import audio as audio_io
+
+        if not path:
+            raise AudioError("upload or record some speech first")
+        p = Path(path)
+        if p.is_file() and p.stat().st_size > self.max_upload_mb * 1e6:
+            raise AudioError(f"{p.name}: {p.stat().st_size / 1e6:.0f} MB is over the {self.max_upload_mb:g} MB limit")
+        return audio_io.load(p, max_duration_s=self.max_duration_s)
+
+    def listen(self, path: str | None, alternatives: int = 3, seed: int = 0) -> dict[str, Any]:
+        """Stage 1: the instruction (greedy) plus sampled alternatives, each with its parsed fields."""
+        a = self.load_speech(path)
+        feats = self.pipe.encode(a)
+        main = self.pipe.instruct(a, seed=seed, features=feats)
+        alts = self.pipe.instructions(a, alternatives, seed=seed + 1, features=feats) if alternatives > 0 else []
+        seen, uniq = {main.text}, []
+        for ins in alts:
+            if ins.text not in seen:
+                seen.add(ins.text)
+                uniq.append(ins.text)
+        return {"text": main.text, "parsed": main.to_dict(), "alternatives": uniq}
+
+    @staticmethod
+    def rewrite(text: str, emotion: str | None, intensity: int | None) -> str:
+        """Swap the sentence's emotion word (and intensity) for the chosen one, keeping the rest of the sentence."""
+        from .vocab import load_vocabulary
+
+        if not emotion:
+            return text
+        return load_vocabulary().replace_emotion(text, emotion, int(intensity) if intensity else None)
+
+    def synthesize(self, path: str | None, text: str, samples: int = 1, seed: int = 0,
+                   guidance_scale: float | None = None) -> dict[str, Any]:
+        """Stage 2 for the (edited) text: videos with the speech, npz and glb per sample, a coefficient plot."""
+        from .flame import FlameModel
+        from .render import renderer_for_model
+        from .render.gltf import export_glb
+        from .render.video import write_video
+
+        t0 = time.perf_counter()
+        a = self.load_speech(path)
+        samples = max(1, min(int(samples), MAX_VIDEOS))
+        seqs = self.pipe.synthesize(a, text, num_samples=samples, seed=int(seed), guidance_scale=guidance_scale)
+        run = Path(tempfile.mkdtemp(prefix=f"run{len(self.history):03d}-", dir=self.out_dir))
+        model = FlameModel.from_spec(self.pipe.cfg.get("flame_model", "standin"))
+        videos, npzs, glbs = [], [], []
+        first_video_s = None
+        with renderer_for_model(model, size=self.size) as r:
+            for k, seq in enumerate(seqs):
+                npzs.append(seq.save(run / f"flame_{k}.npz"))
+                write_video(run / f"video_{k}.mp4", r.iter_frames(model.sequence_vertices(seq)), fps=seq.fps, audio=a)
+                videos.append(run / f"video_{k}.mp4")
+                if first_video_s is None:
+                    first_video_s = time.perf_counter() - t0
+        for k, seq in enumerate(seqs):
+            glbs.append(export_glb(seq, run / f"face_{k}.glb", model).path)
+        plot = _plot(seqs, run / "coefficients.png")
+        entry = {"index": len(self.history), "text": text, "samples": samples, "seed": int(seed),
+                 "videos": [str(v) for v in videos], "first_video_s": first_video_s,
+                 "total_s": time.perf_counter() - t0}
+        self.history.append(entry)
+        return {"videos": videos, "npz": npzs, "glb": glbs, "plot": plot, **entry}
+
+
+def _plot(seqs, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    s0 = seqs[0]
+    main = np.argsort(-s0.expression.std(0))[:3]
+    fig, axes = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
+    t = np.arange(s0.num_frames) / s0.fps
+    for k, s in enumerate(seqs):
+        axes[0].plot(t, s.jaw_pose[:, 0], lw=1, label=f"sample {k}")
+        for j, c in enumerate(main):
+            axes[1].plot(t, s.expression[:, c], lw=1, color=f"C{j}", alpha=1.0 if k == 0 else 0.4,
+                         label=f"expression {c}" if k == 0 else None)
+    axes[0].set_ylabel("jaw opening (rad)")
+    axes[1].set_ylabel("coefficient")
+    axes[1].set_xlabel("time (s)")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
+def build_app(session: AppSession):
+    """The Gradio Blocks page wired to ``session``."""
+    import gradio as gr
+
+    from .vocab import EMOTIONS
+
+    def on_listen(path):
+        try:
+            r = session.listen(path)
+        except AvitalkError as e:
+            raise gr.Error(str(e))
+        return r["text"], r["parsed"], gr.update(choices=r["alternatives"], value=None)
+
+    def on_pick(alt, text):
+        return alt or text
+
+    def on_rewrite(text, emotion, intensity):
+        return session.rewrite(text, emotion, intensity)
+
+    def on_synthesize(path, text, samples, seed, guidance, progress=gr.Progress()):
+        if not text or not text.strip():
+            raise gr.Error("the instruction is empty: click Listen or write one")
+        progress(0.1, desc="synthesizing")
+        try:
+            r = session.synthesize(path, text, samples, seed, guidance)
+        except AvitalkError as e:
+            raise gr.Error(str(e))
+        vids = [str(v) for v in r["videos"]] + [None] * (MAX_VIDEOS - len(r["videos"]))
+        files = [str(p) for p in r["npz"] + r["glb"] + r["videos"]]
+        rows = [[h["index"], h["text"], h["samples"], h["seed"], round(h["first_video_s"], 2)] for h in session.history]
+        return (*vids, str(r["plot"]), files, rows)
+
+    with gr.Blocks(title="avitalk") as page:
+        gr.Markdown("# avitalk\nSpeech -> an instruction you can read and edit -> a 3D talking face. "
+                    "The default model is trained on synthetic speech only.")
+        with gr.Row():
+            with gr.Column():
+                speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"])
+                listen = gr.Button("Listen", variant="primary")
+            with gr.Column():
+                text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
+                parsed = gr.JSON(label="parsed")
+                alts = gr.Dropdown(label="alternatives (sampled)", choices=[], interactive=True)
+                with gr.Row():
+                    emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
+                    intensity = gr.Dropdown(label="intensity", choices=[1, 2, 3], value=None)
+                    rewrite = gr.Button("Rewrite")
+        with gr.Row():
+            samples = gr.Slider(1, MAX_VIDEOS, value=1, step=1, label="samples")
+            seed = gr.Number(value=0, precision=0, label="seed")
+            guidance = gr.Slider(0.0, 4.0, value=1.5, step=0.1, label="guidance scale")
+            synth = gr.Button("Synthesize", variant="primary")
+        with gr.Row():
+            videos = [gr.Video(label=f"sample {k}", elem_id=f"video{k}") for k in range(MAX_VIDEOS)]
+        plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
+        files = gr.File(label="downloads (npz, glb, mp4)", file_count="multiple")
+        history = gr.Dataframe(headers=["#", "instruction", "samples", "seed", "first video (s)"], label="history")
+        listen.click(on_listen, [speech], [text, parsed, alts])
+        alts.change(on_pick, [alts, text], [text])
+        rewrite.click(on_rewrite, [text, emotion, intensity], [text])
+        synth.click(on_synthesize, [speech, text, samples, seed, guidance], [*videos, plot, files, history])
+    page.queue(default_concurrency_limit=1)
+    return page

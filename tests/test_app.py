@@ -1,0 +1,59 @@
+"""The web app's work (AppSession) on a tiny random pipeline, and the page's construction."""
+
+import numpy as np
+import pytest
+
+from avitalk.audio import save_wav
+from avitalk.errors import AudioError
+from avitalk.types import Audio
+
+from .test_pipeline import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    from avitalk.app import AppSession
+
+    return AppSession(build_tiny_pipeline(), tmp_path_factory.mktemp("app"), size=64, max_duration_s=5.0)
+
+
+@pytest.fixture()
+def clip(tmp_path):
+    t = np.arange(int(1.6 * 16000)) / 16000
+    return str(save_wav(tmp_path / "s.wav", Audio((0.3 * np.sin(2 * np.pi * 160 * t)).astype(np.float32))))
+
+
+def test_listen_edit_synthesize(session, clip):
+    from avitalk.render.gltf import read_glb
+    from avitalk.render.video import probe_video
+
+    r = session.listen(clip, alternatives=3)
+    assert r["text"] and r["parsed"]["text"] == r["text"] and r["text"] not in r["alternatives"]
+    edited = session.rewrite("A delighted person speaks with lip corner very lifted.", "angry", 3)
+    assert "furious" in edited or "enraged" in edited or "livid" in edited
+    out = session.synthesize(clip, edited, samples=2, seed=1)
+    assert len(out["videos"]) == 2 and out["plot"].is_file()
+    v = probe_video(out["videos"][0])
+    assert v["duration"] > 0 and v["audio_codec"] == "aac"
+    assert read_glb(out["glb"][0])[0]["asset"]["version"] == "2.0"
+    assert all(str(p).startswith(str(session.out_dir)) for p in out["videos"] + out["npz"] + out["glb"])
+    assert session.history[-1]["text"] == edited and session.history[-1]["first_video_s"] > 0
+
+
+def test_uploads_over_the_limits_are_refused(session, tmp_path):
+    t = np.arange(6 * 16000) / 16000
+    long = save_wav(tmp_path / "long.wav", Audio((0.3 * np.sin(2 * np.pi * 160 * t)).astype(np.float32)))
+    with pytest.raises(AudioError, match="limit is 5"):
+        session.listen(str(long))
+    with pytest.raises(AudioError, match="upload or record"):
+        session.synthesize(None, "A sad man speaks.")
+    (tmp_path / "notes.txt").write_text("not audio")
+    with pytest.raises(AudioError, match="not an audio file"):
+        session.listen(str(tmp_path / "notes.txt"))
+
+
+def test_the_page_builds(session):
+    from avitalk.app import build_app
+
+    page = build_app(session)
+    assert page is not None and type(page).__name__ == "Blocks"
