@@ -168,8 +168,9 @@ def build_app(session: AppSession):
                     "The default model is trained on synthetic speech only.")
         with gr.Row():
             with gr.Column():
-                speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"])
-                listen = gr.Button("Listen", variant="primary")
+                speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"],
+                                  elem_id="speech")
+                listen = gr.Button("Listen", variant="primary", elem_id="listen")
             with gr.Column():
                 text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
                 parsed = gr.JSON(label="parsed")
@@ -182,7 +183,7 @@ def build_app(session: AppSession):
             samples = gr.Slider(1, MAX_VIDEOS, value=1, step=1, label="samples")
             seed = gr.Number(value=0, precision=0, label="seed")
             guidance = gr.Slider(0.0, 4.0, value=1.5, step=0.1, label="guidance scale")
-            synth = gr.Button("Synthesize", variant="primary")
+            synth = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
         with gr.Row():
             videos = [gr.Video(label=f"sample {k}", elem_id=f"video{k}") for k in range(MAX_VIDEOS)]
         plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
