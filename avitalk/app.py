@@ -69,6 +69,30 @@ class AppSession:
             return text
         return load_vocabulary().replace_emotion(text, emotion, int(intensity) if intensity else None)
 
+    @staticmethod
+    def add_action(text: str, action: str | None, strength: float = 0.7) -> str:
+        """Append a facial action phrase (from the vocabulary, worded for ``strength`` in 0..1) to the sentence."""
+        from .vocab import load_vocabulary
+
+        vocab = load_vocabulary()
+        if not action:
+            return text
+        if action not in vocab.actions:
+            raise AvitalkError(f"unknown facial action {action!r}")
+        phrase = vocab.action_phrase(action, float(strength), np.random.default_rng(0))
+        body = (text or "A person speaks").strip().rstrip(".")
+        return f"{body}, and {phrase}." if " with " in body else f"{body} with {phrase}."
+
+    def history_choices(self) -> list[str]:
+        return [f"#{h['index']}: {h['text'][:80]}" for h in self.history]
+
+    def history_video(self, choice: str | None) -> str | None:
+        """The first video of a history entry picked by its label ("#k: ...")."""
+        if not choice or not choice.startswith("#"):
+            return None
+        k = int(choice[1:].split(":", 1)[0])
+        return self.history[k]["videos"][0] if 0 <= k < len(self.history) else None
+
     def synthesize(self, path: str | None, text: str, samples: int = 1, seed: int = 0,
                    guidance_scale: float | None = None) -> dict[str, Any]:
         """Stage 2 for the (edited) text: videos with the speech, npz and glb per sample, a coefficient plot."""
@@ -135,7 +159,7 @@ def build_app(session: AppSession):
     """The Gradio Blocks page wired to ``session``."""
     import gradio as gr
 
-    from .vocab import EMOTIONS
+    from .vocab import EMOTIONS, load_vocabulary
 
     def on_listen(path):
         try:
@@ -150,6 +174,12 @@ def build_app(session: AppSession):
     def on_rewrite(text, emotion, intensity):
         return session.rewrite(text, emotion, intensity)
 
+    def on_add_action(text, action, strength):
+        try:
+            return session.add_action(text, action, strength)
+        except AvitalkError as e:
+            raise gr.Error(str(e))
+
     def on_synthesize(path, text, samples, seed, guidance, progress=gr.Progress()):
         if not text or not text.strip():
             raise gr.Error("the instruction is empty: click Listen or write one")
@@ -161,7 +191,8 @@ def build_app(session: AppSession):
         vids = [str(v) for v in r["videos"]] + [None] * (MAX_VIDEOS - len(r["videos"]))
         files = [str(p) for p in r["npz"] + r["glb"] + r["videos"]]
         rows = [[h["index"], h["text"], h["samples"], h["seed"], round(h["first_video_s"], 2)] for h in session.history]
-        return (*vids, str(r["plot"]), files, rows)
+        choices = session.history_choices()
+        return (*vids, str(r["plot"]), files, rows, gr.update(choices=choices), gr.update(choices=choices))
 
     with gr.Blocks(title="avitalk") as page:
         gr.Markdown("# avitalk\nSpeech -> an instruction you can read and edit -> a 3D talking face. "
@@ -179,6 +210,10 @@ def build_app(session: AppSession):
                     emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
                     intensity = gr.Dropdown(label="intensity", choices=[1, 2, 3], value=None)
                     rewrite = gr.Button("Rewrite")
+                with gr.Row():
+                    action = gr.Dropdown(label="facial action", choices=list(load_vocabulary().actions), value=None)
+                    strength = gr.Slider(0.1, 1.0, value=0.7, step=0.1, label="strength")
+                    add = gr.Button("Add action")
         with gr.Row():
             samples = gr.Slider(1, MAX_VIDEOS, value=1, step=1, label="samples")
             seed = gr.Number(value=0, precision=0, label="seed")
@@ -189,9 +224,20 @@ def build_app(session: AppSession):
         plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
         files = gr.File(label="downloads (npz, glb, mp4)", file_count="multiple")
         history = gr.Dataframe(headers=["#", "instruction", "samples", "seed", "first video (s)"], label="history")
+        gr.Markdown("Compare two entries of the history side by side:")
+        with gr.Row():
+            with gr.Column():
+                pick_a = gr.Dropdown(label="entry", choices=[], interactive=True)
+                video_a = gr.Video(label="entry A")
+            with gr.Column():
+                pick_b = gr.Dropdown(label="entry", choices=[], interactive=True)
+                video_b = gr.Video(label="entry B")
         listen.click(on_listen, [speech], [text, parsed, alts])
         alts.change(on_pick, [alts, text], [text])
         rewrite.click(on_rewrite, [text, emotion, intensity], [text])
-        synth.click(on_synthesize, [speech, text, samples, seed, guidance], [*videos, plot, files, history])
+        add.click(on_add_action, [text, action, strength], [text])
+        synth.click(on_synthesize, [speech, text, samples, seed, guidance], [*videos, plot, files, history, pick_a, pick_b])
+        pick_a.change(session.history_video, [pick_a], [video_a])
+        pick_b.change(session.history_video, [pick_b], [video_b])
     page.queue(default_concurrency_limit=1)
     return page

@@ -38,6 +38,21 @@ def test_listen_edit_synthesize(session, clip):
     assert read_glb(out["glb"][0])[0]["asset"]["version"] == "2.0"
     assert all(str(p).startswith(str(session.out_dir)) for p in out["videos"] + out["npz"] + out["glb"])
     assert session.history[-1]["text"] == edited and session.history[-1]["first_video_s"] > 0
+    # the history can be picked back for side-by-side comparison
+    label = session.history_choices()[-1]
+    assert session.history_video(label) == str(out["videos"][0]) and session.history_video(None) is None
+
+
+def test_add_action_rewrites_the_sentence(session):
+    from avitalk.vocab import load_vocabulary
+
+    t = session.add_action("A furious man speaks with brow strongly lowered.", "AU24_lip_press", 0.9)
+    assert t.startswith("A furious man speaks with brow strongly lowered, and ") and t.endswith(".")
+    parsed = load_vocabulary().parse(t)
+    assert {a for a, _ in parsed["actions"]} == {"AU04_brow_lower", "AU24_lip_press"}
+    assert session.add_action("A calm person speaks.", "AU12_lip_corner_pull", 0.3).startswith("A calm person speaks with ")
+    with pytest.raises(Exception, match="unknown facial action"):
+        session.add_action("A calm person speaks.", "AU99_nothing", 0.5)
 
 
 def test_uploads_over_the_limits_are_refused(session, tmp_path):
