@@ -429,7 +429,8 @@ def eval_cmd(
     samples: int = typer.Option(10, min=2, max=50, help="Prior samples per clip for diversity."),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N clips."),
     inception: Optional[Path] = typer.Option(None, help="TorchScript Inception file for FID/KID on rendered frames."),
-    syncnet: Optional[Path] = typer.Option(None, help="SyncNet syncnet_v2.model (image-based LSE; not implemented yet)."),
+    syncnet: Optional[Path] = typer.Option(None, help="SyncNet syncnet_v2.model: image-based LSE-D/C on rendered crops."),
+    syncnet_crop: str = typer.Option("face", help="SyncNet crop: 'face' (syncnet_python's face-track box) or 'mouth'."),
     seed: int = typer.Option(0, help="Seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -446,9 +447,13 @@ def eval_cmd(
             _fail(f"{name} {f}: no such file (leave the option out to skip what needs it)")
     if out.exists() and not out.is_dir():
         _fail(f"{out}: exists and is not a folder")
+    if syncnet_crop not in ("face", "mouth"):
+        _fail(f"--syncnet-crop {syncnet_crop!r}: choose 'face' or 'mouth'")
     pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
     res = run_benchmark(pipe, data, split, samples, limit, seed, inception=str(inception) if inception else None,
-                        syncnet=str(syncnet) if syncnet else None, progress=not quiet)
+                        syncnet=str(syncnet) if syncnet else None, progress=not quiet, syncnet_crop=syncnet_crop)
+    if res is None:  # not the main process of an `accelerate launch` run: it reports
+        return
     write_report(res, out, FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
     for row, r in res["table"].items():
         typer.echo(f"{ROW_NAMES[row]:<48} FID {r.get('fid', float('nan')):7.2f}  LVE {r['lve_euclidean_max_mm']:5.2f} mm  "

@@ -159,6 +159,18 @@ class AVITalkingPipeline:
         self.synthesizer.synthesize(np.zeros((50, self.audio_encoder_dim), np.float32), "A person speaks.", seed=0, steps=2)
         return self
 
+    def to(self, device) -> "AVITalkingPipeline":
+        """Run the trained networks (stage 2, and stage 1's Q-Former, projection and LLM) on ``device``; the frozen
+        audio and text encoders keep their own runtimes and hand over numpy arrays."""
+        self.synthesizer.to(device)
+        if self.instructor is not None:
+            self.instructor.to(device)
+        return self
+
+    @property
+    def device(self):
+        return self.synthesizer.device
+
     # ------------------------------------------------------------------ parts
     @property
     def audio_encoder(self):
@@ -193,8 +205,9 @@ class AVITalkingPipeline:
             log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, a.duration)
             a = Audio(a.samples[: int(MAX_LISTEN_S * a.sample_rate)], a.sample_rate, a.source)
             features = features[:n]
-        f = torch.as_tensor(speech_features(self.cfg, a, encoded=features))[None]
-        m = torch.ones(f.shape[:2], dtype=torch.bool)
+        dev = next(self.instructor.parameters()).device
+        f = torch.as_tensor(speech_features(self.cfg, a, encoded=features))[None].to(dev)
+        m = torch.ones(f.shape[:2], dtype=torch.bool, device=dev)
         texts = self.instructor.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
         return [to_instruction(t) for t in texts]
 

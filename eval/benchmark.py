@@ -62,7 +62,15 @@ def _evaluators(pipe, data: Path, progress: bool, steps: tuple[int, int] = (800,
 
 def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: int = 10, limit: int | None = None,
                   seed: int = 0, diversity_clips: int = 30, inception: str | None = None, syncnet: str | None = None,
-                  progress: bool = True, evaluator_steps: tuple[int, int] = (800, 1500)) -> dict[str, Any]:
+                  progress: bool = True, evaluator_steps: tuple[int, int] = (800, 1500),
+                  syncnet_crop: str = "face") -> dict[str, Any] | None:
+    """``syncnet``: the user's syncnet_v2.model for image-based LSE-D / LSE-C on rendered crops (columns
+    ``lse_d_syncnet`` / ``lse_c_syncnet``, ground truth in ``result['syncnet']``); ``inception``: a TorchScript
+    Inception file for FID / KID on rendered frames.
+
+    Under ``accelerate launch`` (several GPUs, or ``--cpu --num_processes N``) the clips are dealt over the processes
+    for synthesis, diversity and SyncNet scoring and gathered on the main process, which measures and returns the
+    result; the other processes return None."""
     from tqdm import tqdm
 
     from avitalk import audio as audio_io
@@ -76,6 +84,7 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     from . import vertex
     from .diversity import diversity, vertex_diversity
     from .fid_kid import fid_kid
+    from .lse import mfcc_windows as sync_windows
 
     data = Path(data)
     t0 = time.perf_counter()
@@ -92,10 +101,18 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     if ds_model is not None and Path(str(ds_model)).name != Path(ck_model).name:
         raise DatasetError(f"{data}: motion was fitted to the FLAME model {ds_model!r}, the checkpoint uses "
                            f"{ck_model!r}; vertex metrics would compare different heads")
-    evaluator, sync = _evaluators(pipe, data, progress, evaluator_steps)
+    scorer = None
     if syncnet:
-        notes.append(f"--syncnet {syncnet}: image-based LSE with SyncNet weights is not implemented yet; LSE columns "
-                     "use the offline sync expert")
+        from .syncnet import SyncNetScorer, load_syncnet
+
+        scorer = SyncNetScorer(load_syncnet(syncnet), device="cuda" if torch.cuda.is_available() else "cpu")
+    state = _state()
+    if state.num_processes > 1:
+        pipe.to(state.device)
+        if scorer is not None:
+            scorer = type(scorer)(scorer.net, scorer.batch_size, state.device)
+    with state.main_process_first():  # the main process trains and caches the evaluators, the others load them
+        evaluator, sync = _evaluators(pipe, data, progress and state.is_main_process, evaluator_steps)
     cache = FeatureCache(data / "features", pipe.audio_encoder.key)
     vocab = load_vocabulary()
     lips = model.region("lips")
@@ -106,35 +123,87 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     if mean_motion is None:
         notes.append("no training clips: the mean-motion baseline is skipped")
 
-    gen: dict[str, list[np.ndarray]] = {r: [] for r in ROWS}
-    gt, audios, texts, edited_targets, edited = [], [], [], [], []
-    t_gen = time.perf_counter()
-    for i, c in enumerate(tqdm(clips, desc="eval: synthesize", unit="clip", disable=not progress or None)):
+    sub = model.subset(np.concatenate([lips, upper]))
+
+    def verts(m: np.ndarray, full: bool) -> np.ndarray:
+        e, j = torch.as_tensor(m[:, :-3]), torch.as_tensor(m[:, -3:])
+        with torch.no_grad():
+            return (model(expression=e, jaw_pose=j) if full else sub(e, j)).numpy()
+
+    nl = len(lips)
+    tpl = template[np.concatenate([lips, upper])]
+    li, ui = np.arange(nl), np.arange(nl, len(lips) + len(upper))
+
+    def clip_metrics(g: np.ndarray, rows: dict[str, np.ndarray], samples_: np.ndarray) -> dict[str, dict[str, float]]:
+        """Per-clip vertex metrics and offline LSE of every row against the ground truth g."""
+        vg, vg_full = verts(g, False), verts(g, True)
+        try:
+            aw = sync_windows(samples_)
+        except SequenceError:
+            aw = None
+        out = {}
+        for row, m in rows.items():
+            vp = verts(m, False)
+            d = {"sq": vertex.lve_squared_max(vp, vg, li), "eu": vertex.lve_euclidean_max(vp, vg, li),
+                 "eve": vertex.eve(vp, vg, ui), "fdd": vertex.fdd(vp, vg, tpl, ui),
+                 "mve": vertex.mve(verts(m, True), vg_full)}
+            if aw is not None:
+                r = sync.score_windows(aw, m)
+                d.update(lse_d=r.lse_d, lse_c=r.lse_c)
+            out[row] = d
+        return out
+
+    def one(i: int) -> dict[str, Any]:
+        """Everything generated and measured per clip for clip i (on whichever process gets it)."""
+        c = clips[i]
         a = audio_io.load(data / c.audio)
         f = cache.get(c.id)
         if f is None:
             f = cache.put(c.id, pipe.encode(a))
         m = FlameSequence.load(data / c.flame).motion()
-        gt.append(m)
-        audios.append(a.samples)
         T = len(m)
         ins = pipe.instruct(a, seed=seed + i, features=f) if pipe.instructor is not None else None
-        texts.append(ins.text if ins is not None else "")
         syn = pipe.synthesizer
+        rows = {
+            "pipeline_gt_instruction": syn.synthesize(f, c.instructions[0], seed=seed + i, num_frames=T)[0].motion(),
+            "no_prior": syn.synthesize(f, c.instructions[0], use_prior=False, num_frames=T)[0].motion(),
+            "neutral_face": np.zeros_like(m),
+        }
         if ins is not None:
-            gen["pipeline"].append(syn.synthesize(f, ins, seed=seed + i, num_frames=T)[0].motion())
-        gen["pipeline_gt_instruction"].append(syn.synthesize(f, c.instructions[0], seed=seed + i, num_frames=T)[0].motion())
-        gen["no_prior"].append(syn.synthesize(f, c.instructions[0], use_prior=False, num_frames=T)[0].motion())
-        gen["neutral_face"].append(np.zeros_like(m))
+            rows["pipeline"] = syn.synthesize(f, ins, seed=seed + i, num_frames=T)[0].motion()
         if mean_motion is not None:
-            gen["mean_motion"].append(np.repeat(mean_motion[None], T, 0))
+            rows["mean_motion"] = np.repeat(mean_motion[None], T, 0)
         others = [e for e in EMOTIONS if e != c.emotion]
         tgt = others[i % len(others)]
-        edited_targets.append(tgt)
-        edited.append(syn.synthesize(f, vocab.replace_emotion(c.instructions[0], tgt), seed=seed + i, num_frames=T)[0].motion())
+        edited = syn.synthesize(f, vocab.replace_emotion(c.instructions[0], tgt), seed=seed + i, num_frames=T)[0]
+        return {"gt": m, "audio": a.samples, "text": ins.text if ins is not None else "", "rows": rows,
+                "target": tgt, "edited": edited.motion(), "metrics": clip_metrics(m, rows, a.samples)}
+
+    t_gen = time.perf_counter()
+    done = _spread(state, len(clips), one, "eval: synthesize + per-clip metrics", progress)
+    gen: dict[str, list[np.ndarray]] = {r: [d["rows"][r] for d in done if r in d["rows"]] for r in ROWS}
+    gt, audios, texts = [d["gt"] for d in done], [d["audio"] for d in done], [d["text"] for d in done]
+    edited_targets, edited = [d["target"] for d in done], [d["edited"] for d in done]
     t_gen = time.perf_counter() - t_gen
     if pipe.instructor is None:
         notes.append("the checkpoint has no stage 1: the stage-1 row is skipped")
+
+    # diversity: K prior samples of the ground-truth instruction, style space and vertex space
+    def div(i: int) -> tuple[float, float]:
+        f = cache.get(clips[i].id)
+        z = pipe.synthesizer.styles([clips[i].instructions[0]], samples, seed=seed + i)[0]
+        seqs = pipe.synthesizer.synthesize(f, clips[i].instructions[0], num_samples=samples, seed=seed + i,
+                                           num_frames=len(gt[i]))
+        return diversity(z.cpu().numpy()), vertex_diversity(np.stack([verts(s.motion(), False) for s in seqs]))
+
+    t_div = time.perf_counter()
+    divs = _spread(state, min(diversity_clips, len(clips)), div, "eval: diversity", progress)
+    t_div = time.perf_counter() - t_div
+    rows_here = [r for r in ROWS if gen[r]]
+    sync_out = (_syncnet_lse(state, scorer, model, gt, gen, audios, rows_here, syncnet_crop, progress)
+                if scorer is not None else None)
+    if not state.is_main_process:
+        return None  # the main process measures and reports
 
     # ------------------------------------------------ per-row metrics
     t_met = time.perf_counter()
@@ -144,30 +213,7 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     scale = float(real_feats.std()) or 1.0
     real_feats = real_feats / scale
     y = np.array([EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1 for c in clips])
-    sub = model.subset(np.concatenate([lips, upper]))
-    nl = len(lips)
-
-    def verts(m: np.ndarray, full: bool) -> np.ndarray:
-        e, j = torch.as_tensor(m[:, :-3]), torch.as_tensor(m[:, -3:])
-        with torch.no_grad():
-            return (model(expression=e, jaw_pose=j) if full else sub(e, j)).numpy()
-
     rows = [row for row in ROWS if gen[row]]
-    vmet: dict[str, dict[str, list[float]]] = {r: {k: [] for k in ("sq", "eu", "mve", "eve", "fdd")} for r in rows}
-    tpl = template[np.concatenate([lips, upper])]
-    li, ui = np.arange(nl), np.arange(nl, len(lips) + len(upper))
-    for i, g in enumerate(gt):  # the ground truth's vertices once per clip, every row against them
-        vg, vg_full = verts(g, False), verts(g, True)
-        for row in rows:
-            m = gen[row][i]
-            vp = verts(m, False)
-            d = vmet[row]
-            d["sq"].append(vertex.lve_squared_max(vp, vg, li))
-            d["eu"].append(vertex.lve_euclidean_max(vp, vg, li))
-            d["eve"].append(vertex.eve(vp, vg, ui))
-            d["fdd"].append(vertex.fdd(vp, vg, tpl, ui))
-            d["mve"].append(vertex.mve(verts(m, True), vg_full))
-
     table: dict[str, dict[str, Any]] = {}
     per_emotion: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -178,33 +224,20 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
             r.update(fid=fk.fid, kid=fk.kid_mean, kid_std=fk.kid_std)
         except SequenceError as e:
             notes.append(f"{row}: FID/KID skipped ({e})")
-        lse_d, lse_c = [], []
-        for a, m in zip(audios, motions):
-            try:
-                s = sync.score(a, m)
-                lse_d.append(s.lse_d)
-                lse_c.append(s.lse_c)
-            except SequenceError:
-                pass
-        r.update(lse_d=float(np.mean(lse_d)) if lse_d else None, lse_c=float(np.mean(lse_c)) if lse_c else None)
-        d = vmet[row]
-        r.update(lve_squared_max_mm2=float(np.mean(d["sq"])), lve_euclidean_max_mm=float(np.mean(d["eu"])),
-                 mve_mm=float(np.mean(d["mve"])), eve_mm=float(np.mean(d["eve"])), fdd_mm2=float(np.mean(d["fdd"])))
+        per_clip = [d["metrics"][row] for d in done]
+
+        def mean(k: str):
+            v = [m[k] for m in per_clip if k in m]
+            return float(np.mean(v)) if v else None
+
+        r.update(lse_d=mean("lse_d"), lse_c=mean("lse_c"), lve_squared_max_mm2=mean("sq"),
+                 lve_euclidean_max_mm=mean("eu"), mve_mm=mean("mve"), eve_mm=mean("eve"), fdd_mm2=mean("fdd"))
         pred = evaluator.classify(motions)
         r["emotion_accuracy"] = float((pred == y).mean())
         per_emotion[row] = {e: float((pred[y == k] == k).mean()) for k, e in enumerate(EMOTIONS) if (y == k).any()}
         table[row] = r
 
-    # diversity: K prior samples of the ground-truth instruction, style space and vertex space
-    n_div = min(diversity_clips, len(clips))
-    z_div, v_div = [], []
-    for i in range(n_div):
-        f = cache.get(clips[i].id)
-        z = pipe.synthesizer.styles([clips[i].instructions[0]], samples, seed=seed + i)[0]
-        z_div.append(diversity(z.numpy()))
-        seqs = pipe.synthesizer.synthesize(f, clips[i].instructions[0], num_samples=samples, seed=seed + i,
-                                           num_frames=len(gt[i]))
-        v_div.append(vertex_diversity(np.stack([verts(s.motion(), False) for s in seqs])))
+    z_div, v_div = [d[0] for d in divs], [d[1] for d in divs]
     for row in ("pipeline", "pipeline_gt_instruction"):
         if row in table:
             table[row]["diversity_style"] = float(np.mean(z_div)) if z_div else None
@@ -224,11 +257,19 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
         "examples": [{"id": c.id, "reference": c.instructions[0], "generated": t} for c, t in list(zip(clips, texts))[:6]],
         "notes": notes,
         "comparability": "FID/KID use our evaluator motion encoder and LSE our offline sync expert, both trained on "
-                         "this dataset's training split: not comparable with papers' numbers (Inception / SyncNet).",
-        "seconds": {"synthesis": t_gen, "metrics": t_met, "total": time.perf_counter() - t0},
+                         "this dataset's training split: not comparable with papers' numbers (Inception / SyncNet). The SyncNet "
+                         "columns (with --syncnet) use SyncNet's own weights and algorithm, but on renders of an "
+                         "untextured synthetic head, not on video of real faces: compare them with the ground-truth motion's "
+                         "value on the same renders, not with papers' tables.",
+        "seconds": {"synthesis": t_gen, "diversity": t_div, "metrics": t_met, "total": time.perf_counter() - t0},
+        "processes": state.num_processes,
     }
     if inception:
         result["rendered"] = _rendered_fid(pipe, model, gt, gen, inception, notes)
+    if sync_out is not None:
+        result["syncnet"] = sync_out.pop("_meta")
+        for row, r in sync_out.items():
+            table[row].update(lse_d_syncnet=r["lse_d"], lse_c_syncnet=r["lse_c"], av_offset_syncnet=r["offset_median"])
     result["_gen"] = gen
     result["_gt"] = gt
     return result
@@ -263,6 +304,65 @@ def _rendered_fid(pipe, model, gt, gen, inception: str, notes: list[str], every:
     return res
 
 
+def _syncnet_lse(state, scorer, model, gt, gen, audios, rows, crop: str, progress: bool) -> dict[str, Any]:
+    """Image-based LSE with SyncNet: every row's motion and the ground truth rendered, cropped as syncnet_python crops
+    face tracks, and scored against the clip's speech. {row: {lse_d, lse_c, offset_median}, '_meta': {...}}."""
+    from .syncnet import CropRenderer
+
+    sets = [("ground_truth", gt)] + [(row, gen[row]) for row in rows]
+    items = [(row, i) for row, motions in sets for i in range(len(motions))]
+    motions = dict(sets)
+    timing = {"render": 0.0}
+    t = time.perf_counter()
+    with CropRenderer(model, crop) as cr:
+        def score(k: int):
+            row, i = items[k]
+            t0 = time.perf_counter()
+            crops = cr(motions[row][i])
+            timing["render"] += time.perf_counter() - t0
+            try:
+                r = scorer.score(audios[i], crops)
+            except SequenceError:
+                return row, len(crops), None
+            return row, len(crops), (r.lse_d, r.lse_c, r.offset)
+
+        done = _spread(state, len(items), score, "eval: SyncNet LSE", progress)
+    dt = time.perf_counter() - t
+    out: dict[str, Any] = {}
+    for row, _ in sets:
+        got = [d[2] for d in done if d[0] == row and d[2] is not None]
+        out[row] = {"lse_d": float(np.mean([g[0] for g in got])) if got else None,
+                    "lse_c": float(np.mean([g[1] for g in got])) if got else None,
+                    "offset_median": float(np.median([g[2] for g in got])) if got else None}
+    frames = sum(d[1] for d in done)
+    out["_meta"] = {"crop": crop, "ground_truth": out.pop("ground_truth"), "seconds": dt, "frames": frames,
+                    "frames_per_s": frames / max(dt, 1e-9), "device": str(scorer.device),
+                    "render_frames_per_s_main_process": sum(d[1] for d in done[state.process_index::state.num_processes])
+                    / max(timing["render"], 1e-9)}
+    return out
+
+
+def _state():
+    """accelerate's process state: one process unless launched by ``accelerate launch --multi_gpu`` or ``torchrun``
+    (one process per GPU; on a machine without GPUs, CPU processes joined over gloo)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _spread(state, n: int, fn, desc: str, progress: bool) -> list:
+    """[fn(0), ..., fn(n - 1)] with the indices dealt round-robin over the processes and gathered back in order."""
+    from tqdm import tqdm
+
+    mine = range(state.process_index, n, state.num_processes)
+    out = [(i, fn(i)) for i in tqdm(mine, desc=desc, unit="item", disable=not (progress and state.is_main_process) or None)]
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        out = gather_object(out)
+    return [r for _, r in sorted(out, key=lambda x: x[0])]
+
+
 def _seq(motion: np.ndarray):
     from avitalk.types import FlameSequence
 
@@ -294,7 +394,10 @@ def write_report(result: dict[str, Any], out: str | os.PathLike, model=None) -> 
     lines = [f"# avitalk evaluation: {result['checkpoint']}", "",
              f"{result['clips']} clips of split `{result['split']}`, {result['samples']} samples for diversity, "
              f"seed {result['seed']}, FLAME model `{result['flame_model']}`.", "",
-             "| method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+             ]
+    if result.get("syncnet"):
+        cols[5:5] = [("LSE-D SyncNet", "lse_d_syncnet", 3), ("LSE-C SyncNet", "lse_c_syncnet", 3)]
+    lines += ["| method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for row, r in result["table"].items():
         lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(_fmt(r.get(k), d) for _, k, d in cols) + " |")
     lines += ["", f"- evaluator emotion accuracy on ground-truth motion: {result['ground_truth_emotion_accuracy']:.3f}",
@@ -306,6 +409,13 @@ def write_report(result: dict[str, Any], out: str | os.PathLike, model=None) -> 
                      f"AU F1 {s['action_unit_f1']:.3f}, BLEU {s['bleu']:.1f}, ROUGE-L {s['rouge_l']:.3f}")
     if result.get("rendered"):
         lines.append(f"- rendered frames (user's Inception): {json.dumps(result['rendered'])}")
+    if result.get("syncnet"):
+        sn = result["syncnet"]
+        g = sn["ground_truth"]
+        lines.append(f"- SyncNet (user's weights, {sn['crop']} crops of our renders): ground-truth motion LSE-D "
+                     f"{_fmt(g['lse_d'], 3)}, LSE-C {_fmt(g['lse_c'], 3)}, AV offset median {_fmt(g['offset_median'], 1)}; "
+                     f"{sn['frames']} frames at {sn['frames_per_s']:.1f} frames/s on {sn['device']} "
+                     f"(rendering alone {sn['render_frames_per_s_main_process']:.0f} frames/s)")
     lines += ["", f"Not comparable with papers: {result['comparability']}"]
     for n in result["notes"]:
         lines.append(f"- note: {n}")

@@ -36,7 +36,7 @@ class FidKid:
     kid_subset_size: int | None
 
 
-def fid_kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 100) -> FidKid:
+def fid_kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 100, seed: int = 0) -> FidKid:
     """FID and KID between two feature sets [N, D]. KID needs at least 2 samples per side; its subset size is cut to
     the smaller set (reported), and it is skipped (None) below 2."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -48,7 +48,8 @@ def fid_kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: 
         raise SequenceError(f"features must be [N, D] with the same D, got {tuple(r.shape)} and {tuple(f.shape)}")
     if len(r) < 2 or len(f) < 2:
         raise SequenceError(f"FID needs at least 2 samples per side, got {len(r)} and {len(f)}")
-    fid = FrechetInceptionDistance(feature=_Given(r.shape[1]), normalize=True)
+    # sync_on_compute=False: the features are complete here (under torchrun the main process measures alone)
+    fid = FrechetInceptionDistance(feature=_Given(r.shape[1]), normalize=True, sync_on_compute=False)
     fid.update(r, real=True)
     fid.update(f, real=False)
     n = min(subset_size, len(r), len(f))
@@ -57,10 +58,13 @@ def fid_kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: 
         import warnings
 
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=subsets, subset_size=n, normalize=True)
+        kid = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=subsets, subset_size=n, normalize=True,
+                                      sync_on_compute=False)
         kid.update(r.float(), real=True)
         kid.update(f.float(), real=False)
-        m, s = kid.compute()
+        with torch.random.fork_rng():  # KID's random subsets: the same for a given input, whatever ran before
+            torch.manual_seed(seed)
+            m, s = kid.compute()
         kid_m, kid_s = float(m), float(s)
     return FidKid(float(fid.compute()), kid_m, kid_s, n if n >= 2 else None)
 

@@ -103,11 +103,15 @@ class SyncExpert(nn.Module):
     def embed_motion(self, windows: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.motion((windows - self.mean) / self.std), dim=-1)
 
-    @torch.no_grad()
     def score(self, samples: np.ndarray, motion: np.ndarray, sample_rate: int = 16000) -> SyncResult:
         """LSE-D / LSE-C of one clip: speech samples and its motion [T, 53] at 25 fps."""
+        return self.score_windows(mfcc_windows(samples, sample_rate), motion)
+
+    @torch.no_grad()
+    def score_windows(self, mfcc: np.ndarray, motion: np.ndarray) -> SyncResult:
+        """The same with the clip's MFCC windows [N, 20, 13] computed once (several motions for one speech)."""
         mw = motion_windows(motion)
-        aw = mfcc_windows(samples, sample_rate, len(mw))
+        aw = mfcc
         n = min(len(mw), len(aw))
         v = self.embed_motion(torch.as_tensor(mw[:n]))
         a = self.embed_audio(torch.as_tensor(aw[:n]))

@@ -95,7 +95,8 @@ class DiffusionPrior(nn.Module):
         B = text.shape[0]
         cond = text.repeat_interleave(num_samples, 0)
         null = self.null_text.expand_as(cond)
-        x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=text.device)
+        gdev = generator.device if generator is not None else text.device  # a CPU generator serves any device
+        x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=gdev).to(text.device)
         for t in sched.timesteps:
             tt = torch.full((x.shape[0],), int(t), device=text.device)
             if guidance_scale == 1.0:

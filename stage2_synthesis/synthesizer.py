@@ -108,6 +108,17 @@ class Synthesizer:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"style_encoder": self.style_encoder, "decoder": self.decoder, "prior": self.prior}
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Synthesizer":
+        """Move the trained networks (the frozen encoders stay where they run; they return numpy arrays). Seeded
+        sampling draws its noise on the CPU, so a seed gives the same styles on any device up to float rounding."""
+        for m in self.modules().values():
+            m.to(device)
+        return self
+
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,7 @@ class Synthesizer:
                guidance_scale: float | None = None, steps: int | None = None, use_prior: bool = True) -> torch.Tensor:
         """Style vectors [len(texts), num_samples, style_dim] for instruction texts."""
         samp = self.cfg.stage2.sampling
-        emb = torch.as_tensor(self.text_encoder.encode(list(texts)))
+        emb = torch.as_tensor(self.text_encoder.encode(list(texts))).to(self.device)
         if not use_prior:
             return self.prior.map(emb)[:, None].expand(-1, num_samples, -1)
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
@@ -185,7 +196,7 @@ class Synthesizer:
             if feats.ndim != 2 or feats.shape[0] < 2:
                 raise AudioError(f"features must be [N >= 2, D], got {feats.shape}")
             T = num_frames or feats.shape[0] // 2
-        a = torch.as_tensor(to_motion_rate(feats, T))
+        a = torch.as_tensor(to_motion_rate(feats, T)).to(self.device)
         z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior)[0]
         motion = self.decoder.generate(a, z).numpy()
         meta = {"instruction": text, "seed": seed, "use_prior": use_prior}

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from avitalk.errors import DatasetError
+from avitalk.errors import CheckpointError, DatasetError
 from eval.benchmark import ROWS, run_benchmark, write_report
 
 from .test_pipeline import build_tiny_pipeline
@@ -23,22 +23,33 @@ def test_benchmark_report_has_every_row_and_column(corpus, tmp_path):
     from avitalk.data.manifest import read_manifest
     from avitalk.flame import FlameModel
 
+    import torch
+
+    from eval.syncnet import SyncNet
+
+    torch.manual_seed(0)
+    torch.save(SyncNet().state_dict(), tmp_path / "syncnet_v2.model")  # SyncNet's layout, random weights
     pipe = build_tiny_pipeline()
     split = "test" if read_manifest(corpus, "test") else "train"
     res = run_benchmark(pipe, corpus, split=split, samples=3, diversity_clips=2, progress=False,
-                        evaluator_steps=(10, 10))
+                        evaluator_steps=(10, 10), limit=2, syncnet=str(tmp_path / "syncnet_v2.model"))
     assert set(res["table"]) == set(ROWS)
     for row, r in res["table"].items():
         for k in ("fid", "lse_d", "lse_c", "lve_squared_max_mm2", "lve_euclidean_max_mm", "mve_mm", "fdd_mm2",
                   "emotion_accuracy"):
             assert r[k] is None or np.isfinite(r[k]), (row, k)
         assert 0 <= r["emotion_accuracy"] <= 1
+        assert np.isfinite(r["lse_d_syncnet"]) and r["lse_c_syncnet"] >= 0, row
+    sn = res["syncnet"]
+    assert sn["crop"] == "face" and np.isfinite(sn["ground_truth"]["lse_d"]) and sn["frames_per_s"] > 0
+    assert sn["frames"] == sum(len(g) for g in res["_gt"]) * (1 + len(ROWS))
     nf = res["table"]["neutral_face"]
     assert nf["fdd_mm2"] > 0  # the ground truth moves the upper face, the neutral face does not
     assert res["table"]["pipeline"]["diversity_style"] > 0 and res["instruction"] is not None
     out = write_report(res, tmp_path / "rep", FlameModel.standin())
     text = (out / "report.md").read_text()
-    assert "| neutral face |" in text and "LSE-D" in text and "not comparable" in text.lower()
+    assert "| neutral face |" in text and "LSE-D SyncNet" in text and "not comparable" in text.lower()
+    assert "ground-truth motion LSE-D" in text
     m = json.loads((out / "metrics.json").read_text())
     assert m["clips"] == res["clips"] and "_gen" not in m
     for png in ("per_emotion.png", "curves.png", "frames.png"):
@@ -60,5 +71,40 @@ def test_benchmark_refuses_what_it_cannot_measure(corpus, tmp_path, cli):
         run_benchmark(pipe, bad, progress=False)
     code, _, err = cli("eval", "--data", corpus, "-o", tmp_path / "r", "--inception", tmp_path / "none.pt")
     assert code == 2 and "--inception" in err and "no such file" in err
+    (tmp_path / "junk.model").write_bytes(b"not a state dict")
+    with pytest.raises(CheckpointError, match="junk.model: not a SyncNet state dict"):
+        run_benchmark(pipe, corpus, syncnet=str(tmp_path / "junk.model"), progress=False)
+    code, _, err = cli("eval", "--data", corpus, "-o", tmp_path / "r", "--syncnet-crop", "eyes")
+    assert code == 2 and "--syncnet-crop" in err
     code, _, err = cli("eval", "--data", tmp_path, "-o", tmp_path / "r")
     assert code == 2 and "no manifest.jsonl" in err
+
+
+@pytest.mark.slow
+def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
+    """`torchrun --nproc_per_node 2 -m avitalk.cli eval` deals the clips over two CPU processes (gloo) and gathers
+    them; the report must equal the single-process one."""
+    import os
+    import subprocess
+    import sys
+
+    from avitalk.data.manifest import read_manifest
+    from avitalk.pipeline import AVITalkingPipeline
+
+    build_tiny_pipeline().save_pretrained(tmp_path / "ck", dtype="float32")
+    pipe = AVITalkingPipeline.from_pretrained(tmp_path / "ck")
+    split = "test" if len(read_manifest(corpus, "test")) >= 3 else "train"
+    one = run_benchmark(pipe, corpus, split=split, samples=3, limit=5, progress=False, evaluator_steps=(10, 10))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "avitalk.cli", "eval", "--checkpoint", str(tmp_path / "ck"), "--data", str(corpus),
+                           "--split", split, "--limit", "5", "--samples", "3", "-o", str(tmp_path / "rep"), "-q"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert one["processes"] == 1 and two["processes"] == 2 and two["clips"] == one["clips"]
+    for row, r in one["table"].items():
+        for k, v in r.items():
+            if k != "kid_std" and v is not None:  # KID's spread over subsets is float noise at these magnitudes
+                assert two["table"][row][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (row, k)
+    assert two["instruction"] == pytest.approx(one["instruction"])

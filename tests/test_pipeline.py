@@ -90,6 +90,12 @@ def test_given_instruction_replaces_stage1_and_samples_differ(tiny_ckpt, speech)
         pipe(speech, "   ")
     with pytest.raises(CheckpointError, match="no stage 1"):
         pipe(speech)
+    # device placement moves the trained networks; seeded noise is drawn on the CPU, so a seed means the same styles
+    import torch
+
+    assert pipe.to(torch.device("cpu")) is pipe and pipe.device.type == "cpu"
+    moved = pipe(speech, "A furious man speaks with brow strongly lowered.", num_samples=3, seed=1)
+    np.testing.assert_array_equal(moved.sequences[2].expression, out.sequences[2].expression)
 
 
 @pytest.mark.parametrize("damage, message", [
