@@ -419,8 +419,9 @@ def write_report(result: dict[str, Any], out: str | os.PathLike, model=None) -> 
     lines += ["", f"Not comparable with papers: {result['comparability']}"]
     for n in result["notes"]:
         lines.append(f"- note: {n}")
-    lines += ["", f"Time: synthesis {result['seconds']['synthesis']:.0f} s, metrics {result['seconds']['metrics']:.0f} s, "
-              f"total {result['seconds']['total']:.0f} s.", "",
+    sec = result["seconds"]
+    lines += ["", f"Time ({result.get('processes', 1)} process(es)): synthesis and per-clip metrics {sec['synthesis']:.0f} s, "
+              f"diversity {sec.get('diversity', 0):.0f} s, set metrics {sec['metrics']:.0f} s, total {sec['total']:.0f} s.", "",
               "![per-emotion accuracy](per_emotion.png)", "", "![coefficients](curves.png)", "",
               "![rendered frames](frames.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))

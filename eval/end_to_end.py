@@ -1,5 +1,6 @@
 """End-to-end check of a pipeline on a dataset split: speech -> stage 1 instruction -> stage 2 motion -> the emotion
-a classifier (trained on ground-truth motion of the training split) reads from the generated motion, against the
+the benchmark's evaluator (eval/evaluator.py: trained on ground-truth motion of the training split, cached in
+DATA/eval_cache/ and shared with `avitalk eval`) reads from the generated motion, against the
 clip's ground-truth emotion. Also reports the same with the reference instruction (stage 2 alone) and stage 1's
 parsed emotion, so a miss can be blamed on the stage that made it.
 
@@ -18,7 +19,7 @@ import numpy as np
 
 
 def evaluate_end_to_end(pipe, data: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, evaluator_steps: tuple[int, int] = (800, 1500)) -> dict[str, Any]:
     from tqdm import tqdm
 
     from avitalk import audio as audio_io
@@ -26,13 +27,11 @@ def evaluate_end_to_end(pipe, data: str | Path, split: str = "test", limit: int 
     from avitalk.data.manifest import read_manifest
     from avitalk.vocab import EMOTIONS
 
-    # the evaluator net lives with stage 2's measurements for now (it moves to eval/ with the benchmark issue)
-    from stage2_synthesis.evaluate import classify, train_emotion_classifier
-    from stage2_synthesis.train import ClipBank
+    from .benchmark import _evaluators
 
     data = Path(data)
     cache = FeatureCache(data / "features", pipe.audio_encoder.key)
-    clf = train_emotion_classifier(ClipBank(data, "train", cache), seed=seed)
+    evaluator, _ = _evaluators(pipe, data, progress, evaluator_steps)
     clips = read_manifest(data, split)[:limit]
     gen, ref, said = [], [], []
     t0 = time.perf_counter()
@@ -47,7 +46,7 @@ def evaluate_end_to_end(pipe, data: str | Path, split: str = "test", limit: int 
         ref.append(pipe.synthesize(a, c.instructions[0], seed=seed + i, features=f)[0].motion())
     dt = time.perf_counter() - t0
     y = np.array([EMOTIONS.index(c.emotion) for c in clips])
-    pg, pr = classify(clf, gen), classify(clf, ref)
+    pg, pr = evaluator.classify(gen), evaluator.classify(ref)
     per = {e: float((pg[y == k] == k).mean()) for k, e in enumerate(EMOTIONS) if (y == k).any()}
     return {
         "split": split,

@@ -108,3 +108,13 @@ def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
             if k != "kid_std" and v is not None:  # KID's spread over subsets is float noise at these magnitudes
                 assert two["table"][row][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (row, k)
     assert two["instruction"] == pytest.approx(one["instruction"])
+
+
+def test_end_to_end_check_reads_the_emotion_back(corpus):
+    from eval.end_to_end import evaluate_end_to_end
+
+    pipe = build_tiny_pipeline()
+    res = evaluate_end_to_end(pipe, corpus, split="train", limit=3, progress=False, evaluator_steps=(10, 10))
+    assert res["clips"] == 3 and res["chance"] == 0.125
+    for k in ("emotion_accuracy_end_to_end", "emotion_accuracy_stage2_reference_instruction", "stage1_emotion_accuracy"):
+        assert 0 <= res[k] <= 1 and res[k] * 3 == pytest.approx(round(res[k] * 3)), k  # a fraction of 3 clips
