@@ -393,8 +393,7 @@ def write_report(result: dict[str, Any], out: str | os.PathLike, model=None) -> 
             ("MVE mm", "mve_mm", 2), ("FDD mm²", "fdd_mm2", 2), ("emotion acc", "emotion_accuracy", 3)]
     lines = [f"# avitalk evaluation: {result['checkpoint']}", "",
              f"{result['clips']} clips of split `{result['split']}`, {result['samples']} samples for diversity, "
-             f"seed {result['seed']}, FLAME model `{result['flame_model']}`.", "",
-             ]
+             f"seed {result['seed']}, FLAME model `{result['flame_model']}`.", ""]
     if result.get("syncnet"):
         cols[5:5] = [("LSE-D SyncNet", "lse_d_syncnet", 3), ("LSE-C SyncNet", "lse_c_syncnet", 3)]
     lines += ["| method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
