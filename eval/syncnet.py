@@ -95,11 +95,17 @@ def load_syncnet(path: str | os.PathLike) -> SyncNet:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such SyncNet weights file (syncnet_v2.model from the SyncNet release)")
+    import zipfile
+
+    with open(p, "rb") as fh:
+        head = fh.read(1)
+    if not zipfile.is_zipfile(p) and head != b"\x80":  # neither torch's zip format nor its legacy pickle stream
+        raise CheckpointError(f"{p}: not a PyTorch weights file (syncnet_v2.model from the SyncNet release is one)")
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever torch says, the file is not a plain state dict
         raise CheckpointError(f"{p}: not a SyncNet state dict readable without unpickling code "
-                              f"({str(e).splitlines()[0][:160]})") from e
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

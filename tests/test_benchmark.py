@@ -72,7 +72,7 @@ def test_benchmark_refuses_what_it_cannot_measure(corpus, tmp_path, cli):
     code, _, err = cli("eval", "--data", corpus, "-o", tmp_path / "r", "--inception", tmp_path / "none.pt")
     assert code == 2 and "--inception" in err and "no such file" in err
     (tmp_path / "junk.model").write_bytes(b"not a state dict")
-    with pytest.raises(CheckpointError, match="junk.model: not a SyncNet state dict"):
+    with pytest.raises(CheckpointError, match="junk.model: not a PyTorch weights file"):
         run_benchmark(pipe, corpus, syncnet=str(tmp_path / "junk.model"), progress=False)
     code, _, err = cli("eval", "--data", corpus, "-o", tmp_path / "r", "--syncnet-crop", "eyes")
     assert code == 2 and "--syncnet-crop" in err

@@ -28,6 +28,11 @@ def test_syncnet_shapes_and_loader(tmp_path):
         np.testing.assert_allclose(loaded.forward_lip(x), net.forward_lip(x), rtol=1e-5, atol=1e-5)
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "wrapped.pt")
     load_syncnet(tmp_path / "wrapped.pt")  # a wrapped / DataParallel state dict loads too
+    torch.save(net.state_dict(), tmp_path / "legacy.model", _use_new_zipfile_serialization=False)
+    load_syncnet(tmp_path / "legacy.model")  # the release file predates torch's zip format
+    (tmp_path / "junk.model").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a PyTorch weights file"):
+        load_syncnet(tmp_path / "junk.model")
 
     with pytest.raises(CheckpointError, match="no such SyncNet"):
         load_syncnet(tmp_path / "missing.model")
