@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -603,21 +603,28 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
         typer.echo(f"edit {out / 'instruction.txt'} and run again with --instruction-file {out / 'instruction.txt'}")
 
 
+# the options `avitalk run` and `avitalk synthesize` share
+_Speech = Annotated[Path, typer.Argument(help="Speech file (wav, flac, ogg, mp3, m4a...).")]
+_InstructionFile = Annotated[Optional[Path], typer.Option("--instruction-file", "-f", help="Read the instruction from a file.")]
+_Samples = Annotated[int, typer.Option("--samples", "-n", min=1, max=16, help="Motion samples (different styles).")]
+_Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same output.")]
+_NoRender = Annotated[bool, typer.Option("--no-render", help="Only instruction.txt, flame.npz and run.json.")]
+_Size = Annotated[int, typer.Option(help="Video width and height in pixels (even).")]
+_Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", help="Pipeline checkpoint folder (default: the embedded one).")]
+_FlameModel = Annotated[Optional[str], typer.Option("--flame-model", help="FLAME model .npz (default: the stand-in head).")]
+_Overwrite = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+_Json = Annotated[bool, typer.Option("--json", help="Print run.json to stdout.")]
+
+
 @app.command()
 def run(
-    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
+    speech: _Speech,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (instruction.txt, flame.npz, video.mp4, run.json)."),
     instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="Your instruction (replaces stage 1)."),
-    instruction_file: Optional[Path] = typer.Option(None, "--instruction-file", "-f", help="Read the instruction from a file."),
-    samples: int = typer.Option(1, "--samples", "-n", min=1, max=16, help="Motion samples (different styles)."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same output."),
-    no_render: bool = typer.Option(False, "--no-render", help="Only instruction.txt, flame.npz and run.json."),
-    size: int = typer.Option(512, help="Video width and height in pixels (even)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint folder (default: the embedded one)."),
-    flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz (default: the stand-in head)."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
-    as_json: bool = typer.Option(False, "--json", help="Print run.json to stdout."),
+    instruction_file: _InstructionFile = None, samples: _Samples = 1, seed: _Seed = 0, no_render: _NoRender = False,
+    size: _Size = 512, checkpoint: _Checkpoint = None, flame_model: _FlameModel = None, overwrite: _Overwrite = False,
+    quiet: _Quiet = False, as_json: _Json = False,
 ) -> None:
     """Speech -> instruction (stage 1, editable) -> FLAME motion (stage 2) -> video with the speech."""
     _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
@@ -626,19 +633,12 @@ def run(
 
 @app.command()
 def synthesize(
-    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
+    speech: _Speech,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="The instruction text."),
-    instruction_file: Optional[Path] = typer.Option(None, "--instruction-file", "-f", help="Read the instruction from a file."),
-    samples: int = typer.Option(1, "--samples", "-n", min=1, max=16, help="Motion samples (different styles)."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same output."),
-    no_render: bool = typer.Option(False, "--no-render", help="Only instruction.txt, flame.npz and run.json."),
-    size: int = typer.Option(512, help="Video width and height in pixels (even)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint folder (default: the embedded one)."),
-    flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz (default: the stand-in head)."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
-    as_json: bool = typer.Option(False, "--json", help="Print run.json to stdout."),
+    instruction_file: _InstructionFile = None, samples: _Samples = 1, seed: _Seed = 0, no_render: _NoRender = False,
+    size: _Size = 512, checkpoint: _Checkpoint = None, flame_model: _FlameModel = None, overwrite: _Overwrite = False,
+    quiet: _Quiet = False, as_json: _Json = False,
 ) -> None:
     """Stage 2 only: speech + your instruction -> FLAME motion -> video (stage 1 is not loaded)."""
     _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
