@@ -71,8 +71,6 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     Under ``accelerate launch`` (several GPUs, or ``--cpu --num_processes N``) the clips are dealt over the processes
     for synthesis, diversity and SyncNet scoring and gathered on the main process, which measures and returns the
     result; the other processes return None."""
-    from tqdm import tqdm
-
     from avitalk import audio as audio_io
     from avitalk.data.dataset import FeatureCache
     from avitalk.data.manifest import read_manifest
