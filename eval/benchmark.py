@@ -99,16 +99,14 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     if ds_model is not None and Path(str(ds_model)).name != Path(ck_model).name:
         raise DatasetError(f"{data}: motion was fitted to the FLAME model {ds_model!r}, the checkpoint uses "
                            f"{ck_model!r}; vertex metrics would compare different heads")
+    state = _state()  # the device of this process: its GPU, or the CPU
     scorer = None
     if syncnet:
         from .syncnet import SyncNetScorer, load_syncnet
 
-        scorer = SyncNetScorer(load_syncnet(syncnet), device="cuda" if torch.cuda.is_available() else "cpu")
-    state = _state()
+        scorer = SyncNetScorer(load_syncnet(syncnet), device=state.device)
     if state.num_processes > 1:
         pipe.to(state.device)
-        if scorer is not None:
-            scorer = type(scorer)(scorer.net, scorer.batch_size, state.device)
     with state.main_process_first():  # the main process trains and caches the evaluators, the others load them
         evaluator, sync = _evaluators(pipe, data, progress and state.is_main_process, evaluator_steps)
     cache = FeatureCache(data / "features", pipe.audio_encoder.key)
@@ -197,8 +195,8 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     t_div = time.perf_counter()
     divs = _spread(state, min(diversity_clips, len(clips)), div, "eval: diversity", progress)
     t_div = time.perf_counter() - t_div
-    rows_here = [r for r in ROWS if gen[r]]
-    sync_out = (_syncnet_lse(state, scorer, model, gt, gen, audios, rows_here, syncnet_crop, progress)
+    rows = [row for row in ROWS if gen[row]]
+    sync_out = (_syncnet_lse(state, scorer, model, gt, gen, audios, rows, syncnet_crop, progress)
                 if scorer is not None else None)
     if not state.is_main_process:
         return None  # the main process measures and reports
@@ -211,7 +209,6 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     scale = float(real_feats.std()) or 1.0
     real_feats = real_feats / scale
     y = np.array([EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1 for c in clips])
-    rows = [row for row in ROWS if gen[row]]
     table: dict[str, dict[str, Any]] = {}
     per_emotion: dict[str, dict[str, float]] = {}
     for row in rows:

@@ -111,10 +111,9 @@ class SyncExpert(nn.Module):
     def score_windows(self, mfcc: np.ndarray, motion: np.ndarray) -> SyncResult:
         """The same with the clip's MFCC windows [N, 20, 13] computed once (several motions for one speech)."""
         mw = motion_windows(motion)
-        aw = mfcc
-        n = min(len(mw), len(aw))
+        n = min(len(mw), len(mfcc))
         v = self.embed_motion(torch.as_tensor(mw[:n]))
-        a = self.embed_audio(torch.as_tensor(aw[:n]))
+        a = self.embed_audio(torch.as_tensor(mfcc[:n]))
         return lse(v.numpy(), a.numpy())
 
     def save(self, path: str | os.PathLike) -> Path:

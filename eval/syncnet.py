@@ -28,7 +28,7 @@ from torch import nn
 
 from avitalk.errors import CheckpointError, SequenceError
 
-from .lse import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW, SyncResult, lse
+from .lse import WINDOW, SyncResult, lse, mfcc_windows
 
 EMBED_DIM = 1024
 CROP_SIZE = 224
@@ -174,14 +174,6 @@ def crop_frames(frames: np.ndarray, box: tuple[float, float, float], out: int = 
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-def syncnet_mfcc(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
-    """13 x N MFCC at 100 Hz of samples scaled to 16-bit integers (syncnet_python reads wav files as int16)."""
-    import python_speech_features as psf
-
-    x = np.asarray(samples, np.float64)
-    return psf.mfcc(x * 32768.0, sample_rate).T.astype(np.float32)
-
-
 class SyncNetScorer:
     """LSE-D / LSE-C of (speech, 224x224 crops) with a SyncNet (or any module with ``forward_lip`` / ``forward_aud``)."""
 
@@ -196,19 +188,18 @@ class SyncNetScorer:
         c = np.asarray(crops)
         if c.ndim != 4 or c.shape[-1] != 3:
             raise SequenceError(f"crops must be [T, H, W, 3] RGB, got {c.shape}")
-        mfcc = syncnet_mfcc(samples, sample_rate)
-        n = min(len(c) - WINDOW + 1, (mfcc.shape[1] - MFCC_WINDOW) // MFCC_PER_FRAME + 1)
+        # syncnet_python reads wav files as int16: MFCC of 16-bit-scaled samples ([N, 20, 13] windows -> [N, 1, 13, 20])
+        audio = torch.from_numpy(mfcc_windows(np.asarray(samples, np.float64) * 32768.0, sample_rate)).transpose(1, 2)
+        n = min(len(c) - WINDOW + 1, len(audio))
         if n < 1:
             raise SequenceError("clip shorter than one 0.2 s sync window")
         video = torch.from_numpy(np.ascontiguousarray(c[..., ::-1])).permute(3, 0, 1, 2).float()  # BGR [3, T, H, W]
-        audio = torch.from_numpy(mfcc)
         v_out, a_out = [], []
         for s in range(0, n, self.batch_size):
             idx = range(s, min(n, s + self.batch_size))
             lips = torch.stack([video[:, i : i + WINDOW] for i in idx]).to(self.device)
-            mf = torch.stack([audio[:, i * MFCC_PER_FRAME : i * MFCC_PER_FRAME + MFCC_WINDOW] for i in idx])[:, None]
             v_out.append(self.net.forward_lip(lips).float().cpu())
-            a_out.append(self.net.forward_aud(mf.to(self.device)).float().cpu())
+            a_out.append(self.net.forward_aud(audio[s : s + len(idx), None].to(self.device)).float().cpu())
         return torch.cat(v_out).numpy(), torch.cat(a_out).numpy()
 
     def score(self, samples: np.ndarray, crops: np.ndarray, sample_rate: int = 16000) -> SyncResult:
