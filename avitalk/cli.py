@@ -291,17 +291,24 @@ def data_stats(
 
 @data_app.command("ravdess")
 def data_ravdess(
-    root: Path = typer.Argument(..., help="Your RAVDESS folder (Actor_XX/*.wav or *.mp4)."),
-    fits: Path = typer.Option(..., help="Folder of per-clip FLAME fits (.npz named like the clip), e.g. from EMOCA."),
+    root: Path = typer.Argument(..., help="Your RAVDESS folder (Actor_XX/*.wav, *.flac or *.mp4)."),
+    fits: Optional[Path] = typer.Option(None, help="Folder of per-clip FLAME fits (.npz named like the clip), e.g. "
+                                        "from EMOCA. Without it: labelled speech only (no motion), for stage 1."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
     openface: Optional[Path] = typer.Option(None, help="Folder of per-clip OpenFace CSVs (action-unit intensities)."),
-    test_actors: str = typer.Option("23,24", help="Comma-separated test actors."),
-    val_actors: str = typer.Option("21,22", help="Comma-separated validation actors."),
+    test_actors: str = typer.Option("23,24", help="Comma-separated test actors ('none' for no test split)."),
+    val_actors: str = typer.Option("21,22", help="Comma-separated validation actors ('none' for none)."),
 ) -> None:
-    """Import RAVDESS speech clips with your FLAME fits into avitalk's dataset format (actor-disjoint splits)."""
+    """Import RAVDESS speech into avitalk's dataset format (actor-disjoint splits); with --fits, with motion."""
     from .data.real import import_ravdess
 
-    ints = lambda s: tuple(int(x) for x in s.split(",") if x.strip())  # noqa: E731
+    def ints(s: str) -> tuple[int, ...]:
+        if s.strip().lower() in ("", "none"):
+            return ()
+        try:
+            return tuple(int(x) for x in s.split(",") if x.strip())
+        except ValueError:
+            _fail(f"{s!r}: expected comma-separated actor numbers, e.g. 23,24, or none")
     m = import_ravdess(root, fits, out, openface, ints(test_actors), ints(val_actors))
     _report_import(m)
 
@@ -371,14 +378,22 @@ def train_stage1_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
     resume: bool = typer.Option(False, help="Reuse the checkpoint folder's trained tokenizer and LM."),
     evaluate: bool = typer.Option(False, help="Measure on the test split afterwards (metrics.json)."),
+    extra_data: Optional[list[Path]] = typer.Option(None, "--extra-data", help="More training data, e.g. labelled real "
+                                                    "speech without motion (avitalk data ravdess ... without --fits); repeatable."),
+    exclude_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers left out of training (folds)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage1.train.steps=200."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train stage 1: tokenizer + tiny LM (embedded default), then Q-Former, projection and LoRA."""
     from stage1_instruct.train import evaluate_stage1, train_stage1
 
+    for d in extra_data or ():
+        if not (d / "manifest.jsonl").is_file():
+            _fail(f"--extra-data {d}: no manifest.jsonl (not a dataset folder)")
     cfg = _load_config(config, set_)
-    r = train_stage1(cfg, data, out, resume=resume, progress=not quiet)
+    excl = tuple(x.strip() for x in (exclude_speakers or "").split(",") if x.strip())
+    r = train_stage1(cfg, data, out, resume=resume, progress=not quiet, extra_data=tuple(extra_data or ()),
+                     exclude_speakers=excl)
     typer.echo("trained stage 1 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["timings"].items()) + f" -> {out}")
     if evaluate:
         from .io import atomic_write_json
@@ -432,9 +447,13 @@ def eval_cmd(
     syncnet: Optional[Path] = typer.Option(None, help="SyncNet syncnet_v2.model: image-based LSE-D/C on rendered crops."),
     syncnet_crop: str = typer.Option("face", help="SyncNet crop: 'face' (syncnet_python's face-track box) or 'mouth'."),
     seed: int = typer.Option(0, help="Seed."),
+    real: bool = typer.Option(False, "--real", help="Real-speech metrics (no motion needed): emotion + confusion, "
+                              "mouth vs loudness, silence rest, bilabial closure. Automatic when no clip has motion."),
+    speakers: Optional[str] = typer.Option(None, help="With --real: only these speakers (comma-separated)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy."""
+    """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy; on
+    labelled real speech without motion (--real): emotion, mouth vs loudness, silence rest, bilabial closure."""
     from eval.benchmark import ROW_NAMES, run_benchmark, write_report
 
     from .flame import FlameModel
@@ -442,6 +461,30 @@ def eval_cmd(
 
     if not (data / "manifest.jsonl").is_file():
         _fail(f"{data}: no manifest.jsonl (not a dataset folder)")
+    from .data.manifest import read_manifest
+
+    clips = read_manifest(data)
+    if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
+        from eval.real_speech import evaluate_real_speech, write_real_report
+
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: exists and is not a folder")
+        spk = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
+        if split != "all" and not any(c.split == split for c in clips):
+            _fail(f"{data}: no clips in split {split!r} (use --split all, or train / val / test)")
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+        res = evaluate_real_speech(pipe, data, split, limit, spk, seed, progress=not quiet)
+        write_real_report(res, out)
+        e, m = res["emotion"], res["mouth_stage1"]
+        typer.echo(f"emotion named right: {e['accuracy']:.1%} of {res['clips']} clips (chance {e['chance']:.1%})")
+        typer.echo(f"mouth vs loudness r (median): {m['jaw_loudness_r']['median']:.3f}; silence-rest ratio (median): "
+                   f"{m['silence_rest_ratio']['median']:.3f}")
+        if "bilabial" in m:
+            b = m["bilabial"]
+            typer.echo(f"bilabial closure: {b['bilabial_closure_rate']:.1%} of {b['bilabials']}; open vowels open: "
+                       f"{b['open_vowel_open_rate']:.1%} of {b['open_vowels']}")
+        typer.echo(f"wrote {out}/ (real_speech.md, real_speech.json, confusion.png)")
+        return
     for name, f in (("--inception", inception), ("--syncnet", syncnet)):
         if f is not None and not f.is_file():
             _fail(f"{name} {f}: no such file (leave the option out to skip what needs it)")

@@ -180,7 +180,7 @@ class AVITalkingPipeline:
 
     @property
     def audio_encoder_dim(self) -> int:
-        return int(self.synthesizer.decoder.audio_in[0].normalized_shape[0])
+        return int(self.synthesizer.decoder.audio_in[0].normalized_shape[0]) + self.synthesizer.decoder.prosody_dim
 
     def encode(self, audio: Audio | str | os.PathLike) -> np.ndarray:
         """Frozen encoder features [round(duration * 50), D] (computed once, shared by both stages)."""

@@ -62,8 +62,11 @@ def bench_stage1() -> dict:
     t = cfg.stage1.tiny_lm
     llm = tiny_llama(tok, hidden=t.hidden, layers=t.layers, heads=t.heads, kv_heads=t.kv_heads, ff=t.ff,
                      max_positions=t.max_positions)
+    from avitalk.encoders import audio_encoder_from_config
+
+    cfg.audio_dim = int(audio_encoder_from_config(cfg.audio_encoder).dim)
     model = build_model(cfg, tok, llm, 384).eval()
-    feats = torch.randn(1, 250, 384 + prosody_dim(cfg))  # 5 s at 50 Hz (+ prosody channels)
+    feats = torch.randn(1, 250, cfg.audio_dim + prosody_dim(cfg))  # 5 s at 50 Hz (+ appended prosody channels)
     mask = torch.ones(1, 250, dtype=torch.bool)
     n_new = 48
     pre, att = model.prefix(feats, mask)[:2]

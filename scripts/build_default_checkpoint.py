@@ -1,7 +1,9 @@
 """Build the embedded default checkpoint from scratch (``make demo-checkpoint``).
 
-SynthTalk corpus -> stage 2 (lip-sync pretraining + diffusion prior) -> tiny LM + stage 1 -> measurements (stage 1,
-stage 2, end to end) -> one pipeline folder in float16 with a model card, at avitalk/checkpoints/default.
+SynthTalk corpus (+ labelled real speech, RAVDESS, when its folder is there) -> stage 2 (lip-sync pretraining with
+recording-condition augmentation + diffusion prior) -> tiny LM + stage 1 (SynthTalk + real speech) -> measurements
+(stage 1, stage 2, end to end, real-speech mouth metrics) -> one pipeline folder in float16 with a model card, at
+avitalk/checkpoints/default. Without the real-speech folder the build is SynthTalk-only and the card says so.
 
 Every step keeps its output under --work (default build/demo-checkpoint) and is skipped when already finished, so an
 interrupted build continues where it stopped. Deterministic for a seed (same corpus, same training order).
@@ -24,12 +26,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="build/demo-checkpoint")
     ap.add_argument("--out", default=None, help="pipeline folder (default: avitalk/checkpoints/default)")
+    ap.add_argument("--real", default="../shared/data/ravdess-speech-16k",
+                    help="RAVDESS speech folder (Actor_NN/*.flac or .wav); skipped with a warning when missing")
+    ap.add_argument("--real-check-actors", default="Actor_01,Actor_22",
+                    help="actors whose clips the real-speech mouth metrics use (stage 2 never trains on real speech)")
+    ap.add_argument("--folds", default="build/real-folds/summary.json",
+                    help="the leave-actors-out result of scripts/real_speech_folds.py, quoted in the model card")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--redo", choices=["stage1", "stage2", "evaluate"], help="rebuild this part (and what depends on it)")
     a = ap.parse_args(argv)
 
     import torch
 
+    from avitalk.data.real import import_ravdess
     from avitalk.data.synthtalk import generate
     from avitalk.io import atomic_write_json
     from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
@@ -47,12 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     progress = not a.quiet
     times_path = work / "build_times.json"  # seconds per step, kept across resumed builds
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    data, s2, s1 = work / "data", work / "stage2", work / "stage1"
+    data, s2, s1, real = work / "data", work / "stage2", work / "stage1", work / "real"
     if a.redo:
         import shutil
 
         drop = {"stage1": [s1], "stage2": [s2], "evaluate": []}[a.redo]
-        drop += [s1 / "metrics.json", s2 / "metrics.json", work / "end_to_end.json"]
+        drop += [s1 / "metrics.json", s2 / "metrics.json", work / "end_to_end.json", work / "real_speech.json"]
         times.pop(a.redo, None)
         for p in drop:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -71,11 +80,19 @@ def main(argv: list[str] | None = None) -> None:
     step("corpus", (data / "manifest.jsonl").is_file() and (data / "dataset.json").is_file()
          and json.loads((data / "dataset.json").read_text()).get("num_clips") == a.clips,
          lambda: generate(data, a.clips, seed=a.seed, progress=progress))
+    real_src = Path(a.real)
+    if not (real / "manifest.jsonl").is_file() and not real_src.is_dir():
+        print(f"[warn] {real_src}: no real speech folder; building from SynthTalk only")
+    else:
+        step("real speech import", (real / "manifest.jsonl").is_file(),
+             lambda: import_ravdess(real_src, None, real, test_actors=(), val_actors=(), progress=progress))
+    extra = (real,) if (real / "manifest.jsonl").is_file() else ()
     step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(),
          lambda: (train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, resume=True, progress=progress),
                   (s2 / "train_done").write_text("ok\n")))
     step("stage1", (s1 / "qformer.safetensors").is_file(),
-         lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress))
+         lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
+                              extra_data=extra))
     step("evaluate stage2", (s2 / "metrics.json").is_file(),
          lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data)))
     step("evaluate stage1", (s1 / "metrics.json").is_file(),
@@ -84,12 +101,27 @@ def main(argv: list[str] | None = None) -> None:
     step("evaluate end to end", (work / "end_to_end.json").is_file(),
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
+    if extra:
+        from eval.real_speech import evaluate_real_speech
+
+        def real_check() -> None:
+            r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
+            atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
+
+        step("evaluate real speech", (work / "real_speech.json").is_file(), real_check)
     m1 = json.loads((s1 / "metrics.json").read_text())
     m2 = json.loads((s2 / "metrics.json").read_text())
     e2e = json.loads((work / "end_to_end.json").read_text())
+    folds = json.loads(Path(a.folds).read_text()) if extra and Path(a.folds).is_file() else None
+    realm = json.loads((work / "real_speech.json").read_text()) if (work / "real_speech.json").is_file() else None
     metrics = {
         "data": {"corpus": "SynthTalk (synthetic espeak-ng speech, procedural ground-truth motion)", "clips": a.clips,
-                 "seed": a.seed, "test_clips": e2e["clips"], "test_speakers": "12 unseen speakers"},
+                 "seed": a.seed, "test_clips": e2e["clips"], "test_speakers": "12 unseen speakers",
+                 "real_speech": ({"corpus": "RAVDESS speech (18 actors, audio only), CC BY-NC-SA 4.0",
+                                  "clips": sum(1 for _ in open(real / "manifest.jsonl"))} if extra else None)},
+        "real_speech_folds": ({k: v for k, v in folds.items() if k != "confusion"} if folds else None),
+        "real_speech_mouth": ({k: realm[k] for k in ("speakers", "clips", "mouth_stage1", "mouth_neutral")}
+                              if realm else None),
         "stage1": {"with_speech": m1["with_speech"], "speech_tokens_removed": m1["ablation_speech_tokens_removed"]},
         "stage2": {k: m2[k] for k in ("lve_mm", "emotion_accuracy", "diversity")},
         "end_to_end": e2e,
@@ -106,32 +138,62 @@ def main(argv: list[str] | None = None) -> None:
 def model_card(cfg, m: dict) -> str:
     s1, e2e = m["stage1"]["with_speech"], m["end_to_end"]
     lve = m["stage2"]["lve_mm"]
+    real = m["data"].get("real_speech")
+    if real:
+        data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus ({m['data']['clips']} clips, seed
+{m['data']['seed']}: espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally generated ground-truth FLAME
+motion for the avitalk stand-in head) **and real emotional speech: RAVDESS** ({real['clips']} audio-only clips of 18
+actors; stage 1 only, stage 2 never sees real speech).
+
+**Licence: CC BY-NC-SA 4.0** (attribution, non-commercial, share-alike), inherited from RAVDESS: Livingstone SR,
+Russo FA (2018), The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS), PLoS ONE 13(5): e0196391,
+https://doi.org/10.1371/journal.pone.0196391. These weights may not be used commercially."""
+    else:
+        data = f"""**Trained on synthetic speech only.** Built by `make demo-checkpoint` from SynthTalk ({m['data']['clips']}
+clips, seed {m['data']['seed']}): espeak-ng voices with procedurally generated ground-truth FLAME motion for the
+avitalk stand-in head. On real recordings stage 1 does not transfer well (see the project README)."""
+    folds = m.get("real_speech_folds")
+    fold_rows = ""
+    if folds:
+        fold_rows = (f"| stage 1 emotion on real speech of unseen RAVDESS actors (7 classes, leave-actors-out folds "
+                     f"{', '.join(f'{x:.1%}' for x in folds['per_fold'])}) | {folds['accuracy']:.1%} "
+                     f"({folds['clips']} clips) |\n")
+    mouth = m.get("real_speech_mouth")
+    if mouth:
+        ms, mn = mouth["mouth_stage1"], mouth["mouth_neutral"]
+        fold_rows += (f"| real speech ({mouth['clips']} RAVDESS clips): lip gap vs loudness r (median) / silence-rest ratio "
+                      f"(median) | {ms['jaw_loudness_r']['median']:.2f} / {ms['silence_rest_ratio']['median']:.3f} |\n")
+        if "bilabial" in ms:
+            fold_rows += (f"| real speech: lips closed at /b p m/ / open vowels open | "
+                          f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
     return f"""# avitalk embedded default checkpoint
 
-**Trained on synthetic speech only.** Built by `make demo-checkpoint` from SynthTalk ({m['data']['clips']} clips,
-seed {m['data']['seed']}): espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally
-generated ground-truth FLAME motion for the avitalk stand-in head. It is a demonstration and a test fixture: on real
-recordings stage 1 does not transfer well (see the project README), and the face is the stand-in head's.
+{data}
 
-- audio encoder: `{cfg.audio_encoder}` (Whisper tiny.en, CTranslate2 int8, frozen) + prosody channels for stage 1
+It is a demonstration and a test fixture; the face is the stand-in head's.
+
+- audio encoder: `{cfg.audio_encoder}` (Whisper tiny.en's layers 2 and 4 + prosody channels, frozen)
 - stage 1: Q-Former ({cfg.stage1.qformer.num_queries} queries) -> tiny Llama trained by us on the training
   instructions, frozen, LoRA r={cfg.stage1.lora.r}
 - stage 2: sentence encoder `{cfg.stage2.text_encoder}` (frozen) -> diffusion prior -> {cfg.stage2.style_dim}-d style
   -> lip-sync-pretrained decoder -> FLAME expression (50) + jaw (3) at 25 fps
 - weights: float16 safetensors (loaded as float32); LoRA adapter in peft format
 
-## Measured on the {e2e['clips']} test clips (12 speakers never seen in training)
+## Measured
+
+SynthTalk rows: the {e2e['clips']} test clips of 12 synthetic speakers never seen in training. Real-speech rows: RAVDESS
+actors left out of training (emotion, by leave-actors-out folds) and clips stage 2 never saw (mouth).
 
 | metric | value |
 |---|---|
-| stage 1 emotion accuracy (8 classes, chance 12.5%) | {s1['emotion_accuracy']:.2%} ({round(s1['emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
+| SynthTalk: stage 1 emotion accuracy (8 classes, chance 12.5%) | {s1['emotion_accuracy']:.2%} ({round(s1['emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
 | stage 1 intensity accuracy (3 classes) | {s1['intensity_accuracy']:.1%} |
 | stage 1 action-unit F1 / BLEU / ROUGE-L | {s1['action_unit_f1']:.2f} / {s1['bleu']:.1f} / {s1['rouge_l']:.2f} |
 | stage 1 with the speech tokens removed (emotion) | {m['stage1']['speech_tokens_removed']['emotion_accuracy']:.1%} |
 | stage 2 lip vertex error (mm; neutral face / mean motion) | {lve['model']:.2f} ({lve['neutral']:.2f} / {lve['mean_motion']:.2f}) |
 | stage 2 emotion read from motion, reference instruction | {m['stage2']['emotion_accuracy']['generated_gt_instruction']:.1%} |
 | end to end: emotion read from motion, stage-1 instruction | {e2e['emotion_accuracy_end_to_end']:.2%} ({round(e2e['emotion_accuracy_end_to_end'] * e2e['clips'])}/{e2e['clips']}) |
-
+{fold_rows}
 Full numbers: `metrics.json`.
 """
 

@@ -25,7 +25,7 @@ class QFormerLayer(nn.Module):
 class QFormer(nn.Module):
     def __init__(self, feature_dim: int = 384, d_model: int = 192, num_queries: int = 32, layers: int = 2,
                  heads: int = 4, dropout: float = 0.1, llm_dim: int = 192, prosody_dim: int = 0,
-                 conv_frontend: bool = False, pool: int = 1):
+                 conv_frontend: bool = False, pool: int = 1, stats: bool = False):
         super().__init__()
         self.pool = int(pool)  # average this many feature frames first (2: 50 Hz -> 25 Hz; half the attention cost)
         self.feature_dim, self.prosody_dim = feature_dim, prosody_dim
@@ -36,6 +36,12 @@ class QFormer(nn.Module):
         self.conv = nn.Conv1d(d_model, d_model, 5, padding=2) if conv_frontend else None
         self.pos = nn.Parameter(torch.randn(1500 // self.pool, d_model) * 0.02)  # 30 s of features
         self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
+        # utterance statistics (mean and standard deviation of every input channel over the clip) added to every query:
+        # what a voice says about emotion is mostly global (level, spread and movement of pitch, energy, timbre), and a
+        # linear read-out of exactly these statistics is the strongest speaker-independent baseline on real speech
+        n_in = feature_dim + prosody_dim
+        self.stats = (nn.Sequential(nn.LayerNorm(2 * n_in), nn.Dropout(dropout), nn.Linear(2 * n_in, d_model), nn.GELU(),
+                                    nn.Linear(d_model, d_model)) if stats else None)
         self.layers = nn.ModuleList([QFormerLayer(d_model, heads, 4 * d_model, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, llm_dim)
@@ -46,6 +52,7 @@ class QFormer(nn.Module):
         T = feats.shape[1]
         if T > self.pos.shape[0] * self.pool:
             raise ValueError(f"at most {self.pos.shape[0] * self.pool} feature frames (30 s) per call, got {T}")
+        summary = self.utterance_stats(feats, mask) if self.stats is not None else None
         if self.pool > 1:
             pad = (-T) % self.pool
             m = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device) if mask is None else mask
@@ -67,8 +74,19 @@ class QFormer(nn.Module):
             x = x + nn.functional.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)
         x = x + self.pos[:T]
         q = self.queries.expand(feats.shape[0], -1, -1)
+        if summary is not None:
+            q = q + summary[:, None]
         kpm = None if mask is None else ~mask
         for layer in self.layers:
             q = layer(q, x, kpm)
         q = self.norm(q)
         return self.proj(q), q
+
+    def utterance_stats(self, feats: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """[B, d_model]: the projected mean and standard deviation over the real frames of each input channel."""
+        m = (torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device) if mask is None else mask)
+        w = m[..., None].to(feats.dtype)
+        n = w.sum(1).clamp_min(1)
+        mean = (feats * w).sum(1) / n
+        std = (((feats - mean[:, None]) ** 2 * w).sum(1) / n).clamp_min(1e-8).sqrt()
+        return self.stats(torch.cat([mean, std], -1))

@@ -36,7 +36,16 @@ PROSODY_DIM = 4
 
 
 def prosody_dim(cfg: DictConfig) -> int:
-    return PROSODY_DIM if bool(cfg.stage1.get("prosody", False)) else 0
+    """Prosody channels appended to the encoder features for stage 1 (``stage1.prosody: true`` with an encoder that
+    has none of its own)."""
+    return PROSODY_DIM if bool(cfg.stage1.get("prosody", False)) and not encoder_prosody_dim(cfg) else 0
+
+
+def encoder_prosody_dim(cfg: DictConfig) -> int:
+    """Prosody channels the audio encoder itself emits last (``whisper_layers``: 4)."""
+    from avitalk.encoders import encoder_prosody_dim as dim
+
+    return dim(cfg.audio_encoder)
 
 
 def speech_features(cfg: DictConfig, audio, encoder=None, encoded: np.ndarray | None = None) -> np.ndarray:
@@ -54,24 +63,61 @@ def speech_features(cfg: DictConfig, audio, encoder=None, encoded: np.ndarray | 
 
 
 class FeatureBank:
-    """Per-clip features of one split (encoder features, with prosody channels appended when ``prosody`` is given)."""
+    """Per-clip features of one split of one or more datasets (encoder features, with prosody channels appended when
+    ``prosody`` caches are given), each clip with its augmented copies when ``augmented`` caches are given.
 
-    def __init__(self, root: Path, split: str, cache, limit: int | None = None, prosody=None):
+    ``sources``: ``[(root, cache, prosody_cache_or_None, augmented_cache_or_None, copies, exclude_speakers)]``; the
+    first source is the main corpus, the others are marked ``real`` (sampled with ``real_fraction`` in training).
+    """
+
+    def __init__(self, root: Path | None = None, split: str = "train", cache=None, limit: int | None = None,
+                 prosody=None, sources: list | None = None, dtype=np.float32):
         from avitalk.data.manifest import read_manifest
+        from avitalk.encoders.cache import augmented_id
 
-        self.clips = read_manifest(root, split)[:limit]
-        self.feats = []
-        for c in self.clips:
-            f = cache.get(c.id)
-            if f is None:
-                raise DatasetError(f"{c.id}: features missing from {cache.dir}")
-            if prosody is not None:
-                p = prosody.get(c.id)
-                if p is None:
-                    raise DatasetError(f"{c.id}: prosody features missing from {prosody.dir}")
-                n = min(len(f), len(p))
-                f = np.concatenate([f[:n], p[:n]], 1)
-            self.feats.append(f)
+        if sources is None:
+            sources = [(root, cache, prosody, None, 0, ())]
+        self.clips, self.feats, self.variants, self.real = [], [], [], []
+        for n_src, (src_root, c_cache, p_cache, a_cache, copies, exclude) in enumerate(sources):
+            clips = [c for c in read_manifest(src_root, split) if c.speaker not in set(exclude or ())][:limit]
+            for c in clips:
+                ids = [c.id] + ([augmented_id(c.id, k) for k in range(copies)] if a_cache is not None else [])
+                vs = []
+                for j, cid in enumerate(ids):
+                    f = (c_cache if j == 0 else a_cache).get(cid)
+                    if f is None:
+                        raise DatasetError(f"{cid}: features missing from {(c_cache if j == 0 else a_cache).dir}")
+                    if p_cache is not None:
+                        p = p_cache.get(c.id)
+                        if p is None:
+                            raise DatasetError(f"{c.id}: prosody features missing from {p_cache.dir}")
+                        n = min(len(f), len(p))
+                        f = np.concatenate([f[:n], p[:n]], 1)
+                    vs.append(np.asarray(f, dtype))
+                self.clips.append(c)
+                self.feats.append(vs[0])
+                self.variants.append(vs)
+                self.real.append(n_src > 0)
+        if not self.clips:
+            raise DatasetError(f"no clips in split {split!r} of {[str(s[0]) for s in sources]}")
+        self.real = np.asarray(self.real)
+
+    def sample(self, n: int, rng: np.random.Generator, real_fraction: float = 0.0) -> np.ndarray:
+        """``n`` clip indices; ``real_fraction`` of them from the real (non-first) sources when there are any, drawn
+        so that every emotion is equally likely (RAVDESS has twice as many neutral clips: neutral and calm)."""
+        real = np.flatnonzero(self.real)
+        main = np.flatnonzero(~self.real)
+        if not len(real) or real_fraction <= 0:
+            return rng.integers(0, len(self.clips), n)
+        if not hasattr(self, "_real_p"):
+            emo = [self.clips[i].emotion for i in real]
+            counts = {e: emo.count(e) for e in set(emo)}
+            p = np.array([1.0 / counts[e] for e in emo])
+            self._real_p = p / p.sum()
+        if not len(main) or real_fraction >= 1:
+            return real[rng.choice(len(real), n, p=self._real_p)]
+        k = int(rng.binomial(n, real_fraction))
+        return np.concatenate([real[rng.choice(len(real), k, p=self._real_p)], main[rng.integers(0, len(main), n - k)]])
 
     def labels(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Emotion and intensity class indices (-100 where a clip has none)."""
@@ -79,15 +125,20 @@ class FeatureBank:
         inten = [int(self.clips[i].intensity) - 1 if self.clips[i].intensity in (1, 2, 3) else -100 for i in idx]
         return torch.tensor(emo), torch.tensor(inten)
 
-    def batch(self, idx, crop: int | None = None, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded features [B, L, D] and mask; ``crop``: a random window of at most that many frames per clip."""
+    def batch(self, idx, crop: int | None = None, rng: np.random.Generator | None = None,
+              augment_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded features [B, L, D] and mask; ``crop``: a random window of at most that many frames per clip;
+        ``augment_p``: the chance of taking one of the clip's augmented copies instead of the clean features."""
         parts = []
         for i in idx:
-            f = self.feats[i]
+            vs = self.variants[i]
+            f = vs[0]
+            if augment_p > 0 and len(vs) > 1 and rng is not None and rng.random() < augment_p:
+                f = vs[1 + int(rng.integers(len(vs) - 1))]
             if crop is not None and len(f) > crop:
                 s = int((rng or np.random.default_rng()).integers(0, len(f) - crop + 1))
                 f = f[s : s + crop]
-            parts.append(f)
+            parts.append(np.asarray(f, np.float32))
         from avitalk.data.dataset import pad_arrays
 
         return pad_arrays(parts)
@@ -98,8 +149,9 @@ def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int):
     from .qformer import QFormer
 
     s1 = cfg.stage1
-    q = QFormer(feature_dim=int(cfg.get("audio_dim", 384)), llm_dim=llm.config.hidden_size,
-                prosody_dim=prosody_dim(cfg), **OmegaConf.to_container(s1.qformer))
+    enc_p = encoder_prosody_dim(cfg)  # the encoder's own trailing prosody channels get the prosody projection
+    q = QFormer(feature_dim=int(cfg.get("audio_dim", 384)) - enc_p, llm_dim=llm.config.hidden_size,
+                prosody_dim=prosody_dim(cfg) + enc_p, **OmegaConf.to_container(s1.qformer))
     return InstructionModel(llm, tokenizer, q, load_prompts()[0], text_dim=text_dim,
                             lora=OmegaConf.to_container(s1.lora), chat_template=bool(s1.get("chat_template", False)))
 
@@ -166,20 +218,29 @@ def _save_lm(tok, llm, out: Path) -> None:
 
 
 def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, limit: int | None = None) -> dict[str, Any]:
+                 progress: bool = True, limit: int | None = None, extra_data: tuple = (),
+                 exclude_speakers: tuple = ()) -> dict[str, Any]:
+    """Train stage 1 on ``data`` (with motion or not) plus ``extra_data`` (e.g. labelled real speech imported with
+    ``avitalk data ravdess`` without fits); ``exclude_speakers`` are left out of training (leave-actors-out folds).
+    With ``stage1.train.augment_copies`` > 0, that many augmented copies of every training clip (noise, reverb, band
+    limits, gain, codec) are encoded once and cached; a batch takes one with probability ``augment_p``; a batch
+    holds ``real_fraction`` clips of the extra data."""
     from accelerate import Accelerator
     from tqdm import tqdm
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
-    from avitalk.encoders.cache import cache_dataset_features
+    from avitalk.encoders.cache import cache_augmented_features, cache_dataset_features
     from avitalk.encoders.prosody import ProsodyEncoder
     from avitalk.encoders.text import text_encoder_from_config
 
     from .lm_pretrain import pretrain_lm, tiny_llama, train_tokenizer
 
     data, out = Path(data), Path(out)
+    extra_data = tuple(Path(d) for d in extra_data)
     read_manifest(data, "train")
+    for d in extra_data:
+        read_manifest(d, "train")
     out.mkdir(parents=True, exist_ok=True)
     s1 = cfg.stage1
     torch.manual_seed(int(cfg.seed))
@@ -189,9 +250,17 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     enc = audio_encoder_from_config(cfg.audio_encoder)
     OmegaConf.set_struct(cfg, False)
     cfg.audio_dim = int(enc.dim)
-    cache = cache_dataset_features(data, enc, progress=progress)
-    pcache = cache_dataset_features(data, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
-    train = FeatureBank(data, "train", cache, limit, pcache)
+    tc = s1.train
+    copies = int(tc.get("augment_copies", 0))
+    sources = []
+    for d in (data, *extra_data):
+        cache = cache_dataset_features(d, enc, progress=progress)
+        pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
+        acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
+        sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
+    train = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
+    real_fraction = float(tc.get("real_fraction", 0.5)) if extra_data else 0.0
+    augment_p = float(tc.get("augment_p", 0.5)) if copies else 0.0
     timings["features_s"] = time.perf_counter() - t0
     texts = [[t for t in c.instructions] for c in train.clips]
     history: dict[str, list] = {"lm": []}
@@ -230,7 +299,6 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model = build_model(cfg, tok, llm, te.dim)
     flat = sorted({x for ts in texts for x in ts})
     emb = dict(zip(flat, torch.as_tensor(te.encode(flat))))
-    tc = s1.train
     acc = Accelerator(cpu=not torch.cuda.is_available(),
                       mixed_precision=str(tc.get("mixed_precision", "bf16")) if torch.cuda.is_available() else "no")
     dev = acc.device
@@ -270,8 +338,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         crop = tc.get("qformer_warmup_crop")
 
         def warm_step() -> dict[str, torch.Tensor]:
-            idx = rng.integers(0, len(train.clips), int(tc.get("qformer_warmup_batch_size", 32)))
-            f, m = train.batch(idx, int(crop) if crop else None, rng)
+            idx = train.sample(int(tc.get("qformer_warmup_batch_size", 32)), rng, real_fraction)
+            f, m = train.batch(idx, int(crop) if crop else None, rng, augment_p)
             k = [int(rng.integers(len(texts[i]))) for i in idx]
             emo, inten = train.labels(idx)
             _, q = model.qformer(f.to(dev), m.to(dev))
@@ -292,8 +360,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
 
     def adapter_step() -> dict[str, torch.Tensor]:
-        idx = rng.integers(0, len(train.clips), int(tc.batch_size))
-        f, m = train.batch(idx)
+        idx = train.sample(int(tc.batch_size), rng, real_fraction)
+        f, m = train.batch(idx, None, rng, augment_p)
         k = [int(rng.integers(len(texts[i]))) for i in idx]
         tx = [texts[i][j] for i, j in zip(idx, k)]
         pr = [prompts[int(rng.integers(len(prompts)))] for _ in idx]
@@ -312,7 +380,10 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     from avitalk.plots import plot_history
 
     plot_history(history, out / "loss_curves.png")
-    atomic_write_json(out / "train_info.json", {"timings": timings, "train_clips": len(train.clips)})
+    atomic_write_json(out / "train_info.json", {
+        "timings": timings, "train_clips": len(train.clips), "real_train_clips": int(train.real.sum()),
+        "data": [str(d) for d in (data, *extra_data)], "excluded_speakers": sorted(exclude_speakers),
+        "augment_copies": copies})
     return {"model": model, "timings": timings, "history": history}
 
 

@@ -16,11 +16,19 @@ from .layers import AdaLNBlock, sinusoidal
 
 class TalkingDecoder(nn.Module):
     def __init__(self, audio_dim: int = 384, n_motion: int = 53, d_model: int = 128, layers: int = 4, heads: int = 4,
-                 ff: int = 256, style_dim: int = 128, dropout: float = 0.1, window: int = 100, overlap: int = 20):
+                 ff: int = 256, style_dim: int = 128, dropout: float = 0.1, window: int = 100, overlap: int = 20,
+                 prosody_dim: int = 0):
         super().__init__()
         self.window, self.overlap, self.n_motion = int(window), int(overlap), n_motion
-        self.audio_in = nn.Sequential(nn.LayerNorm(audio_dim), nn.Linear(audio_dim, d_model), nn.GELU(),
+        # the encoder's trailing prosody channels (relative loudness, pitch, voicing, ZCR) get their own projection:
+        # inside a LayerNorm over hundreds of encoder channels they would be drowned out, and loudness is what says
+        # that the mouth should rest in a pause
+        self.prosody_dim = int(prosody_dim)
+        feat = audio_dim - self.prosody_dim
+        self.audio_in = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, d_model), nn.GELU(),
                                       nn.Linear(d_model, d_model))
+        self.prosody = (nn.Sequential(nn.Linear(self.prosody_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+                        if self.prosody_dim else None)
         self.local = nn.Conv1d(d_model, d_model, kernel_size=5, padding=2, groups=d_model)  # short-range context
         self.blocks = nn.ModuleList([AdaLNBlock(d_model, heads, ff, style_dim, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(d_model)
@@ -36,7 +44,10 @@ class TalkingDecoder(nn.Module):
     def forward(self, audio: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """audio [B, T, audio_dim] (25 fps), z [B, style_dim] -> motion [B, T, n_motion] (in data units)."""
         T = audio.shape[1]
-        x = self.audio_in(audio)
+        if self.prosody is not None:
+            x = self.audio_in(audio[..., : -self.prosody_dim]) + self.prosody(audio[..., -self.prosody_dim :])
+        else:
+            x = self.audio_in(audio)
         x = x + self.local(x.transpose(1, 2)).transpose(1, 2)
         x = x + sinusoidal(torch.arange(T, device=audio.device), x.shape[-1])
         kpm = None if mask is None else ~mask

@@ -25,10 +25,13 @@ COMPONENTS = ("style_encoder", "decoder", "prior")
 
 
 def build_modules(cfg: DictConfig, audio_dim: int, text_dim: int) -> dict[str, torch.nn.Module]:
+    from avitalk.encoders import encoder_prosody_dim
+
     s = cfg.stage2
     return {
         "style_encoder": StyleEncoder(style_dim=s.style_dim, **OmegaConf.to_container(s.style_encoder)),
-        "decoder": TalkingDecoder(audio_dim=audio_dim, style_dim=s.style_dim, **OmegaConf.to_container(s.decoder)),
+        "decoder": TalkingDecoder(audio_dim=audio_dim, style_dim=s.style_dim, prosody_dim=encoder_prosody_dim(cfg.audio_encoder),
+                                  **OmegaConf.to_container(s.decoder)),
         "prior": DiffusionPrior(text_dim=text_dim, style_dim=s.style_dim, **OmegaConf.to_container(s.prior)),
     }
 
@@ -125,7 +128,7 @@ class Synthesizer:
         for name, m in self.modules().items():
             save_module(m, d / f"{name}.safetensors")
         cfg = OmegaConf.create(OmegaConf.to_container(self.cfg))
-        cfg.audio_dim = int(self.decoder.audio_in[0].normalized_shape[0])
+        cfg.audio_dim = int(self.decoder.audio_in[0].normalized_shape[0]) + self.decoder.prosody_dim
         cfg.text_dim = int(self.prior.text_dim)
         atomic_write_text(d / "stage2.yaml", OmegaConf.to_yaml(cfg))
         return d

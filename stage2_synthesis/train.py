@@ -38,13 +38,18 @@ log = logging.getLogger(__name__)
 class ClipBank:
     """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
 
-    def __init__(self, root: Path, split: str, cache, limit: int | None = None):
+    def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0):
         from avitalk.data.manifest import read_manifest
         from avitalk.encoders import to_motion_rate
+        from avitalk.encoders.cache import augmented_id
         from avitalk.types import FlameSequence
 
-        clips = read_manifest(root, split)[:limit]
+        # clips without motion (labelled real speech) train stage 1 only
+        clips = [c for c in read_manifest(root, split) if c.flame and c.extra.get("has_motion", True)][:limit]
+        if not clips:
+            raise DatasetError(f"{root}: no clips with motion in split {split!r} (stage 2 needs FLAME motion)")
         self.ids, self.feats, self.motion, self.keys, self.instructions, self.labels = [], [], [], [], [], []
+        self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
         for c in clips:
             seq = FlameSequence.load(root / c.flame)
             f = cache.get(c.id)
@@ -53,6 +58,13 @@ class ClipBank:
             self.ids.append(c.id)
             self.motion.append(seq.motion().astype(np.float32))
             self.feats.append(to_motion_rate(f, seq.num_frames))
+            vs = []
+            for k in range(copies if augmented is not None else 0):
+                a = augmented.get(augmented_id(c.id, k))
+                if a is None:
+                    raise DatasetError(f"{c.id}: augmented features missing from {augmented.dir}")
+                vs.append(to_motion_rate(a, seq.num_frames).astype(np.float16))
+            self.variants.append(vs)
             self.keys.append((c.speaker, c.emotion, c.intensity))
             self.instructions.append(list(c.instructions))
             aus = (c.extra.get("labels") or {}).get("action_units") or {}
@@ -77,12 +89,18 @@ def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, to
     return pad_arrays(arrs, L)
 
 
-def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator,
+                  augment_p: float = 0.0) -> dict[str, torch.Tensor]:
+    """A lip-sync batch; ``augment_p``: the chance of reading a clip's audio through one of its augmented copies
+    (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's."""
     feats, motion, partners = [], [], []
     for i in idx:
         T = len(bank.motion[i])
         s = int(rng.integers(0, T - crop + 1)) if T > crop else 0
-        feats.append(bank.feats[i][s : s + crop])
+        src = bank.feats[i]
+        if augment_p > 0 and bank.variants[i] and rng.random() < augment_p:
+            src = bank.variants[i][int(rng.integers(len(bank.variants[i])))].astype(np.float32)
+        feats.append(src[s : s + crop])
         motion.append(bank.motion[i][s : s + crop])
         p = bank.partners[i]
         pm = bank.motion[p[int(rng.integers(len(p)))]]
@@ -122,7 +140,7 @@ def augmented_instructions(label: dict[str, Any], rng: np.random.Generator, n_pa
 
 # ------------------------------------------------------------------------------------------------ losses
 def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, decoder, subset, lip_ids: torch.Tensor,
-                   w: DictConfig) -> dict[str, torch.Tensor]:
+                   w: DictConfig, gap_ids: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     m = mask.unsqueeze(-1).to(pred.dtype)
     n = m.sum().clamp_min(1)
     std = decoder.motion_std
@@ -141,7 +159,17 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     weights[lip_ids] = float(w.lip_weight)
     vert = (err * weights).sum(1).mean() / weights.sum()
     total = float(w.coef_weight) * coef + float(w.vertex_weight) * vert * 1e-2 + float(w.velocity_weight) * vel
-    return {"loss": total, "coef": coef, "vertex_mm2": vert, "velocity": vel}
+    out = {"coef": coef, "vertex_mm2": vert, "velocity": vel}
+    if gap_ids is not None and float(w.get("gap_weight", 0.0)) > 0 and len(vp):
+        # the lip gap (mm) itself, with frames where the lips touch in the data counted closed_weight times more: a
+        # bilabial is a short, all-or-nothing event that a plain vertex loss lets an uncertain model half-close
+        up, lo = gap_ids
+        gp = (vp[:, up, 1].amin(1) - vp[:, lo, 1].amax(1)).clamp_min(0) * 1000
+        gt = (vt[:, up, 1].amin(1) - vt[:, lo, 1].amax(1)).clamp_min(0) * 1000
+        wt = 1.0 + float(w.get("closed_weight", 0.0)) * (gt < 1.0).to(gp.dtype)
+        out["gap_mm2"] = (wt * (gp - gt) ** 2).sum() / wt.sum()
+        total = total + float(w.gap_weight) * out["gap_mm2"] * 1e-2
+    return {"loss": total, **out}
 
 
 def lr_lambda(warmup: int, total: int):
@@ -241,8 +269,15 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     cfg.audio_dim, cfg.text_dim = int(synth.audio_encoder.dim), int(synth.text_encoder.dim)
     t = time.perf_counter()
     cache = cache_dataset_features(data, synth.audio_encoder, progress=progress and acc.is_main_process)
+    copies = int(tc.get("augment_copies", 0))
+    acache = None
+    if copies:
+        from avitalk.encoders.cache import cache_augmented_features
+
+        acache = cache_augmented_features(data, synth.audio_encoder, copies, seed=int(cfg.seed),
+                                          progress=progress and acc.is_main_process)
     timings["features_s"] = time.perf_counter() - t
-    train = ClipBank(data, "train", cache, limit)
+    train = ClipBank(data, "train", cache, limit, acache, copies)
     if len(train) < 2:
         raise DatasetError(f"{data}: needs at least 2 training clips, has {len(train)}")
     allm = np.concatenate(train.motion)
@@ -264,6 +299,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         ids = np.concatenate([lips, np.sort(extra)])
         subset = model.subset(ids).to(acc.device)
         lip_ids = torch.arange(len(lips), device=acc.device)
+        gap_ids = None
+        if float(lc.get("gap_weight", 0.0)) > 0 and len(lips):
+            up, lo = model.lip_midline()
+            gap_ids = (torch.as_tensor(np.flatnonzero(np.isin(lips, up)), device=acc.device),
+                       torch.as_tensor(np.flatnonzero(np.isin(lips, lo)), device=acc.device))
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(lc.warmup), int(lc.steps)))
@@ -275,10 +315,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         bar = tqdm(range(start, int(lc.steps)), desc="stage2 lipsync", disable=not (progress and acc.is_main_process) or None)
         for step in bar:
             idx = rng.integers(0, len(train), int(lc.batch_size))
-            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), rng).items()}
+            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), rng,
+                                                               float(lc.get("augment_p", 0.0))).items()}
             z = enc(b["partner"], b["partner_mask"])
             pred = dec(b["feats"], z, b["mask"])
-            losses = lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc)
+            losses = lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids)
             opt.zero_grad(set_to_none=True)
             acc.backward(losses["loss"])
             acc.clip_grad_norm_(params, 1.0)

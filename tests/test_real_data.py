@@ -118,7 +118,41 @@ def test_mead_import_with_m4a_and_given_splits(tmp_path):
 def test_import_with_nothing_usable_stops_clearly(tmp_path):
     (tmp_path / "R").mkdir()
     _wav(tmp_path / "R" / "03-01-03-01-01-01-01.wav")
+    (tmp_path / "nofits").mkdir()
     with pytest.raises(DatasetError, match="no clip could be imported"):
         import_ravdess(tmp_path / "R", tmp_path / "nofits", tmp_path / "out", progress=False)
+    with pytest.raises(DatasetError, match="fits folder not found"):
+        import_ravdess(tmp_path / "R", tmp_path / "missing", tmp_path / "out", progress=False)
     with pytest.raises(DatasetError, match="not a folder"):
         import_mead(tmp_path / "missing", tmp_path, tmp_path / "o2", progress=False)
+
+
+def test_ravdess_audio_only_import_reports_bad_files(tmp_path, cli):
+    """Labelled speech without motion: FLAC or wav, emotion and intensity from the name, no flame file; odd names,
+    unreadable files and song clips are reported with the reason and the import goes on."""
+    root = tmp_path / "R"
+    for stem, sec in (("03-01-05-02-01-01-01", 1.5), ("03-01-02-01-02-02-01", 1.2), ("03-01-03-01-01-01-02", 1.3)):
+        p = root / f"Actor_{stem[-2:]}" / f"{stem}.flac"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(p), tone(sec, 16000), 16000, format="FLAC")
+    _wav(root / "Actor_02" / "03-01-08-02-02-01-02.wav")
+    (root / "Actor_02" / "03-01-04-01-01-01-02.wav").write_bytes(b"RIFF not really")  # unreadable
+    _wav(root / "Actor_02" / "hello.wav")  # not a RAVDESS name
+    _wav(root / "Actor_02" / "03-02-04-01-01-01-02.wav")  # song
+    code, out, err = cli("data", "ravdess", root, "-o", tmp_path / "out", "--test-actors", "none", "--val-actors", "2")
+    assert code == 0, err
+    clips = {c.id: c for c in read_manifest(tmp_path / "out")}
+    assert set(clips) == {"03-01-05-02-01-01-01", "03-01-02-01-02-02-01", "03-01-03-01-01-01-02", "03-01-08-02-02-01-02"}
+    angry, calm = clips["03-01-05-02-01-01-01"], clips["03-01-02-01-02-02-01"]
+    assert (angry.emotion, angry.intensity, angry.flame, angry.extra["has_motion"]) == ("angry", 3, "", False)
+    assert (calm.emotion, calm.intensity) == ("neutral", 1)  # calm counts as weak neutral
+    assert clips["03-01-08-02-02-01-02"].split == "val" and angry.split == "train"
+    assert angry.extra["text"] == "Kids are talking by the door." and calm.extra["text"] == "Dogs are sitting by the door."
+    assert all(c.instructions for c in clips.values()) and not (tmp_path / "out" / "flame").exists()
+    rep = json.loads((tmp_path / "out" / "import_report.json").read_text())
+    assert rep["audio_only"] is True and rep["skipped_count"] == 3
+    reasons = {s["id"]: s["reason"] for s in rep["skipped"]}
+    assert reasons["hello"] == "not a RAVDESS file name" and "song" in reasons["03-02-04-01-01-01-02"]
+    assert "03-01-04-01-01-01-02" in reasons  # unreadable: reported, not fatal
+    code, _, err = cli("data", "ravdess", root, "-o", tmp_path / "o2", "--test-actors", "x,y")
+    assert code == 2 and "expected comma-separated actor numbers" in err and "Traceback" not in err

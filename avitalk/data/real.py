@@ -159,6 +159,7 @@ def _write_dataset(
     source: str,
     progress: bool,
     max_offset_s: float = 0.2,
+    audio_only: bool = False,
 ) -> Path:
     from tqdm import tqdm
 
@@ -167,7 +168,8 @@ def _write_dataset(
 
     root = Path(out)
     (root / "audio").mkdir(parents=True, exist_ok=True)
-    (root / "flame").mkdir(parents=True, exist_ok=True)
+    if not audio_only:
+        (root / "flame").mkdir(parents=True, exist_ok=True)
     vocab = load_vocabulary()
     records = []
     for it in tqdm(items, unit="clip", desc=f"import {source}", disable=not progress or None):
@@ -176,16 +178,19 @@ def _write_dataset(
         def skip(reason: str) -> None:
             skipped.append({"id": cid, "file": str(it["path"]), "reason": reason})
 
-        if cid not in fits:
+        if not audio_only and cid not in fits:
             skip("no FLAME fit with this name in the fits folder")
             continue
         try:
             speech = audio_io.load(it["path"])
-            seq = load_fit(fits[cid])
+            seq = None if audio_only else load_fit(fits[cid])
         except AvitalkError as e:
             skip(str(e))
             continue
-        if abs(seq.duration - speech.duration) > max_offset_s:
+        except Exception as e:  # noqa: BLE001 - a damaged file is reported, the import goes on
+            skip(f"unreadable ({type(e).__name__}: {e})")
+            continue
+        if seq is not None and abs(seq.duration - speech.duration) > max_offset_s:
             skip(f"motion lasts {seq.duration:.2f} s but audio {speech.duration:.2f} s")
             continue
         if cid in openface:
@@ -207,13 +212,16 @@ def _write_dataset(
             if len(instructions) == 3:
                 break
         audio_io.save_wav(root / "audio" / f"{cid}.wav", speech)
-        seq.meta.update({"id": cid, "source": source})
-        seq.save(root / "flame" / f"{cid}.npz")
+        if seq is not None:
+            seq.meta.update({"id": cid, "source": source})
+            seq.save(root / "flame" / f"{cid}.npz")
         rec = {
             "id": cid, "split": _split_of(it["speaker"], test, val), "speaker": it["speaker"],
             "emotion": it["emotion"], "intensity": it["intensity"], "audio": f"audio/{cid}.wav",
-            "flame": f"flame/{cid}.npz", "instructions": instructions, "duration": round(speech.duration, 4),
-            "num_frames": seq.num_frames, "gender": it.get("gender"), "source": source,
+            "flame": f"flame/{cid}.npz" if seq is not None else "", "instructions": instructions,
+            "duration": round(speech.duration, 4), "has_motion": seq is not None,
+            "num_frames": seq.num_frames if seq is not None else int(round(speech.duration * MOTION_FPS)),
+            "gender": it.get("gender"), "source": source,
             "labels": {"emotion": it["emotion"], "intensity": it["intensity"], "action_units": dict(ranked),
                        "action_units_from": how},
         }
@@ -227,23 +235,27 @@ def _write_dataset(
     atomic_write_json(
         root / "import_report.json",
         {"source": source, "imported": len(records), "skipped_count": len(skipped), "skipped": skipped,
-         "test_speakers": sorted(test), "val_speakers": sorted(val)},
+         "audio_only": audio_only, "test_speakers": sorted(test), "val_speakers": sorted(val)},
     )
     return manifest
 
 
 def import_ravdess(
-    root: str | os.PathLike, fits: str | os.PathLike, out: str | os.PathLike,
+    root: str | os.PathLike, fits: str | os.PathLike | None, out: str | os.PathLike,
     openface: str | os.PathLike | None = None, test_actors: tuple[int, ...] = (23, 24),
     val_actors: tuple[int, ...] = (21, 22), progress: bool = True,
 ) -> Path:
-    """Import RAVDESS speech (audio-only .wav or audio-video .mp4); actor-disjoint splits (default 1-20 / 21-22 /
-    23-24). Song, video-only and non-RAVDESS names are reported and skipped."""
+    """Import RAVDESS speech (audio-only .wav / .flac or audio-video .mp4); actor-disjoint splits (default 1-20 /
+    21-22 / 23-24). Song, video-only and non-RAVDESS names are reported and skipped. ``fits=None``: labelled speech
+    without motion (``flame`` empty, ``has_motion`` false): it trains what reads the voice (stage 1) and is skipped
+    by motion losses."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
+    if fits is not None and not Path(fits).is_dir():
+        raise DatasetError(f"{fits}: fits folder not found")
     items, skipped = [], []
-    for p in sorted([*root.rglob("*.wav"), *root.rglob("*.mp4")]):
+    for p in sorted([*root.rglob("*.wav"), *root.rglob("*.flac"), *root.rglob("*.mp4")]):
         f = parse_ravdess_name(p.stem)
         if f is None:
             skipped.append({"id": p.stem, "file": str(p), "reason": "not a RAVDESS file name"})
@@ -264,7 +276,10 @@ def import_ravdess(
     items = list(seen.values())
     test = {f"Actor_{a:02d}" for a in test_actors}
     val = {f"Actor_{a:02d}" for a in val_actors}
-    return _write_dataset(out, items, _index(fits, ".npz"), _index(openface, ".csv"), test, val, skipped, "ravdess", progress)
+    if not items:
+        raise DatasetError(f"{root}: no RAVDESS speech clips found ({len(skipped)} files skipped)")
+    return _write_dataset(out, items, _index(fits, ".npz"), _index(openface, ".csv"), test, val, skipped, "ravdess",
+                          progress, audio_only=fits is None)
 
 
 def import_mead(

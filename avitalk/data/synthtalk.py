@@ -303,6 +303,20 @@ def speech_motion(
     return jaw.astype(np.float32), acts
 
 
+def bilabial_closure(vis: dict[str, np.ndarray]) -> np.ndarray:
+    """How closed the lips must be per frame (0..1): 1 around the middle of each /b p m/, where the lips touch
+    whatever the jaw, the emotion or a neighbouring vowel would otherwise do (real lips seal for a bilabial stop)."""
+    m = vis.get("VIS_MBP")
+    if m is None or not np.any(m > 0):
+        return np.zeros(len(next(iter(vis.values()))) if vis else 0, np.float32)
+    share = m / max(float(np.max(m)), 1e-6) if np.max(m) > 1 else m
+    return np.clip((share - 0.1) / 0.25, 0, 1).astype(np.float32)
+
+
+LIP_PARTING = ("AU25_lips_part", "AU26_jaw_drop_soft", "AU27_mouth_stretch", "AU16_lower_lip_depress",
+               "AU10_upper_lip_raise", "AU20_lip_stretch")
+
+
 def emotion_motion(
     emotion: str, intensity: int, speaker: Speaker, envelope: np.ndarray, T: int, rng: np.random.Generator,
     fps: float = MOTION_FPS,
@@ -407,7 +421,7 @@ def plan(num_clips: int, seed: int, splits: tuple[float, float, float] = (0.8, 0
 def make_clip(spec: ClipSpec, au_matrix: np.ndarray, au_names: list[str], n_paraphrases: int = 3) -> dict[str, Any]:
     """Synthesise one clip in memory: audio (16 kHz), FlameSequence and the manifest record (without paths)."""
     from ..audio import resample
-    from .espeak import synthesize
+    from .espeak import Utterance, synthesize
 
     rng = np.random.default_rng([spec.seed, spec.index, 1])
     spk = {s.name: s for s in speakers()}[spec.speaker]
@@ -435,6 +449,14 @@ def make_clip(spec: ClipSpec, au_matrix: np.ndarray, au_names: list[str], n_para
         utt = synthesize(text, spec.speaker, seed=spec.seed * 1_000_003 + spec.index, **params)
     if utt.duration < 0.3:
         raise DatasetError(f"{spec.id}: espeak produced {utt.duration:.2f} s of audio for {text!r}")
+    # real recordings start and end with pauses (RAVDESS: about a second before the first word); espeak's output
+    # barely has any, so a model would never see the mouth rest through a long one: pad with silence
+    pad_rng = np.random.default_rng([spec.seed, spec.index, 7])
+    lead, trail = float(pad_rng.uniform(0.1, 1.0)), float(pad_rng.uniform(0.1, 0.8))
+    n0, n1 = int(lead * utt.sample_rate), int(trail * utt.sample_rate)
+    utt = Utterance(np.concatenate([np.zeros(n0, np.float32), utt.samples, np.zeros(n1, np.float32)]),
+                    utt.sample_rate, [(p, t + n0 / utt.sample_rate) for p, t in utt.phonemes],
+                    [t + n0 / utt.sample_rate for t in utt.words])
     x = emotion_audio(utt.samples, utt.sample_rate, spec.emotion, spec.intensity, rng)
     x = resample(x, utt.sample_rate, SAMPLE_RATE)
     x = np.clip(x, -1, 1).astype(np.float32)
@@ -443,12 +465,22 @@ def make_clip(spec: ClipSpec, au_matrix: np.ndarray, au_names: list[str], n_para
     envelope = loudness_envelope(x, SAMPLE_RATE, T)
     jaw, vis = speech_motion(utt.phonemes, duration, envelope, spk, T)
     acts, labels, extra_jaw = emotion_motion(spec.emotion, spec.intensity, spk, envelope, T, rng)
+    closure = bilabial_closure(vis)
+    # the emotion's own mouth opening (a surprised or fearful face parts the lips) follows the voice: full while
+    # speaking, a fifth of it in pauses, so the mouth rests when the speaker is silent
+    speaking = 0.2 + 0.8 * _smooth(np.clip(envelope / 0.1, 0, 1), 2.0)
+    extra_jaw = extra_jaw * speaking
     A = np.zeros((T, len(au_names)), np.float32)
-    for name, curve in {**vis, **acts}.items():
+    for name, curve in vis.items():
         A[:, au_names.index(name)] += curve
+    for name, curve in acts.items():
+        A[:, au_names.index(name)] += curve * (speaking if name in LIP_PARTING else 1.0)
+    for name in LIP_PARTING:  # at a bilabial nothing may hold the lips apart
+        if name in au_names:
+            A[:, au_names.index(name)] *= 1 - closure
     expression = A @ au_matrix
     jaw_pose = np.zeros((T, 3), np.float32)
-    jaw_pose[:, 0] = jaw + extra_jaw
+    jaw_pose[:, 0] = (jaw + extra_jaw) * (1 - closure)
     vocab = load_vocabulary()
     label_acts = sorted(labels.items(), key=lambda kv: -kv[1])
     instructions = []

@@ -36,3 +36,50 @@ def cache_dataset_features(
         bar.update(len(chunk))
     bar.close()
     return cache
+
+
+def augmented_id(clip_id: str, k: int) -> str:
+    return f"{clip_id}~aug{k}"
+
+
+def cache_augmented_features(
+    root: str | os.PathLike,
+    encoder: AudioEncoder,
+    copies: int,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train",),
+    progress: bool = True,
+) -> FeatureCache:
+    """Features of ``copies`` augmented versions of every clip of ``splits`` (:func:`avitalk.augment.augment`:
+    noise, reverberation, band limits, gain, codec), cached under ``ROOT/features/<key>-aug<seed>/<id>~aug<k>.npy``.
+    Each copy is deterministic for (seed, clip, k); finished copies are kept. Babble noise comes from other clips."""
+    import hashlib
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import audio as audio_io
+    from ..augment import augment
+    from ..types import Audio
+
+    root = Path(root)
+    cache = FeatureCache(root / "features", f"{encoder.key}-aug{seed}")
+    clips = [c for c in read_manifest(root) if c.split in splits]
+    todo = [(c, k) for c in clips for k in range(copies) if cache.get(augmented_id(c.id, k)) is None]
+    babble: list = []
+    bank_rng = np.random.default_rng(seed)
+    for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False) if clips else []:
+        babble.append(audio_io.load(root / clips[int(j)].audio).samples)
+    bar = tqdm(total=len(todo), unit="clip", desc=f"augmented features x{copies}", disable=not progress or None)
+    for s in range(0, len(todo), 8):
+        chunk = todo[s : s + 8]
+        auds = []
+        for c, k in chunk:
+            a = audio_io.load(root / c.audio)
+            h = int(hashlib.sha256(f"{seed}/{c.id}/{k}".encode()).hexdigest()[:12], 16)
+            auds.append(Audio(augment(a.samples, np.random.default_rng(h), babble), source=a.source))
+        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
+            cache.put(augmented_id(c.id, k), f)
+        bar.update(len(chunk))
+    bar.close()
+    return cache

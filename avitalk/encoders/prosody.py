@@ -26,8 +26,10 @@ F0_MIN, F0_MAX = 60.0, 400.0
 VOICED = 0.4  # autocorrelation peak above which a window counts as voiced
 
 
-def prosody_features(samples: np.ndarray) -> np.ndarray:
-    """[round(len / 320), 4] float32 prosody channels of 16 kHz mono samples."""
+def prosody_features(samples: np.ndarray, relative_energy: bool = False) -> np.ndarray:
+    """[round(len / 320), 4] float32 prosody channels of 16 kHz mono samples. ``relative_energy``: channel 0 is the
+    log energy relative to the clip's loud level (its 95th percentile), so a recording's gain does not matter and
+    a pause reads as far below 0 whatever the microphone (version 2, used by ``whisper_layers``)."""
     x = np.asarray(samples, np.float32)
     n = int(round(len(x) / HOP))
     if n < 1:
@@ -45,7 +47,8 @@ def prosody_features(samples: np.ndarray) -> np.ndarray:
     r = np.where(ac[:, 0] > 1e-6, np.clip(r, 0.0, 1.0), 0.0)
     f0 = np.where(r > VOICED, np.log(SAMPLE_RATE / peak), 0.0)
     zcr = (np.abs(np.diff(np.sign(hop_part), axis=1)) > 0).mean(1)
-    out = np.stack([(energy + 3.0) / 2.0, f0 / 5.0, r, zcr * 4.0], 1)
+    e = (energy - np.percentile(energy, 95)) / 2.0 if relative_energy else (energy + 3.0) / 2.0
+    out = np.stack([e, f0 / 5.0, r, zcr * 4.0], 1)
     return np.ascontiguousarray(out, np.float32)
 
 

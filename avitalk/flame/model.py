@@ -212,6 +212,21 @@ class FlameModel(nn.Module):
             raise FlameModelError(f"{self.name}: no region {name!r}; available: {', '.join(self.regions) or 'none'}")
         return self._regions[name]
 
+    def lip_midline(self, midline_fraction: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+        """Vertex indices of the upper and lower lip on the front of the lips near the midline: the lip gap (lowest
+        upper minus highest lower, vertically) is how open the mouth looks. The lower lip is what is skinned to the jaw
+        (joint 2), which also separates the two copies of a vertex on the lips' slit."""
+        lips = self.region("lips")
+        v = self.v_template.detach().cpu().numpy()[lips]
+        x, z = v[:, 0], v[:, 2]
+        front = z >= z.max() - 0.4 * (z.max() - z.min())
+        mid = (np.abs(x - np.median(x)) <= midline_fraction * (x.max() - x.min()) / 2) & front
+        jaw = self.lbs_weights.detach().cpu().numpy()[lips, 2]
+        upper, lower = lips[mid & (jaw <= 0.5)], lips[mid & (jaw > 0.5)]
+        if not len(upper) or not len(lower):
+            raise FlameModelError(f"{self.name}: cannot find upper and lower lip vertices near the midline")
+        return upper, lower
+
     # ---------------------------------------------------------------- forward
     def _param(self, x: torch.Tensor | np.ndarray | None, B: int, n: int, what: str) -> torch.Tensor:
         dev, dt = self.v_template.device, self.v_template.dtype

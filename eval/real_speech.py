@@ -1,0 +1,234 @@
+"""Metrics on labelled real speech that need no ground-truth motion and no SyncNet checkpoint.
+
+(a) **emotion**: the emotion word stage 1 writes vs the clip's label; accuracy over the labels present (RAVDESS: 7
+    classes, calm counted as neutral) and the confusion matrix (rows: true, columns: said; an 8th column for
+    "contempt" and one for "none" when the text names no vocabulary emotion).
+(b) **mouth vs loudness**: Pearson r per clip between the mouth opening (the lip gap on the mesh, in mm) and the
+    loudness envelope in dB (RMS per 40 ms motion frame, floored 60 dB under the clip's loud level).
+(c) **silence rest**: the mean mouth opening in silent frames (more than 35 dB under the clip's loud level, the 95th
+    percentile frame) over the mean opening in loud frames (within 10 dB of it); 0 = the mouth rests in pauses.
+(d) **bilabial closure** (:mod:`eval.bilabial`): the lips close at /b p m/ onsets found by aligning the words.
+
+The mouth opening is the lip gap on the mesh: the lowest upper-lip vertex minus the highest lower-lip vertex on the
+front of the lips near the midline (mm, 0 when the lips touch; the lower lip is what is skinned to the jaw). It counts what a viewer sees, whether it comes from the jaw or the lips.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from avitalk.types import MOTION_FPS, SAMPLE_RATE
+from avitalk.vocab import EMOTIONS
+
+SILENT_DB = 35.0
+LOUD_DB = 10.0
+
+
+# ---------------------------------------------------------------------------------------------- (a) emotion
+def emotion_report(said: Sequence[str | None], true: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and confusion counts of said vs true emotions (``None`` = no emotion word)."""
+    labels = [e for e in EMOTIONS if e in set(true)]
+    cols = list(EMOTIONS) + ["none"]
+    conf = np.zeros((len(labels), len(cols)), int)
+    for s, t in zip(said, true):
+        conf[labels.index(t), cols.index(s if s in EMOTIONS else "none")] += 1
+    per = {e: float(conf[i, cols.index(e)] / max(1, conf[i].sum())) for i, e in enumerate(labels)}
+    correct = sum(int(s == t) for s, t in zip(said, true))
+    return {"accuracy": correct / max(1, len(true)), "clips": len(true), "per_emotion": per,
+            "confusion": {"rows": labels, "columns": cols, "counts": conf.tolist()},
+            "chance": 1 / max(1, len(labels))}
+
+
+def plot_confusion(report: dict[str, Any], path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avitalk.io import atomic_path
+
+    c = report["confusion"]
+    counts = np.asarray(c["counts"], float)
+    keep = [j for j, name in enumerate(c["columns"]) if counts[:, j].sum() > 0 or name in c["rows"]]
+    counts = counts[:, keep]
+    cols = [c["columns"][j] for j in keep]
+    frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.6 * len(c["rows"])))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(frac.shape[0]):
+        for j in range(frac.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, f"{frac[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(c["rows"])), c["rows"])
+    ax.set_xlabel("emotion in the instruction")
+    ax.set_ylabel("true emotion")
+    ax.set_title(title or f"accuracy {report['accuracy']:.1%} ({report['clips']} clips)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ mouth opening
+class LipGap:
+    """Lip gap (mm) per frame of a FlameSequence on a FLAME-format head (exact LBS on the lip vertices only)."""
+
+    def __init__(self, model=None, midline_fraction: float = 0.15):
+        from avitalk.flame import FlameModel
+
+        self.model = model or FlameModel.standin()
+        self.upper, self.lower = self.model.lip_midline(midline_fraction)
+        self.subset = self.model.subset(np.concatenate([self.upper, self.lower]))
+
+    def __call__(self, seq) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            v = self.subset(torch.as_tensor(seq.expression), torch.as_tensor(seq.jaw_pose)).numpy()
+        nu = len(self.upper)
+        gap = v[:, :nu, 1].min(1) - v[:, nu:, 1].max(1)
+        return np.clip(gap, 0.0, None) * 1000.0
+
+
+def loudness_db(samples: np.ndarray, num_frames: int, fps: float = MOTION_FPS) -> np.ndarray:
+    """RMS level in dB per motion frame (40 ms at 25 fps), ``num_frames`` long."""
+    hop = int(round(SAMPLE_RATE / fps))
+    x = np.pad(np.asarray(samples, np.float64), (0, max(0, num_frames * hop - len(samples))))[: num_frames * hop]
+    rms = np.sqrt((x.reshape(num_frames, hop) ** 2).mean(1))
+    return 20 * np.log10(rms + 1e-8)
+
+
+def mouth_loudness(opening: np.ndarray, db: np.ndarray) -> dict[str, float]:
+    """(b) Pearson r of opening vs loudness (dB, floored 60 dB under the loud level) and (c) the silence-rest ratio
+    (NaN when a clip has no silent or no loud frames)."""
+    n = min(len(opening), len(db))
+    o, d = np.asarray(opening[:n], float), np.asarray(db[:n], float)
+    loud = np.percentile(d, 95)
+    d_floor = np.maximum(d, loud - 60)
+    r = float(np.corrcoef(o, d_floor)[0, 1]) if o.std() > 1e-9 and d_floor.std() > 1e-9 else float("nan")
+    silent, loud_frames = d < loud - SILENT_DB, d >= loud - LOUD_DB
+    ratio = float("nan")
+    if silent.any() and loud_frames.any() and o[loud_frames].mean() > 1e-6:
+        ratio = float(o[silent].mean() / o[loud_frames].mean())
+    return {"r": r, "silence_rest_ratio": ratio, "silent_frames": int(silent.sum()), "loud_frames": int(loud_frames.sum())}
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    if not len(v):
+        return {"median": float("nan"), "mean": float("nan"), "clips": 0}
+    return {"median": float(np.median(v)), "mean": float(v.mean()), "p25": float(np.percentile(v, 25)),
+            "p75": float(np.percentile(v, 75)), "clips": int(len(v))}
+
+
+# ------------------------------------------------------------------------------------------------ the run
+NEUTRAL_TEXT = "A person speaks."
+
+
+def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None = None,
+                         speakers: Sequence[str] | None = None, seed: int = 0, progress: bool = True,
+                         bilabial: bool = True) -> dict[str, Any]:
+    """(a)-(d) on a folder of labelled real speech (any dataset folder; motion is not needed). The mouth metrics are
+    measured on stage 2's motion for stage 1's own instruction (what a user gets) and for "A person speaks."."""
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from avitalk.flame import FlameModel
+
+    from . import bilabial as bl
+
+    data = Path(data)
+    clips = read_manifest(data, None if split in (None, "all") else split)
+    if speakers:
+        clips = [c for c in clips if c.speaker in set(speakers)]
+    clips = clips[:limit]
+    if not clips:
+        from avitalk.errors import DatasetError
+
+        raise DatasetError(f"{data}: no clips to evaluate (split {split}, speakers {speakers})")
+    gap = LipGap(FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    aligner = bl.WordAligner() if bilabial else None
+    said, texts, per_clip = [], [], []
+    mouth = {"stage1": [], "neutral": []}
+    closure = {"stage1": [], "neutral": []}
+    t0 = time.perf_counter()
+    for i, c in enumerate(tqdm(clips, desc="real speech", unit="clip", disable=not progress or None)):
+        a = audio_io.load(data / c.audio)
+        f = pipe.encode(a)
+        ins = pipe.instruct(a, seed=seed + i, features=f)
+        said.append(ins.emotion)
+        texts.append(ins.text)
+        db = loudness_db(a.samples, a.num_frames())
+        words = []
+        if aligner is not None:
+            transcript = c.extra.get("text") or aligner.transcribe(a.samples)
+            words = aligner.align(a.samples, transcript)
+        events = bl.events_from_words(words)
+        row = {"id": c.id, "speaker": c.speaker, "emotion": c.emotion, "said": ins.emotion, "instruction": ins.text}
+        for key, text in (("stage1", ins), ("neutral", NEUTRAL_TEXT)):
+            seq = pipe.synthesize(a, text, seed=seed + i, features=f)[0]
+            o = gap(seq)
+            m = mouth_loudness(o, db)
+            mouth[key].append(m)
+            cs = bl.closure_scores(o, events)
+            closure[key].append(cs)
+            row[key] = {**m, **cs}
+        per_clip.append(row)
+    res: dict[str, Any] = {
+        "data": str(data), "split": split or "all", "clips": len(clips),
+        "speakers": sorted({c.speaker for c in clips}),
+        "emotion": emotion_report(said, [c.emotion for c in clips]),
+        "seconds": time.perf_counter() - t0,
+        "per_clip": per_clip,
+    }
+    for key in mouth:
+        res[f"mouth_{key}"] = {
+            "jaw_loudness_r": summarize([m["r"] for m in mouth[key]]),
+            "silence_rest_ratio": summarize([m["silence_rest_ratio"] for m in mouth[key]]),
+            **({"bilabial": bl.pooled(closure[key])} if aligner is not None else {}),
+        }
+    return res
+
+
+def write_real_report(res: dict[str, Any], out) -> None:
+    """``out/real_speech.json``, ``out/real_speech.md`` and ``out/confusion.png``."""
+    from pathlib import Path
+
+    from avitalk.io import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "real_speech.json", res)
+    plot_confusion(res["emotion"], out / "confusion.png",
+                   f"emotion in the instruction: {res['emotion']['accuracy']:.1%} ({res['clips']} clips)")
+    e = res["emotion"]
+    lines = [f"# Real speech: {res['data']} ({res['clips']} clips, {len(res['speakers'])} speakers)", "",
+             "No ground-truth motion is needed: emotion is read from stage 1's instruction; the mouth metrics use the "
+             "lip gap on the mesh against the recording's loudness and the aligned words.", "",
+             f"**Emotion named right: {e['accuracy']:.1%}** (chance {e['chance']:.1%}).", "",
+             "| emotion | " + " | ".join(e["per_emotion"]) + " |", "|---|" + "---|" * len(e["per_emotion"]),
+             "| accuracy | " + " | ".join(f"{v:.0%}" for v in e["per_emotion"].values()) + " |", "",
+             "![confusion](confusion.png)", "",
+             "| instruction given to stage 2 | mouth-loudness r (median) | silence-rest ratio (median) | bilabial closure | open vowels open |",
+             "|---|---|---|---|---|"]
+    for key, name in (("stage1", "stage 1's instruction"), ("neutral", '"A person speaks."')):
+        m = res[f"mouth_{key}"]
+        b = m.get("bilabial", {})
+        lines.append(f"| {name} | {m['jaw_loudness_r']['median']:.3f} | {m['silence_rest_ratio']['median']:.3f} | "
+                     f"{b.get('bilabial_closure_rate', float('nan')):.1%} of {b.get('bilabials', 0)} | "
+                     f"{b.get('open_vowel_open_rate', float('nan')):.1%} of {b.get('open_vowels', 0)} |")
+    lines += ["", "- mouth-loudness r: Pearson r per clip of the lip gap (mm) with the loudness in dB (40 ms frames).",
+              f"- silence-rest ratio: mean lip gap in frames {SILENT_DB:.0f} dB under the clip's loud level over the mean gap "
+              f"in frames within {LOUD_DB:.0f} dB of it (0 = the mouth rests in pauses).",
+              "- bilabial closure: share of /b p m/ (from the transcript aligned by the embedded Whisper and phonemized by "
+              "espeak-ng) where the lips close (gap <= 1 mm within +-80 ms); open vowels: share of /a/-like vowels "
+              "where the gap reaches 3 mm.", f"- time: {res['seconds']:.0f} s"]
+    atomic_write_text(out / "real_speech.md", "\n".join(lines) + "\n")

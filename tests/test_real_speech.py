@@ -1,0 +1,318 @@
+"""Real voices: the layered Whisper encoder read from a CTranslate2 file, recording-condition augmentation, the
+real-speech metrics (emotion, mouth vs loudness, silence rest, bilabial closure) and SynthTalk's closed bilabials."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avitalk.types import Audio, FlameSequence
+
+
+def _speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Voiced syllables (harmonics of a moving F0, 4 Hz on/off) between pauses: enough for encoders and prosody."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(k * ph) / k for k in range(1, 8))
+    env = (np.sin(2 * np.pi * 4 * t) > 0) * ((t > 0.3) & (t < seconds - 0.3))
+    return (0.2 * x * env + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+@pytest.fixture(scope="module")
+def tiny_ct2(tmp_path_factory):
+    """A tiny random Whisper converted by CTranslate2's own converter (float32)."""
+    import torch
+    from ctranslate2.converters import TransformersConverter
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    d = tmp_path_factory.mktemp("ct2")
+    cfg = WhisperConfig(d_model=64, encoder_layers=3, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+                        vocab_size=51864)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(cfg).save_pretrained(d / "hf")
+    TransformersConverter(str(d / "hf")).convert(str(d / "ct2"), quantization="float32")
+    return d / "ct2"
+
+
+def test_ct2_reader_rebuilds_the_encoder_ctranslate2_runs(tiny_ct2):
+    from avitalk.encoders import build_encoder
+
+    layered = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1, -1], prosody=False)
+    ct2 = build_encoder(f"whisper_ct2:{tiny_ct2}", compute_type="float32")
+    a = Audio(_speechlike(2.0))
+    f, ref = layered.encode(a), ct2.encode(a)
+    assert f.shape == (100, 128) and layered.dim == 128 and layered.layers == [1, 3]
+    np.testing.assert_allclose(f[:, 64:], ref, atol=2e-4)  # the last layer is CTranslate2's output
+    assert np.abs(f[:, :64] - ref).max() > 0.1  # layer 1 is something else
+
+
+def test_ct2_reader_refuses_other_files(tmp_path):
+    from avitalk.encoders.ct2_weights import read_ct2_model
+    from avitalk.errors import CheckpointError
+
+    (tmp_path / "model.bin").write_bytes(b"\x06\x00\x00\x00garbage")
+    with pytest.raises(CheckpointError, match="not a readable CTranslate2 model"):
+        read_ct2_model(tmp_path / "model.bin")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_ct2_model(tmp_path / "missing.bin")
+
+
+def test_embedded_layers_encoder_matches_ctranslate2_and_carries_prosody():
+    from avitalk.encoders import build_encoder, encoder_prosody_dim
+
+    enc = build_encoder("whisper_layers")
+    x = _speechlike(2.0)
+    f = enc.encode(Audio(x))
+    assert f.shape == (100, 772) and enc.prosody_dim == 4 and encoder_prosody_dim("whisper_layers") == 4
+    ref = build_encoder("whisper_ct2", compute_type="float32").encode(Audio(x))
+    np.testing.assert_allclose(f[:, 384:768], ref, atol=1e-3)
+    # the relative loudness channel does not care about the recording level, and is far below 0 in pauses
+    g = enc.encode(Audio(x * 0.05))
+    voiced = f[:, -4] > -1.0
+    assert voiced.sum() > 30
+    np.testing.assert_allclose(f[voiced, -4], g[voiced, -4], atol=0.05)
+    assert f[:5, -4].max() < -1.0 and np.percentile(f[:, -4], 95) == pytest.approx(0.0, abs=0.05)
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+def test_augment_is_deterministic_and_keeps_length_and_level_sane():
+    from avitalk.augment import augment
+
+    x = _speechlike(2.0)
+    babble = [_speechlike(1.0, seed=3)]
+    outs = [augment(x, np.random.default_rng(s), babble) for s in range(12)]
+    np.testing.assert_array_equal(outs[0], augment(x, np.random.default_rng(0), babble))
+    for y in outs:
+        assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+        assert 1e-4 < np.abs(y).max() <= 1.0
+    assert len({float(np.abs(y).max()) for y in outs}) == 12  # each chain differs
+    # over a dozen chains some add noise: the pauses are no longer digital silence
+    quiet = slice(0, 3000)
+    assert max(float(np.sqrt(np.mean(y[quiet] ** 2)) / (np.sqrt(np.mean(y**2)) + 1e-9)) for y in outs) > 0.05
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_emotion_report_counts_and_plots(tmp_path):
+    from eval.real_speech import emotion_report, plot_confusion
+
+    rep = emotion_report(["angry", "sad", None, "contempt"], ["angry", "angry", "sad", "sad"])
+    assert rep["accuracy"] == 0.25 and rep["confusion"]["rows"] == ["angry", "sad"]
+    c = np.asarray(rep["confusion"]["counts"])
+    cols = rep["confusion"]["columns"]
+    assert c[0, cols.index("angry")] == 1 and c[0, cols.index("sad")] == 1
+    assert c[1, cols.index("none")] == 1 and c[1, cols.index("contempt")] == 1
+    assert rep["per_emotion"] == {"angry": 0.5, "sad": 0.0}
+    plot_confusion(rep, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_mouth_loudness_metrics():
+    from eval.real_speech import loudness_db, mouth_loudness
+
+    x = _speechlike(3.0)
+    T = 75
+    db = loudness_db(x, T)
+    follows = np.clip(db - (db.max() - 40), 0, None)  # opens with loudness, shut in pauses
+    m = mouth_loudness(follows, db)
+    assert m["r"] > 0.9 and m["silence_rest_ratio"] == pytest.approx(0.0) and m["silent_frames"] > 5
+    hangs = np.full(T, 5.0) + 0.1 * np.random.default_rng(0).standard_normal(T)  # open all the time
+    m = mouth_loudness(hangs, db)
+    assert m["silence_rest_ratio"] > 0.9 and abs(m["r"]) < 0.5
+
+
+def test_lip_gap_opens_with_the_jaw_and_closes_at_rest(standin):
+    from avitalk.flame.standin import demo_sequence
+    from eval.real_speech import LipGap
+
+    seq = demo_sequence(2.0)
+    gap = LipGap(standin)(seq)
+    open_ = seq.jaw_pose[:, 0] > 0.1
+    assert gap[open_].min() > 5.0 and gap[seq.jaw_pose[:, 0] == 0].max() < 0.5
+    assert np.corrcoef(gap, seq.jaw_pose[:, 0])[0, 1] > 0.95
+
+
+def test_closure_scores_count_closed_bilabials_and_open_vowels():
+    from eval.bilabial import closure_scores, events_from_phonemes, pooled
+
+    gap = np.full(50, 6.0)
+    gap[10] = 0.2  # closed at 0.4 s
+    ev = events_from_phonemes([("b", 0.4), ("m", 1.2), ("'a", 1.0), ("t", 0.5)])
+    assert [k for k, _ in ev] == ["bilabial", "bilabial", "open"]
+    s = closure_scores(gap, ev)
+    assert (s["bilabials"], s["closed"], s["open_vowels"], s["opened"]) == (2, 1, 1, 1)
+    p = pooled([s, closure_scores(np.zeros(50), ev)])
+    assert p["bilabial_closure_rate"] == 0.75 and p["open_vowel_open_rate"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def synth_clips(tmp_path_factory):
+    from avitalk.data.synthtalk import generate
+
+    d = tmp_path_factory.mktemp("st")
+    generate(d, 10, seed=11, workers=1, progress=False)
+    return d
+
+
+def test_synthtalk_lips_close_at_bilabials_and_rest_in_pauses(synth_clips):
+    """The corpus's ground truth seals the lips at /b p m/ (espeak's phoneme events) and starts with a pause."""
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from eval.bilabial import closure_scores, events_from_phonemes, pooled
+    from eval.real_speech import LipGap, loudness_db, mouth_loudness
+
+    gap = LipGap()
+    scores, ratios, leads = [], [], []
+    for c in read_manifest(synth_clips):
+        seq = FlameSequence.load(synth_clips / c.flame)
+        o = gap(seq)
+        scores.append(closure_scores(o, events_from_phonemes(seq.meta["phonemes"])))
+        a = audio_io.load(synth_clips / c.audio)
+        ratios.append(mouth_loudness(o, loudness_db(a.samples, seq.num_frames))["silence_rest_ratio"])
+        leads.append(seq.meta["phonemes"][0][1])
+    p = pooled(scores)
+    assert p["bilabials"] >= 10 and p["bilabial_closure_rate"] >= 0.9 and p["open_vowel_open_rate"] >= 0.9
+    assert np.nanmedian(ratios) < 0.15
+    assert min(leads) >= 0.1  # every clip starts with a pause
+
+
+def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
+    """Whisper's word alignment + espeak phonemization recovers the true bilabial times within the metric's window
+    (median), and the ground-truth motion scores as closed at the aligned times too."""
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from eval.bilabial import WINDOW_S, WordAligner, closure_scores, events_from_phonemes, events_from_words, pooled
+    from eval.real_speech import LipGap
+
+    al, gap = WordAligner(), LipGap()
+    errs, scores = [], []
+    for c in read_manifest(synth_clips):
+        seq = FlameSequence.load(synth_clips / c.flame)
+        a = audio_io.load(synth_clips / c.audio)
+        est = events_from_words(al.align(a.samples, c.extra["text"]))
+        tru = [t for k, t in events_from_phonemes(seq.meta["phonemes"]) if k == "bilabial"]
+        eb = [t for k, t in est if k == "bilabial"]
+        if len(eb) == len(tru):
+            errs += [abs(x - y) for x, y in zip(eb, tru)]
+        scores.append(closure_scores(gap(seq), est))
+    assert len(errs) >= 10 and np.median(errs) < WINDOW_S
+    assert pooled(scores)["bilabial_closure_rate"] >= 0.7
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_qformer_utterance_statistics_ignore_padding():
+    import torch
+
+    from stage1_instruct.qformer import QFormer
+
+    q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
+                conv_frontend=True, stats=True).eval()
+    f = torch.randn(2, 41, 16)
+    m = torch.ones(2, 41, dtype=torch.bool)
+    m[1, 20:] = False
+    torch.testing.assert_close(q.utterance_stats(f[1:2, :20], None), q.utterance_stats(f[1:2], m[1:2]))
+    tokens, _ = q(f, m)
+    assert tokens.shape == (2, 4, 8)
+    # the statistics reach the queries: with the branch silenced, the tokens change
+    with torch.no_grad():
+        q.stats[-1].weight.zero_()
+        q.stats[-1].bias.zero_()
+    assert not torch.allclose(q(f, m)[0], tokens)
+
+
+def _fake_ravdess(root, actors=("01", "02", "03"), emotions=("05", "04", "03")):
+    import soundfile as sf
+
+    for a in actors:
+        for k, e in enumerate(emotions):
+            p = root / f"Actor_{a}" / f"03-01-{e}-02-0{k % 2 + 1}-01-{a}.flac"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(p), _speechlike(1.6, seed=int(a) * 10 + k), 16000, format="FLAC")
+    return root
+
+
+@pytest.mark.slow
+def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_clips):
+    """Stage 1 reads SynthTalk + audio-only real speech (leaving out excluded actors) with augmented copies; stage 2
+    skips clips without motion, reads augmented audio, and gives the encoder's prosody channels their own input."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from avitalk.data.real import import_ravdess
+    from stage1_instruct.train import load_stage1, train_stage1
+    from stage2_synthesis.synthesizer import Synthesizer
+    from stage2_synthesis.train import train_stage2
+
+    from .test_stage1 import tiny_cfg as s1_cfg
+    from .test_stage2 import tiny_cfg as s2_cfg
+
+    real = tmp_path / "real"
+    import_ravdess(_fake_ravdess(tmp_path / "R"), None, real, test_actors=(), val_actors=(), progress=False)
+    cfg = s1_cfg()
+    cfg.audio_encoder = "whisper_layers"
+    cfg.stage1.prosody = True
+    cfg.stage1.train.update(augment_copies=1, augment_p=0.5, real_fraction=0.5, qformer_warmup_steps=2,
+                            aux_weight=1.0)
+    r = train_stage1(cfg, synth_clips, tmp_path / "s1", progress=False, extra_data=(real,),
+                     exclude_speakers=("Actor_03",))
+    info = json.loads((tmp_path / "s1" / "train_info.json").read_text())
+    assert info["real_train_clips"] == 6 and info["excluded_speakers"] == ["Actor_03"] and info["augment_copies"] == 1
+    assert r["model"].qformer.prosody_dim == 4 and r["model"].qformer.feature_dim == 768
+    aug = list((real / "features").glob("*-aug0*/*~aug0.npy"))
+    assert len(aug) == 9  # every real clip's copy is cached (the excluded actor's too: the cache is per dataset)
+    model, _ = load_stage1(tmp_path / "s1")
+    assert isinstance(model.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
+
+    # stage 2 on a dataset holding clips with and without motion
+    mixed = tmp_path / "mixed"
+    import shutil
+
+    shutil.copytree(synth_clips, mixed, ignore=shutil.ignore_patterns("features"))
+    rec = json.loads((real / "manifest.jsonl").read_text().splitlines()[0])
+    shutil.copy(real / rec["audio"], mixed / rec["audio"])
+    with open(mixed / "manifest.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    c2 = s2_cfg()
+    c2.audio_encoder = "whisper_layers"
+    c2.stage2.train.augment_copies = 1
+    c2.stage2.train.lipsync.augment_p = 0.5
+    train_stage2(c2, mixed, tmp_path / "s2", progress=False)
+    info2 = json.loads((tmp_path / "s2" / "train_info.json").read_text())
+    assert info2["train_clips"] == sum(1 for line in (synth_clips / "manifest.jsonl").read_text().splitlines()
+                                       if '"split": "train"' in line)
+    s = Synthesizer.load(tmp_path / "s2")
+    assert s.decoder.prosody_dim == 4 and s.decoder.audio_in[0].normalized_shape[0] == 768
+    assert s.synthesize(Audio(_speechlike(1.2)), "A calm person speaks.")[0].num_frames == 30
+
+
+def torch_feats(dim: int, T: int = 80):
+    import torch
+
+    return torch.randn(1, T, dim)
+
+
+def test_eval_on_audio_only_speech_writes_the_real_speech_report(tmp_path, cli):
+    """`avitalk eval` on a folder without motion runs the real-speech metrics (embedded default checkpoint)."""
+    import json
+
+    from avitalk.data.real import import_ravdess
+
+    data = tmp_path / "real"
+    import_ravdess(_fake_ravdess(tmp_path / "R", actors=("01", "02"), emotions=("05", "03")), None, data,
+                   test_actors=(2,), val_actors=(), progress=False)
+    code, out, err = cli("eval", "--data", data, "-o", tmp_path / "rep", "--quiet")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "rep" / "real_speech.json").read_text())
+    assert rep["clips"] == 2 and rep["speakers"] == ["Actor_02"]  # the test split: actor 2
+    assert 0.0 <= rep["emotion"]["accuracy"] <= 1.0 and sum(map(sum, rep["emotion"]["confusion"]["counts"])) == 2
+    for key in ("mouth_stage1", "mouth_neutral"):
+        assert set(rep[key]) == {"jaw_loudness_r", "silence_rest_ratio", "bilabial"}
+        assert rep[key]["bilabial"]["bilabials"] == 2  # "by" in each statement
+    assert (tmp_path / "rep" / "confusion.png").is_file() and "Emotion named right" in (tmp_path / "rep" / "real_speech.md").read_text()
+    assert "emotion named right" in out
+    code, _, err = cli("eval", "--data", data, "-o", tmp_path / "rep2", "--split", "val")
+    assert code == 2 and "no clips in split 'val'" in err
