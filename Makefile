@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench demo demo-checkpoint clean
+.PHONY: setup system-deps test test-fast bench demo demo-checkpoint real-folds clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -41,6 +41,13 @@ demo:
 # about 25 minutes on 2 CPU cores; resumes after an interruption (work in build/demo-checkpoint).
 demo-checkpoint:
 	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint
+
+# Stage 1 on real voices, speaker-independently: 3 leave-actors-out folds over RAVDESS (needs ../shared/data and the
+# corpus of `make demo-checkpoint`); about 30 minutes on 2 cores. The model card quotes build/real-folds/summary.json.
+REAL ?= ../shared/data/ravdess-speech-16k
+real-folds:
+	$(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/real/ravdess --test-actors none --val-actors none
+	$(PYTHON) scripts/real_speech_folds.py --synth build/demo-checkpoint/data --real build/real/ravdess --folds 3
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache
