@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from avitalk.encoders.base import FEATURE_RATE
 from avitalk.types import MOTION_FPS, SAMPLE_RATE
 
 CLOSED_MM = 1.0
@@ -61,7 +62,8 @@ class WordAligner:
             self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
         x = np.asarray(samples, np.float32)[: 30 * SAMPLE_RATE]
         mel = self._fe(x, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features  # padded to 30 s
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, np.float32)), int(np.ceil(len(x) / 160))
+        hop = SAMPLE_RATE // (2 * FEATURE_RATE)  # log-mel hop: two per encoder frame
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, np.float32)), int(np.ceil(len(x) / hop))
 
     def transcribe(self, samples: np.ndarray) -> str:
         feats, _ = self._features(samples)
@@ -85,7 +87,7 @@ class WordAligner:
         starts = np.full(len(ids) + 1, np.nan)
         for ti, t in pairs:
             if 0 <= ti <= len(ids) and np.isnan(starts[ti]):
-                starts[ti] = t / 50.0  # encoder frames: 20 ms
+                starts[ti] = t / FEATURE_RATE  # encoder frames: 20 ms
         starts[-1] = np.nanmax(starts) if np.isnan(starts[-1]) else starts[-1]
         for k in range(len(starts) - 2, -1, -1):  # a token the path skipped starts where the next one does
             if np.isnan(starts[k]):
