@@ -94,10 +94,10 @@ class WordAligner:
                 starts[k] = starts[k + 1]
         # the warping path gives a word the pause before it (the first word starts at 0): move each start past the
         # frames that are silent (more than 30 dB under the clip's loud level)
-        hop = SAMPLE_RATE // 100
-        x = np.asarray(samples, np.float64)
-        n10 = max(1, len(x) // hop)
-        db = 20 * np.log10(np.sqrt((x[: n10 * hop].reshape(n10, hop) ** 2).mean(1)) + 1e-8)
+        from .real_speech import loudness_db
+
+        n10 = max(1, len(samples) // (SAMPLE_RATE // 100))
+        db = loudness_db(samples, n10, fps=100)  # 10 ms frames
         quiet = db < np.percentile(db, 95) - 30
         out = []
         for i, w in enumerate(words):

@@ -87,11 +87,10 @@ class LipGap:
     def __call__(self, seq) -> np.ndarray:
         import torch
 
+        nu, n = len(self.upper), len(self.upper) + len(self.lower)
         with torch.no_grad():
-            v = self.subset(torch.as_tensor(seq.expression), torch.as_tensor(seq.jaw_pose)).numpy()
-        nu = len(self.upper)
-        gap = v[:, :nu, 1].min(1) - v[:, nu:, 1].max(1)
-        return np.clip(gap, 0.0, None) * 1000.0
+            v = self.subset(torch.as_tensor(seq.expression), torch.as_tensor(seq.jaw_pose))
+            return self.model.lip_gap(v, torch.arange(nu), torch.arange(nu, n)).numpy()
 
 
 def loudness_db(samples: np.ndarray, num_frames: int, fps: float = MOTION_FPS) -> np.ndarray:

@@ -163,9 +163,9 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     if gap_ids is not None and float(w.get("gap_weight", 0.0)) > 0 and len(vp):
         # the lip gap (mm) itself, with frames where the lips touch in the data counted closed_weight times more: a
         # bilabial is a short, all-or-nothing event that a plain vertex loss lets an uncertain model half-close
-        up, lo = gap_ids
-        gp = (vp[:, up, 1].amin(1) - vp[:, lo, 1].amax(1)).clamp_min(0) * 1000
-        gt = (vt[:, up, 1].amin(1) - vt[:, lo, 1].amax(1)).clamp_min(0) * 1000
+        from avitalk.flame import FlameModel
+
+        gp, gt = FlameModel.lip_gap(vp, *gap_ids), FlameModel.lip_gap(vt, *gap_ids)
         wt = 1.0 + float(w.get("closed_weight", 0.0)) * (gt < 1.0).to(gp.dtype)
         out["gap_mm2"] = (wt * (gp - gt) ** 2).sum() / wt.sum()
         total = total + float(w.gap_weight) * out["gap_mm2"] * 1e-2

@@ -79,6 +79,22 @@ class AudioEncoder(abc.ABC):
         return out
 
 
+def encode_grouped(mels: list[np.ndarray], run, batch_size: int = 8) -> list[np.ndarray]:
+    """Call ``run`` on stacks [B, 80, N] of equal-length log-mels (at most ``batch_size`` at a time; a clip is usually
+    one window) and return its per-item outputs in the input order."""
+    by_len: dict[int, list[int]] = {}
+    for i, m in enumerate(mels):
+        by_len.setdefault(m.shape[1], []).append(i)
+    out: dict[int, np.ndarray] = {}
+    for idx in by_len.values():
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s : s + batch_size]
+            y = run(np.ascontiguousarray(np.stack([mels[i] for i in chunk]), np.float32))
+            for j, i in enumerate(chunk):
+                out[i] = np.asarray(y[j], np.float32)
+    return [out[i] for i in range(len(mels))]
+
+
 def fit_length(f: np.ndarray, n: int) -> np.ndarray:
     """Trim or edge-pad features to exactly ``n`` rows."""
     if len(f) >= n:

@@ -66,10 +66,11 @@ def cache_augmented_features(
     cache = FeatureCache(root / "features", f"{encoder.key}-aug{seed}")
     clips = [c for c in read_manifest(root) if c.split in splits]
     todo = [(c, k) for c in clips for k in range(copies) if cache.get(augmented_id(c.id, k)) is None]
-    babble: list = []
+    if not todo:
+        return cache
     bank_rng = np.random.default_rng(seed)
-    for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False) if clips else []:
-        babble.append(audio_io.load(root / clips[int(j)].audio).samples)
+    babble = [audio_io.load(root / clips[int(j)].audio).samples
+              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
     bar = tqdm(total=len(todo), unit="clip", desc=f"augmented features x{copies}", disable=not progress or None)
     for s in range(0, len(todo), 8):
         chunk = todo[s : s + 8]

@@ -9,7 +9,6 @@ deduplicated identical arrays); it is parsed with ``struct`` and numpy, never un
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
@@ -118,8 +117,4 @@ def whisper_encoder_from_ct2(model_dir: str | os.PathLike):
         enc.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{d}: encoder weights do not fit a Whisper encoder ({e})") from e
-    info = {}
-    if (d / "config.json").is_file():
-        info = json.loads((d / "config.json").read_text())
-    enc.ct2_config = info
     return enc.eval().requires_grad_(False)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..errors import CheckpointError
-from .base import AudioEncoder
+from .base import AudioEncoder, encode_grouped
 
 
 class WhisperCT2Encoder(AudioEncoder):
@@ -39,19 +39,5 @@ class WhisperCT2Encoder(AudioEncoder):
     def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
         import ctranslate2
 
-        out = []
-        # batch windows of equal length together; a clip is usually one window
-        by_len: dict[int, list[int]] = {}
-        for i, m in enumerate(mels):
-            by_len.setdefault(m.shape[1], []).append(i)
-        res: dict[int, np.ndarray] = {}
-        for n, idx in by_len.items():
-            for s in range(0, len(idx), 8):
-                chunk = idx[s : s + 8]
-                x = np.ascontiguousarray(np.stack([mels[i] for i in chunk]), np.float32)
-                enc = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(x), to_cpu=True))
-                for j, i in enumerate(chunk):
-                    res[i] = enc[j]
-        for i in range(len(mels)):
-            out.append(res[i].astype(np.float32))
-        return out
+        return encode_grouped(
+            mels, lambda x: np.asarray(self.model.encode(ctranslate2.StorageView.from_array(x), to_cpu=True)))

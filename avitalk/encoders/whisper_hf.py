@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .base import AudioEncoder
+from .base import AudioEncoder, encode_grouped
 
 
 class WhisperHFEncoder(AudioEncoder):
@@ -59,26 +59,25 @@ class WhisperHFEncoder(AudioEncoder):
         return np.ascontiguousarray(mel[:, : max(n, 2)], np.float32)
 
     @torch.no_grad()
-    def forward_unpadded(self, mel: torch.Tensor) -> torch.Tensor:
+    def layer_outputs(self, mel: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm)."""
         enc = self.encoder
         x = torch.nn.functional.gelu(enc.conv1(mel))
         x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
+        outs = []
         for layer in enc.layers:
             out = layer(x, None)
             x = out[0] if isinstance(out, tuple) else out
-        return enc.layer_norm(x)
+            outs.append(x)
+        return outs
+
+    def forward_unpadded(self, mel: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encoder.layer_norm(self.layer_outputs(mel)[-1])
 
     def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
-        out: dict[int, np.ndarray] = {}
-        by_len: dict[int, list[int]] = {}
-        for i, m in enumerate(mels):
-            by_len.setdefault(m.shape[1], []).append(i)
-        for _, idx in by_len.items():
-            for s in range(0, len(idx), 8):
-                chunk = idx[s : s + 8]
-                x = torch.as_tensor(np.stack([mels[i] for i in chunk]), device=self.device, dtype=self.dtype)
-                y = self.forward_unpadded(x).float().cpu().numpy()
-                for j, i in enumerate(chunk):
-                    out[i] = y[j]
-        return [out[i] for i in range(len(mels))]
+        def run(x: np.ndarray) -> np.ndarray:
+            return self.forward_unpadded(torch.as_tensor(x, device=self.device, dtype=self.dtype)).float().cpu().numpy()
+
+        return encode_grouped(mels, run)

@@ -21,15 +21,17 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import CheckpointError
-from .base import AudioEncoder
 from .prosody import prosody_features
+from .whisper_hf import WhisperHFEncoder
 
 
-class WhisperLayersEncoder(AudioEncoder):
+class WhisperLayersEncoder(WhisperHFEncoder):
+    """``whisper_hf``'s unpadded torch forward on weights read from a CTranslate2 Whisper file, keeping chosen layers."""
+
     prosody_dim = 4
 
     def __init__(self, model_path: str | None = None, layers: Sequence[int] = (2, 4), prosody: bool = True,
-                 device: str = "cpu", threads: int | None = None):
+                 device: str = "cpu"):
         import torch
 
         from .ct2_weights import whisper_encoder_from_ct2
@@ -44,8 +46,10 @@ class WhisperLayersEncoder(AudioEncoder):
             name = os.path.basename(os.path.normpath(model_path))
         if not os.path.isfile(os.path.join(model_path, "model.bin")):
             raise CheckpointError(f"{model_path}: not a CTranslate2 Whisper model (no model.bin)")
-        self.encoder = whisper_encoder_from_ct2(model_path).to(device)
-        self.device = torch.device(device)
+        self.device, self.dtype = torch.device(device), torch.float32
+        self.encoder = whisper_encoder_from_ct2(model_path).to(self.device)
+        if self.encoder.config.num_mel_bins != 80:
+            self._mel_bins = self.encoder.config.num_mel_bins  # large-v3 uses 128 bins
         n = len(self.encoder.layers)
         self.layers = [int(k) if int(k) > 0 else n + 1 + int(k) for k in layers]
         if not self.layers or any(not 1 <= k <= n for k in self.layers):
@@ -53,50 +57,19 @@ class WhisperLayersEncoder(AudioEncoder):
         self.prosody = bool(prosody)
         if not self.prosody:
             self.prosody_dim = 0
-        self.width = int(self.encoder.config.d_model)
-        self.dim = self.width * len(self.layers) + self.prosody_dim
-        self.threads = threads
+        self.dim = int(self.encoder.config.d_model) * len(self.layers) + self.prosody_dim
         self.key = f"whisper_layers-{name}-L{'+'.join(map(str, self.layers))}" + ("-prosody2" if self.prosody else "")
 
-    def hidden_states(self, mel):
-        """Hidden states [B, N / 2, d] after each layer 1..n (the last with the final LayerNorm)."""
+    def forward_unpadded(self, mel):
+        """The chosen layers side by side: intermediate ones LayerNorm'ed without weights, the last one with
+        Whisper's own final LayerNorm."""
         import torch
 
-        enc = self.encoder
         with torch.no_grad():
-            x = torch.nn.functional.gelu(enc.conv1(mel))
-            x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-            x = x + enc.embed_positions.weight[: x.shape[1]]
-            out = []
-            for i, layer in enumerate(enc.layers):
-                y = layer(x, None)
-                x = y[0] if isinstance(y, tuple) else y
-                out.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else
-                           torch.nn.functional.layer_norm(x, x.shape[-1:]))
-        return out
-
-    def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
-        res: dict[int, np.ndarray] = {}
-        by_len: dict[int, list[int]] = {}
-        for i, m in enumerate(mels):
-            by_len.setdefault(m.shape[1], []).append(i)
-        old = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            for _, idx in by_len.items():
-                for s in range(0, len(idx), 8):
-                    chunk = idx[s : s + 8]
-                    x = torch.as_tensor(np.stack([mels[i] for i in chunk]), device=self.device)
-                    hs = self.hidden_states(x)
-                    y = torch.cat([hs[k - 1] for k in self.layers], -1).float().cpu().numpy()
-                    for j, i in enumerate(chunk):
-                        res[i] = y[j]
-        finally:
-            torch.set_num_threads(old)
-        return [res[i] for i in range(len(mels))]
+            hs = self.layer_outputs(mel)
+            last = len(hs)
+            return torch.cat([self.encoder.layer_norm(hs[k - 1]) if k == last
+                              else torch.nn.functional.layer_norm(hs[k - 1], hs[k - 1].shape[-1:]) for k in self.layers], -1)
 
     def encode_batch(self, audios):
         feats = super().encode_batch(audios)

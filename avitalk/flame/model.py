@@ -227,6 +227,12 @@ class FlameModel(nn.Module):
             raise FlameModelError(f"{self.name}: cannot find upper and lower lip vertices near the midline")
         return upper, lower
 
+    @staticmethod
+    def lip_gap(vertices: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+        """Lip gap in mm per frame of vertices [T, V, 3] (metres): lowest ``upper`` minus highest ``lower`` vertex,
+        vertically, 0 when the lips touch (indices as from :meth:`lip_midline`, into the vertices given)."""
+        return (vertices[:, upper, 1].amin(1) - vertices[:, lower, 1].amax(1)).clamp_min(0) * 1000
+
     # ---------------------------------------------------------------- forward
     def _param(self, x: torch.Tensor | np.ndarray | None, B: int, n: int, what: str) -> torch.Tensor:
         dev, dt = self.v_template.device, self.v_template.dtype
