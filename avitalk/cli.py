@@ -725,13 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as e:  # click usage errors
+    except Exception as e:  # usage errors: click's, or the copy of click that typer bundles
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        mods = [click.exceptions] + [m.exceptions for m in (getattr(typer, "_click", None),) if m is not None]
+        if any(isinstance(e, m.ClickException) for m in mods):
+            typer.echo("error: " + " ".join(e.format_message().split()), err=True)
+            return 2 if any(isinstance(e, m.UsageError) for m in mods) else int(e.exit_code or 1)
+        if any(isinstance(e, m.Abort) for m in mods):
             return 1
         raise
     return rv if isinstance(rv, int) else 0

@@ -16,6 +16,19 @@ def test_help_on_every_command():
         assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
 
 
+def test_usage_mistakes_are_one_error_line_with_exit_2(tmp_path):
+    """Through the installed `avitalk` executable: typer raises its bundled click's exceptions, which must not escape."""
+    import shutil
+
+    exe = shutil.which("avitalk") or pytest.skip("the avitalk executable is not installed (pip install -e .)")
+    for args in (["run", "x.wav"], ["run", "x.wav", "-o", str(tmp_path / "o"), "--bogus"], ["nosuchcommand"], ["run"],
+                 ["run", "x.wav", "-o", str(tmp_path / "o"), "--samples", "abc"]):
+        r = subprocess.run([exe, *args], capture_output=True, text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
+        assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
 def test_head_writes_model_and_sheet(tmp_path, cli):
     code, out, err = cli("head", "--out", tmp_path / "h", "--size", "96")
     assert code == 0, err
