@@ -11,13 +11,19 @@ setup: system-deps
 	$(PIP) install $(PIN) -e ".[dev,app]"
 	$(PYTHON) -c "import torch, moderngl, av, smplx, soxr, soundfile, yaml, espeakng_loader; print('avitalk setup ok: torch', torch.__version__)"
 
-# Offscreen rendering needs an EGL driver (Mesa's llvmpipe on CPU machines). Debian images usually have it;
-# install it when it is missing and we are allowed to.
+# Offscreen rendering needs an EGL driver (Mesa's llvmpipe on CPU machines); the web app's browser test drives
+# headless Chromium. Debian images usually lack the latter: install what is missing when apt and root allow it.
 system-deps:
 	@if ! $(PYTHON) -c "import ctypes; ctypes.CDLL('libEGL.so.1')" >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libgl1; \
 	  else echo "warning: libEGL.so.1 not found; install libegl1 + libegl-mesa0 + libgl1-mesa-dri for rendering"; fi; \
+	fi
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "warning: chromedriver not found; install chromium + chromium-driver to run the browser test"; fi; \
 	fi
 
 test:

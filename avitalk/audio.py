@@ -134,7 +134,7 @@ def from_array(
         raise AudioError(f"{source}: is {duration:.3f} s long; at least {limits.min_duration_s:g} s is needed")
     if duration > limits.max_duration_s:
         raise AudioError(
-            f"{source}: is {duration:.1f} s long; the limit is {limits.max_duration_s:g} s (raise it with max_duration_s)"
+            f"{source}: is {duration:.1f} s long; the limit is {limits.max_duration_s:g} s (raise it with --max-duration, or max_duration_s in Python)"
         )
     if float(np.max(np.abs(x))) < limits.silence_peak:
         raise AudioError(f"{source}: is silent (peak below {20 * np.log10(limits.silence_peak):.0f} dBFS)")
@@ -159,7 +159,7 @@ def load(
         raise AudioError(f"{p}: is empty (0 bytes)")
     hint = _duration_hint(p)
     if hint is not None and hint > max_duration_s:
-        raise AudioError(f"{p}: is {hint:.1f} s long; the limit is {max_duration_s:g} s (raise it with max_duration_s)")
+        raise AudioError(f"{p}: is {hint:.1f} s long; the limit is {max_duration_s:g} s (raise it with --max-duration, or max_duration_s in Python)")
     decoded = _read_soundfile(p) or _read_pyav(p)
     if decoded is None:
         raise AudioError(f"{p}: not an audio file (no decodable audio stream)")

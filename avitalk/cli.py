@@ -27,6 +27,9 @@ data_app = typer.Typer(help="Datasets: generate SynthTalk, import MEAD / RAVDESS
 app.add_typer(data_app, name="data")
 
 
+MAX_SPEECH_S = 600.0  # the default --max-duration of the commands that read speech (10 minutes)
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo("error: " + " ".join(msg.split()), err=True)
     raise typer.Exit(code)
@@ -86,6 +89,7 @@ def render(
     size: int = typer.Option(512, help="Width and height of the video in pixels (even)."),
     overwrite: bool = typer.Option(False, help="Replace the output if it exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_duration: float = typer.Option(MAX_SPEECH_S, "--max-duration", min=0.1, help="Longest accepted --audio in seconds."),
 ) -> None:
     """Render a FlameSequence to an mp4 (H.264 + AAC speech) with the stand-in head or your FLAME model."""
     from tqdm import tqdm
@@ -100,7 +104,7 @@ def render(
         _fail(f"--size must be an even number of pixels >= 16, got {size}")
     _check_output(output, overwrite)
     seq = FlameSequence.load(flame)
-    speech = audio_io.load(audio) if audio is not None else None
+    speech = audio_io.load(audio, max_duration_s=max_duration) if audio is not None else None
     model = FlameModel.from_spec(flame_model)
     verts = model.sequence_vertices(seq)
     with renderer_for_model(model, size=size) as r:
@@ -119,18 +123,33 @@ def app_cmd(
     max_duration: float = typer.Option(60.0, help="Longest accepted speech (s)."),
 ) -> None:
     """A web page for the edit loop: listen, edit the instruction, synthesize, compare (Gradio)."""
+    import contextlib
+    import os
+    import signal
     import tempfile
 
     from .app import AppSession, build_app
     from .pipeline import AVITalkingPipeline
 
-    out_dir = out or Path(tempfile.mkdtemp(prefix="avitalk-app-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
-    session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
-    typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir})")
-    build_app(session).launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
-                              max_file_size=f"{int(max_upload_mb)}mb", show_error=True)
+    def stop(signum, frame):  # noqa: ARG001 - a plain `kill` ends the app like Ctrl-C: temporary files go
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.ExitStack() as stack:
+        if out is None:  # removed, with the uploads Gradio keeps, when the app stops
+            out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avitalk-app-")))
+            os.environ.setdefault("GRADIO_TEMP_DIR", str(out_dir / "uploads"))
+        else:
+            out_dir = out
+            out_dir.mkdir(parents=True, exist_ok=True)
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+        session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
+        typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir}{', removed on exit' * (out is None)})")
+        try:
+            build_app(session).launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
+                                      max_file_size=f"{int(max_upload_mb)}mb", show_error=True)
+        except KeyboardInterrupt:
+            typer.echo("stopped", err=True)
 
 
 @app.command("export")
@@ -141,6 +160,7 @@ def export_cmd(
     layout: str = typer.Option("auto", help="morph (expression + jaw morph targets), baked (exact per-frame shapes) or auto."),
     flame_model: Optional[str] = typer.Option(None, "--flame-model", help="Model .npz (default: the stand-in head)."),
     overwrite: bool = typer.Option(False, help="Replace the output if it exists."),
+    max_duration: float = typer.Option(MAX_SPEECH_S, "--max-duration", min=0.1, help="Longest accepted --audio in seconds."),
 ) -> None:
     """Export a FlameSequence as glTF 2.0 (.glb): the head with morph targets and a 25 fps animation."""
     from . import audio as audio_io
@@ -154,7 +174,7 @@ def export_cmd(
         _fail(f"{output}: the output must be a .glb file")
     _check_output(output, overwrite)
     seq = FlameSequence.load(flame)
-    speech = audio_io.load(audio) if audio is not None else None
+    speech = audio_io.load(audio, max_duration_s=max_duration) if audio is not None else None
     wav = output.with_suffix(".wav")
     if speech is not None:
         _check_output(wav, overwrite)
@@ -410,23 +430,20 @@ def instruct(
     samples: int = typer.Option(1, "--samples", "-k", min=1, max=20, help="How many instructions (sampled when > 1)."),
     seed: int = typer.Option(0, help="Seed for sampling."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with the parsed fields."),
+    max_duration: float = typer.Option(30.0, "--max-duration", min=0.1, help="Longest accepted speech in seconds "
+                                       "(stage 1 reads at most the first 30 s)."),
 ) -> None:
     """Listen to speech and write the audio-visual instruction(s) (stage 1 only; at most 30 s of speech)."""
-    from stage1_instruct.model import to_instruction
-    from stage1_instruct.train import instruct_audio, load_stage1
-
     from . import audio as audio_io
 
-    speech_audio = audio_io.load(speech)
+    speech_audio = audio_io.load(speech, max_duration_s=max_duration)  # longer than 30 s: the first 30 s are read
     if checkpoint is not None and (checkpoint / "stage1.yaml").is_file():  # a folder from `avitalk train stage1`
-        model, cfg = load_stage1(checkpoint)
-        ins = [to_instruction(t) for t in instruct_audio(model, cfg, speech_audio, samples=samples, seed=seed)]
-    else:
-        from .pipeline import MAX_LISTEN_S, AVITalkingPipeline
+        from stage1_instruct.instructor import Instructor
 
-        if speech_audio.duration > MAX_LISTEN_S:
-            _fail(f"{speech}: is {speech_audio.duration:.1f} s long; stage 1 listens to at most {MAX_LISTEN_S:g} s "
-                  "(cut the clip, or give the instruction yourself)")
+        ins = Instructor.load(checkpoint).instruct(speech_audio, num_samples=samples, seed=seed)
+    else:
+        from .pipeline import AVITalkingPipeline
+
         ins = AVITalkingPipeline.from_pretrained(checkpoint).instructions(speech_audio, samples, seed)
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in ins], indent=2))
@@ -522,22 +539,6 @@ def _timed(iterable, acc: dict, key: str):
         yield item
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    import os
-
-    if out.exists() and not out.is_dir():
-        _fail(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        _fail(f"{out}: already exists and is not empty (use --overwrite to replace it)")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        _fail(f"{out}: cannot write there ({parent} is a file, not a folder)")
-    if not os.access(parent, os.W_OK):
-        _fail(f"{out}: cannot write there ({parent} is not writable)")
-
-
 def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str]:
     if text is not None and file is not None:
         _fail("give --instruction or --instruction-file, not both")
@@ -557,9 +558,10 @@ def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str
     return None if text is None else " ".join(text.split())
 
 
-def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: Optional[Path], samples: int,
-         seed: int, no_render: bool, size: int, checkpoint: Optional[Path], flame_model: Optional[str],
-         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool) -> None:
+def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], samples: int, seed: int, no_render: bool,
+              size: int, checkpoint: Optional[Path], flame_model: Optional[str], quiet: bool, as_json: bool, say,
+              t_all: float, load_s: float) -> tuple[dict, dict]:
+    """The work of `avitalk run` / `synthesize`, writing its files into ``tmp``; returns run.json's content."""
     import platform
     import time
 
@@ -567,30 +569,20 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
     from tqdm import tqdm
 
     from . import __version__
-    from . import audio as audio_io
-    from .io import atomic_dir, atomic_write_json, atomic_write_text
+    from .io import atomic_write_json, atomic_write_text
 
-    t_all = time.perf_counter()
-    if size % 2 or size < 16:
-        _fail(f"--size must be an even number of pixels >= 16, got {size}")
-    text = _read_instruction(instruction, instruction_file)
-    if need_instruction and text is None:
-        _fail("give the instruction: --instruction TEXT or --instruction-file FILE")
-    _check_out_dir(out, overwrite)
-    say = (lambda m: None) if quiet or as_json else (lambda m: typer.echo(m, err=True))
-
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    speech_audio = audio_io.load(speech)
-    timings["audio_load_s"] = time.perf_counter() - t
+    timings: dict[str, float] = {"audio_load_s": load_s}
     say(f"speech: {speech} ({speech_audio.duration:.2f} s)")
 
-    from .flame import FlameModel
     from .pipeline import AVITalkingPipeline
 
     t = time.perf_counter()
     pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=text is None).warm_up()
-    model = FlameModel.from_spec(flame_model or pipe.cfg.get("flame_model", "standin"))
+    model = None
+    if not no_render:  # the head is only needed for the video
+        from .flame import FlameModel
+
+        model = FlameModel.from_spec(flame_model or pipe.cfg.get("flame_model", "standin"))
     timings["load_checkpoint_s"] = time.perf_counter() - t
     say(f"checkpoint: {pipe.source} ({timings['load_checkpoint_s']:.1f} s)")
     res = pipe(speech_audio, text, num_samples=samples, seed=seed)
@@ -603,8 +595,8 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
 
     names = ["flame.npz"] if samples == 1 else [f"flame_{k}.npz" for k in range(samples)]
     videos = [] if no_render else (["video.mp4"] if samples == 1 else [f"video_{k}.mp4" for k in range(samples)])
-    try:
-        with atomic_dir(out) as tmp:
+    if True:
+        if True:
             for name, seq in zip(names, res.sequences):
                 seq.save(tmp / name)
             atomic_write_text(tmp / "instruction.txt", res.instruction.text + "\n")
@@ -635,8 +627,37 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
                 "timings": {k: round(v, 4) for k, v in timings.items()},
             }
             atomic_write_json(tmp / "run.json", info)
-    except PermissionError as e:
-        _fail(f"{out}: cannot write there ({e.strerror})")
+    return info, timings
+
+
+def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: Optional[Path], samples: int,
+         seed: int, no_render: bool, size: int, checkpoint: Optional[Path], flame_model: Optional[str],
+         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool, max_duration: float) -> None:
+    import time
+
+    from . import audio as audio_io
+    from .io import OutputFolder
+
+    t_all = time.perf_counter()
+    if size % 2 or size < 16:
+        _fail(f"--size must be an even number of pixels >= 16, got {size}")
+    text = _read_instruction(instruction, instruction_file)
+    if need_instruction and text is None:
+        _fail("give the instruction: --instruction TEXT or --instruction-file FILE")
+    say = (lambda m: None) if quiet or as_json else (lambda m: typer.echo(m, err=True))
+    t = time.perf_counter()
+    speech_audio = audio_io.load(speech, max_duration_s=max_duration)
+    load_s = time.perf_counter() - t
+    folder = OutputFolder(out, overwrite)  # before any model work: an unusable OUT fails now
+    try:
+        info, timings = _run_into(folder.staging, speech, speech_audio, text, samples, seed, no_render, size,
+                                  checkpoint, flame_model, quiet, as_json, say, t_all, load_s)
+        kept = folder.commit()
+    except BaseException:
+        folder.discard()
+        raise
+    names, videos = info["outputs"]["flame"], info["outputs"]["video"]
+
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     elif not quiet:
@@ -644,6 +665,9 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
         typer.echo(f"wrote {out}/ ({', '.join(['instruction.txt', *names, *videos, 'run.json'])})")
         typer.echo(f"timings: {parts}; total {timings['total_s']:.2f} s")
         typer.echo(f"edit {out / 'instruction.txt'} and run again with --instruction-file {out / 'instruction.txt'}")
+    if kept and not quiet:
+        typer.echo(f"kept {len(kept)} file{'s' * (len(kept) > 1)} in {out} that avitalk did not write: "
+                   f"{', '.join(kept[:5])}{' ...' * (len(kept) > 5)}", err=True)
 
 
 # the options `avitalk run` and `avitalk synthesize` share
@@ -655,7 +679,8 @@ _NoRender = Annotated[bool, typer.Option("--no-render", help="Only instruction.t
 _Size = Annotated[int, typer.Option(help="Video width and height in pixels (even).")]
 _Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", help="Pipeline checkpoint folder (default: the embedded one).")]
 _FlameModel = Annotated[Optional[str], typer.Option("--flame-model", help="FLAME model .npz (default: the stand-in head).")]
-_Overwrite = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
+_Overwrite = Annotated[bool, typer.Option(help="Replace avitalk's outputs in OUT if it exists (other files are kept).")]
+_MaxDuration = Annotated[float, typer.Option("--max-duration", min=0.1, help="Longest accepted speech in seconds.")]
 _Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
 _Json = Annotated[bool, typer.Option("--json", help="Print run.json to stdout.")]
 
@@ -667,11 +692,11 @@ def run(
     instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="Your instruction (replaces stage 1)."),
     instruction_file: _InstructionFile = None, samples: _Samples = 1, seed: _Seed = 0, no_render: _NoRender = False,
     size: _Size = 512, checkpoint: _Checkpoint = None, flame_model: _FlameModel = None, overwrite: _Overwrite = False,
-    quiet: _Quiet = False, as_json: _Json = False,
+    quiet: _Quiet = False, as_json: _Json = False, max_duration: _MaxDuration = MAX_SPEECH_S,
 ) -> None:
     """Speech -> instruction (stage 1, editable) -> FLAME motion (stage 2) -> video with the speech."""
     _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
-         overwrite, quiet, as_json, need_instruction=False)
+         overwrite, quiet, as_json, need_instruction=False, max_duration=max_duration)
 
 
 @app.command()
@@ -681,11 +706,11 @@ def synthesize(
     instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="The instruction text."),
     instruction_file: _InstructionFile = None, samples: _Samples = 1, seed: _Seed = 0, no_render: _NoRender = False,
     size: _Size = 512, checkpoint: _Checkpoint = None, flame_model: _FlameModel = None, overwrite: _Overwrite = False,
-    quiet: _Quiet = False, as_json: _Json = False,
+    quiet: _Quiet = False, as_json: _Json = False, max_duration: _MaxDuration = MAX_SPEECH_S,
 ) -> None:
     """Stage 2 only: speech + your instruction -> FLAME motion -> video (stage 1 is not loaded)."""
     _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
-         overwrite, quiet, as_json, need_instruction=True)
+         overwrite, quiet, as_json, need_instruction=True, max_duration=max_duration)
 
 
 def _report_import(manifest: Path) -> None:
@@ -703,13 +728,10 @@ def _quiet_libraries() -> None:
     """Library chatter that is not ours: transformers' weight-loading bars and a deprecation warning peft triggers."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    try:
-        from transformers.utils import logging as hf_logging
+    import os
 
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - optional
-        pass
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported (if ever)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -732,7 +754,11 @@ def main(argv: list[str] | None = None) -> int:
         if any(isinstance(e, m.ClickException) for m in mods):
             typer.echo("error: " + " ".join(e.format_message().split()), err=True)
             return 2 if any(isinstance(e, m.UsageError) for m in mods) else int(e.exit_code or 1)
-        if any(isinstance(e, m.Abort) for m in mods):
+        if any(isinstance(e, getattr(m, "Abort", ())) for m in mods):
+            return 1
+        if isinstance(e, OSError):  # the file system said no (disk full, permissions...): one line, not a traceback
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            typer.echo(f"error: {where}{e.strerror or e}", err=True)
             return 1
         raise
     return rv if isinstance(rv, int) else 0

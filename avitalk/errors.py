@@ -36,6 +36,10 @@ class SequenceError(AvitalkError):
     """A FlameSequence (or its .npz file) with wrong keys, shapes, dtypes or non-finite values."""
 
 
+class OutputError(AvitalkError):
+    """An output file or folder that cannot be written (uncreatable, not a folder, not writable, in the way)."""
+
+
 class RenderError(AvitalkError):
     """Rendering or video writing failed (no OpenGL/EGL driver, bad frame data, unwritable output)."""
 
@@ -49,4 +53,5 @@ __all__ = [
     "DatasetError",
     "SequenceError",
     "RenderError",
+    "OutputError",
 ]

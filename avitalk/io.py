@@ -92,3 +92,81 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+class OutputFolder:
+    """A results folder that never loses a file it did not write.
+
+    ``OutputFolder(out, overwrite).staging`` is a hidden folder inside ``out`` (created now, so an unwritable or
+    uncreatable ``out`` fails before any work); the writer fills it, then :meth:`commit` moves each file into ``out``
+    with an atomic rename (``run.json`` last) and deletes only the outputs that the previous run's ``run.json``
+    listed and this run did not write again. Files avitalk did not write are kept, with or without ``overwrite``;
+    without it a non-empty ``out`` is refused. :meth:`discard` (on failure) removes the staging folder, and ``out``
+    too when this object created it and it is still empty.
+    """
+
+    MANIFEST = "run.json"
+
+    def __init__(self, out: str | os.PathLike, overwrite: bool = False):
+        from .errors import OutputError
+
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise OutputError(f"{self.out}: exists and is not a folder")
+        self.created = not self.out.exists()
+        if not self.created and not overwrite and any(self.out.iterdir()):
+            raise OutputError(f"{self.out}: already exists and is not empty (use --overwrite to replace avitalk's "
+                              "outputs there; other files are kept)")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=".avitalk-", suffix=".tmp", dir=self.out))
+        except OSError as e:
+            raise OutputError(f"{self.out}: cannot write there ({e.strerror or e})") from e
+
+    def previous_outputs(self) -> list[str]:
+        """The files the previous run in ``out`` wrote (from its run.json), as plain names inside ``out``."""
+        try:
+            info = json.loads((self.out / self.MANIFEST).read_text())
+            names = [n for v in info.get("outputs", {}).values() for n in ([v] if isinstance(v, str) else v)]
+        except (OSError, ValueError, AttributeError, TypeError):
+            return []
+        return [n for n in names if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".")]
+
+    def kept(self) -> list[str]:
+        """Files in ``out`` that are not avitalk's (neither written now nor by the previous run)."""
+        ours = set(self.previous_outputs()) | {p.name for p in self.staging.iterdir()} | {self.MANIFEST}
+        return sorted(p.name for p in self.out.iterdir() if p.name not in ours and p != self.staging)
+
+    def commit(self) -> list[str]:
+        """Move the staged files into ``out``; returns the names of the files kept there that avitalk did not write."""
+        import shutil
+
+        from .errors import OutputError
+
+        new = sorted(p.name for p in self.staging.iterdir())
+        stale = [n for n in self.previous_outputs() if n not in new]
+        kept = self.kept()
+        try:
+            (self.out / self.MANIFEST).unlink(missing_ok=True)  # a half-moved folder never carries a run.json
+            for name in [n for n in new if n != self.MANIFEST] + [n for n in new if n == self.MANIFEST]:
+                dst = self.out / name
+                if dst.is_dir() and not dst.is_symlink():
+                    raise OutputError(f"{dst}: is a folder in the way of an output file (move it, or choose another OUT)")
+                os.replace(self.staging / name, dst)
+            for name in stale:
+                p = self.out / name
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+        except OSError as e:
+            raise OutputError(f"{self.out}: cannot write there ({e.strerror or e})") from e
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return kept
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()

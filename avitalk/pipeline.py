@@ -27,14 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import AudioError, CheckpointError, InstructionError
 from .io import atomic_dir, atomic_write_json, atomic_write_text
-from .types import Audio, FlameSequence, Instruction
+from .types import SAMPLE_RATE, Audio, FlameSequence, Instruction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 STAGE2_FILES = ("style_encoder.safetensors", "decoder.safetensors", "prior.safetensors")
 STAGE1_PARTS = ("qformer.safetensors", "lm", "tokenizer", "adapter")
-MAX_LISTEN_S = 30.0  # stage 1 reads at most the first 30 s (one Whisper window)
 
 
 @dataclass
@@ -72,6 +71,10 @@ class AVITalkingPipeline:
     def __init__(self, cfg: DictConfig, synthesizer, instructor=None, audio_encoder=None, source: str | None = None):
         self.cfg = cfg
         self.synthesizer = synthesizer
+        if instructor is not None and not hasattr(instructor, "instruct"):  # a (training) InstructionModel
+            from stage1_instruct.instructor import Instructor
+
+            instructor = Instructor.from_model(instructor, cfg)
         self.instructor = instructor
         self._audio_encoder = audio_encoder
         self.source = source
@@ -98,9 +101,9 @@ class AVITalkingPipeline:
         synth = Synthesizer.load(d, cfg=cfg)
         instructor = None
         if stage1 and any((d / p).exists() for p in STAGE1_PARTS):
-            from stage1_instruct.train import load_stage1
+            from stage1_instruct.instructor import Instructor
 
-            instructor, _ = load_stage1(d, text_dim=synth.text_encoder.dim, cfg=cfg)
+            instructor = Instructor.load(d, cfg=cfg)
         return cls(cfg, synth, instructor, source=str(d))
 
     @classmethod
@@ -112,9 +115,10 @@ class AVITalkingPipeline:
         cfg = OmegaConf.create(OmegaConf.to_container(synth.cfg))
         instructor = None
         if stage1_dir is not None:
-            from stage1_instruct.train import load_stage1
+            from stage1_instruct.instructor import Instructor
 
-            instructor, c1 = load_stage1(stage1_dir, text_dim=synth.text_encoder.dim)
+            instructor = Instructor.load(stage1_dir)
+            c1 = instructor.cfg
             plain = lambda v: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v  # noqa: E731
             if plain(c1.audio_encoder) != plain(cfg.audio_encoder):
                 raise CheckpointError(f"{stage1_dir}: stage 1 listens with audio encoder {c1.audio_encoder}, "
@@ -126,8 +130,6 @@ class AVITalkingPipeline:
                         metrics: dict[str, Any] | None = None) -> Path:
         """Write the pipeline folder atomically; ``dtype='float16'`` halves every floating weight (loaded back as
         float32)."""
-        from stage1_instruct.train import save_stage1
-
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
         d = Path(directory)
@@ -135,10 +137,7 @@ class AVITalkingPipeline:
             self.synthesizer.save(tmp)
             (tmp / "stage2.yaml").unlink()
             if self.instructor is not None:
-                save_stage1(self.instructor, tmp, self.cfg)
-                (tmp / "stage1.yaml").unlink()
-                with atomic_dir(tmp / "lm") as lm:
-                    _plain_llm(self.instructor.llm).save_pretrained(str(lm))
+                self.instructor.save(tmp)
             cfg = OmegaConf.create(OmegaConf.to_container(self.cfg))
             cfg.audio_dim = int(self.audio_encoder_dim)
             cfg.text_dim = int(self.synthesizer.text_encoder.dim)
@@ -153,8 +152,11 @@ class AVITalkingPipeline:
 
     def warm_up(self) -> "AVITalkingPipeline":
         """Load the lazily loaded frozen encoders now (so per-stage timings measure work, not loading)."""
-        self.audio_encoder.encode(Audio(np.zeros(16000, np.float32) + 1e-3 * np.sin(np.arange(16000, dtype=np.float32))))
+        a = Audio(np.zeros(SAMPLE_RATE, np.float32) + 1e-3 * np.sin(np.arange(SAMPLE_RATE, dtype=np.float32)))
+        feats = self.audio_encoder.encode(a)
         self.synthesizer.text_encoder.encode(["A person speaks."])
+        if self.instructor is not None:  # and stage 1 (first calls of its ops, the vocabulary that parses its text)
+            self.instructor.instruct(a, features=feats)
         # first calls pay one-time costs (lazy imports, kernel selection): spend them here, not in the stage timings
         self.synthesizer.synthesize(np.zeros((50, self.audio_encoder_dim), np.float32), "A person speaks.", seed=0, steps=2)
         return self
@@ -190,26 +192,10 @@ class AVITalkingPipeline:
     def instructions(self, audio: Audio | str | os.PathLike, num_samples: int = 1, seed: int = 0,
                      features: np.ndarray | None = None) -> list[Instruction]:
         """``num_samples`` instructions (greedy for one, nucleus sampling for several)."""
-        import torch
-
-        from stage1_instruct.model import to_instruction
-        from stage1_instruct.train import speech_features
-
         if self.instructor is None:
             raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
         a = _as_audio(audio)
-        if features is None:
-            features = self.encode(a)
-        n = int(MAX_LISTEN_S * 50)
-        if len(features) > n:
-            log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, a.duration)
-            a = Audio(a.samples[: int(MAX_LISTEN_S * a.sample_rate)], a.sample_rate, a.source)
-            features = features[:n]
-        dev = next(self.instructor.parameters()).device
-        f = torch.as_tensor(speech_features(self.cfg, a, encoded=features))[None].to(dev)
-        m = torch.ones(f.shape[:2], dtype=torch.bool, device=dev)
-        texts = self.instructor.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
-        return [to_instruction(t) for t in texts]
+        return self.instructor.instruct(a, features if features is not None else self.encode(a), num_samples, seed)
 
     def instruct(self, audio: Audio | str | os.PathLike, seed: int = 0,
                  features: np.ndarray | None = None) -> Instruction:
@@ -244,6 +230,8 @@ class AVITalkingPipeline:
             t = time.perf_counter()
             ins = self.instruct(a, seed=seed or 0, features=feats)
             timings["stage1_s"] = time.perf_counter() - t
+            from stage1_instruct.instructor import MAX_LISTEN_S
+
             listened = min(a.duration, MAX_LISTEN_S)
         t = time.perf_counter()
         seqs = self.synthesize(a, ins, num_samples, seed, guidance_scale, steps, features=feats)
@@ -253,27 +241,8 @@ class AVITalkingPipeline:
     def describe(self) -> dict[str, Any]:
         out = {"stage2": self.synthesizer.describe(), "audio_encoder": str(self.cfg.audio_encoder)}
         if self.instructor is not None:
-            llm = self.instructor.llm
-            out["stage1"] = {
-                "llm": sum(p.numel() for p in llm.get_base_model().parameters()),
-                "lora": sum(p.numel() for n, p in llm.named_parameters() if "lora_" in n),
-                "qformer": sum(p.numel() for p in self.instructor.qformer.parameters()),
-            }
+            out["stage1"] = self.instructor.describe()
         return out
-
-
-def _plain_llm(peft_model):
-    """The frozen language model without the LoRA layers peft wrapped into it (for saving the LM alone)."""
-    from transformers import AutoModelForCausalLM
-
-    base = peft_model.get_base_model()
-    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-    plain = AutoModelForCausalLM.from_config(base.config)
-    plain.load_state_dict(state, strict=False)
-    missing = set(plain.state_dict()) - set(state)
-    if missing - {k for k in missing if "rotary" in k or k == "lm_head.weight"}:
-        raise CheckpointError(f"could not separate the language model from its adapter (missing {sorted(missing)[:3]})")
-    return plain
 
 
 def _halve(path: Path) -> None:

@@ -25,6 +25,21 @@ def prompts_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
 
 
+_VOWEL_SOUND = re.compile(r"(?!(?:uni|use|usu|one|eu))[aeiou]|hour|honest", re.IGNORECASE)
+
+
+def fix_articles(text: str) -> str:
+    """"a" before a vowel sound becomes "an", "an" before a consonant sound becomes "a" (case kept): sampled or edited
+    instructions can pair the article of one emotion word with another ("An disappointed person")."""
+    def fix(m: re.Match) -> str:
+        art, word = m.group(1), m.group(2)
+        want_n = bool(_VOWEL_SOUND.match(word))
+        new = art[0] + ("n" if want_n else "")
+        return new + m.group(0)[len(art):]
+
+    return re.sub(r"\b(an|a)(?= )\s+([A-Za-z]+)", fix, text, flags=re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     emotions: dict[str, dict[int, list[str]]]
@@ -89,7 +104,7 @@ class Vocabulary:
             joined = ""
             tpl = self.templates_no_actions[int(rng.integers(len(self.templates_no_actions)))] if rng is not None else self.templates_no_actions[0]
         text = tpl.format(emotion=emo, person=person, actions=joined)
-        text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", lambda m: m.group(1) + "n ", text)  # a -> an before a vowel
+        text = fix_articles(text)
         return text[0].upper() + text[1:]
 
     def replace_emotion(self, text: str, emotion: str, intensity: int | None = None) -> str:
@@ -102,12 +117,7 @@ class Vocabulary:
             if m:
                 new = self.emotions[emotion][int(intensity or i)][0]
                 out = text[: m.start()] + new + text[m.end() :]
-                before = out[: m.start()]
-                art = re.search(r"\b([Aa])(n?) $", before)
-                if art:
-                    fixed = art.group(1) + ("n" if new[0].lower() in "aeiou" else "") + " "
-                    out = before[: art.start()] + fixed + out[m.start() :]
-                return out
+                return fix_articles(out)
         return text
 
     # ------------------------------------------------------------------ reading

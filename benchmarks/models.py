@@ -51,7 +51,8 @@ def bench_stage1() -> dict:
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.train import build_model, prosody_dim
+    from stage1_instruct.instructor import prosody_dim
+    from stage1_instruct.train import build_model
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     v = load_vocabulary()

@@ -1,4 +1,6 @@
-"""`avitalk run` on 10 s of speech with the embedded default checkpoint: time per stage, with and without rendering.
+"""`avitalk run` on 10 s of speech with the embedded default checkpoint: time per stage, with and without rendering
+(``run``), and the cold start (``cold``): wall time of a fresh `avitalk run --no-render` process against a fresh
+`python -c "import torch"`, alternated 5 times, medians and their ratio.
 
 The speech is a SynthTalk utterance made here (espeak-ng, an unseen test speaker), cut or padded to exactly 10 s.
 Each configuration runs 3 times through the real command (in process); medians per stage. Printed as one JSON line.
@@ -29,7 +31,32 @@ def speech_10s(directory: Path) -> Path:
     return save_wav(directory / "speech10.wav", Audio(x.astype(np.float32)))
 
 
+def cold(reps: int = 5) -> dict:
+    import subprocess
+    import time
+
+    def wall(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        wav = speech_10s(d)
+        torch_s, run_s = [], []
+        for k in range(reps):
+            torch_s.append(wall([sys.executable, "-c", "import torch"]))
+            run_s.append(wall([sys.executable, "-m", "avitalk.cli", "run", str(wav), "-o", str(d / f"o{k}"), "--no-render",
+                               "-q"]))
+    t, r = float(np.median(torch_s)), float(np.median(run_s))
+    return {"speech_s": 10.0, "repeats": reps, "import_torch_s": t, "avitalk_run_no_render_s": r, "ratio": r / t,
+            "import_torch_all_s": torch_s, "avitalk_run_all_s": run_s}
+
+
 def main() -> None:
+    if sys.argv[1:] == ["cold"]:
+        print(json.dumps(cold()))
+        return
     from avitalk.cli import main as cli
 
     reps = 3

@@ -52,7 +52,8 @@ def main() -> None:
     models = {k: _run("benchmarks.models", k) for k in ("stage2", "stage1")}
     atomic_write_json(RESULTS / "models.json", {"meta": meta, **models})
     pipe = _run("benchmarks.pipeline", "run")
-    atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe})
+    cold = _run("benchmarks.pipeline", "cold")
+    atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe, "cold_start": cold})
     st = _run("benchmarks.synthtalk", "400")
     atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
     s = out["foundation"]["summary"]
@@ -82,6 +83,12 @@ def main() -> None:
                          f"{m['total_s']:.2f} s / {pipe[name]['without_loading_s']:.2f} s"))
     if "error" in pipe:
         rows.append(("avitalk run", f"failed: {pipe['error']}"))
+    if "ratio" in cold:
+        rows.append(("cold start: avitalk run 10 s --no-render / python -c 'import torch' (wall)",
+                     f"{cold['avitalk_run_no_render_s']:.2f} s / {cold['import_torch_s']:.2f} s = {cold['ratio']:.2f}x "
+                     "(target <= 3)"))
+    elif "error" in cold:
+        rows.append(("cold start", f"failed: {cold['error']}"))
     if "clips_per_s" in st:
         rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
     w = max(len(r[0]) for r in rows)

@@ -56,12 +56,11 @@ class WordAligner:
 
     def _features(self, samples: np.ndarray):
         import ctranslate2
-        from transformers import WhisperFeatureExtractor
 
-        if not hasattr(self, "_fe"):
-            self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
+        from avitalk.lean.mel import log_mel
+
         x = np.asarray(samples, np.float32)[: 30 * SAMPLE_RATE]
-        mel = self._fe(x, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features  # padded to 30 s
+        mel = log_mel(np.pad(x, (0, 30 * SAMPLE_RATE - len(x))))[None]  # padded to 30 s, as Whisper decodes
         hop = SAMPLE_RATE // (2 * FEATURE_RATE)  # log-mel hop: two per encoder frame
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, np.float32)), int(np.ceil(len(x) / hop))
 

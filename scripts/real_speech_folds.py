@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.encoders.cache import cache_dataset_features
     from avitalk.io import atomic_write_json
     from eval.real_speech import emotion_report, plot_confusion
-    from stage1_instruct.model import to_instruction
+    from stage1_instruct.instructor import to_instruction
     from stage1_instruct.train import FeatureBank, load_stage1, train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

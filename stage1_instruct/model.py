@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from avitalk.types import Instruction
-
 from .qformer import QFormer
 
 log = logging.getLogger(__name__)
@@ -26,9 +24,7 @@ class InstructionModel(nn.Module):
                  lora: dict[str, Any] | None = None, chat_template: bool = False, num_emotions: int = 8,
                  num_intensities: int = 3):
         super().__init__()
-        from peft import LoraConfig, get_peft_model
-
-        from peft import PeftModel
+        from peft import LoraConfig, PeftModel, get_peft_model
 
         self.tokenizer = tokenizer
         if isinstance(llm, PeftModel):  # loaded with its trained adapter
@@ -52,31 +48,16 @@ class InstructionModel(nn.Module):
     def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids)
 
-    def _prompt_ids(self, prompt: str | None = None) -> list[int]:
-        text = prompt or self.prompt
-        if self.chat_template and getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
-
     def prefix(self, feats: torch.Tensor, mask: torch.Tensor | None, prompts: Sequence[str] | None = None,
                use_speech: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[BOS | speech tokens | prompt] embeddings [B, P, H] (left-padded), attention mask, pooled queries."""
-        B = feats.shape[0]
-        speech, q = self.qformer(feats, mask)
-        if not use_speech:  # the ablation: the same LLM and prompt, no speech tokens
-            speech = speech[:, :0]
-        bos = torch.full((B, 1), self.tokenizer.bos_token_id, device=feats.device)
-        rows, masks = [], []
-        pids = [self._prompt_ids(p) for p in (prompts or [None] * B)]
-        P = max(len(p) for p in pids)
-        for b in range(B):
-            pe = self._embed_ids(torch.tensor(pids[b], device=feats.device)[None])[0]
-            row = torch.cat([self._embed_ids(bos[b : b + 1])[0], speech[b], pe])
-            pad = P - len(pids[b])
-            rows.append(torch.cat([row.new_zeros(pad, row.shape[1]), row]))
-            masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(row), dtype=torch.long)]))
-        return torch.stack(rows), torch.stack(masks).to(feats.device), q.mean(1)
+        return self.instructor().prefix(feats, mask, prompts, use_speech)
+
+    def instructor(self):
+        """This model's parts as an :class:`~.instructor.Instructor` (the one generation path)."""
+        from .instructor import Instructor
+
+        return Instructor.from_model(self, None)
 
     # ---------------------------------------------------------------- training
     def speech_losses(self, pooled: torch.Tensor, text_emb: torch.Tensor | None = None,
@@ -142,35 +123,6 @@ class InstructionModel(nn.Module):
         return losses
 
     # ---------------------------------------------------------------- generation
-    @torch.no_grad()
-    def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,
-                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 0.9, num_beams: int = 1,
-                 max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None) -> list[list[str]]:
-        """Texts [B][num_samples]; greedy by default, beam search or nucleus sampling on request; always stops
-        (end-of-text token or ``max_new_tokens``) and is cut after the first sentence."""
-        pre, pmask, _ = self.prefix(feats, mask, None, use_speech)
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = self.llm.generate(
-            inputs_embeds=pre, attention_mask=pmask, max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
-            num_beams=num_beams, num_return_sequences=num_samples, eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id, bos_token_id=self.tokenizer.bos_token_id,
-        )
-        texts = [cut_sentence(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-        return [texts[b * num_samples : (b + 1) * num_samples] for b in range(feats.shape[0])]
-
-
-def cut_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    for end in (". ", "! ", "? "):
-        if end in text:
-            text = text[: text.index(end) + 1]
-    return text
-
-
-def to_instruction(text: str) -> Instruction:
-    """An Instruction with emotion / intensity / actions parsed when the text follows the vocabulary."""
-    from avitalk.vocab import parse_instruction
-
-    return parse_instruction(text.strip() or "A person speaks.")
+    def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> list[list[str]]:
+        """Texts [B][num_samples] (see :meth:`Instructor.generate`)."""
+        return self.instructor().generate(feats, mask, **kwargs)

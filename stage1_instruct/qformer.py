@@ -76,7 +76,7 @@ class QFormer(nn.Module):
         q = self.queries.expand(feats.shape[0], -1, -1)
         if summary is not None:
             q = q + summary[:, None]
-        kpm = None if mask is None else ~mask
+        kpm = None if mask is None or bool(mask.all()) else ~mask  # no mask when nothing is padded: same result, less work
         for layer in self.layers:
             q = layer(q, x, kpm)
         q = self.norm(q)

@@ -23,43 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from avitalk.errors import CheckpointError, DatasetError
 from avitalk.io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from avitalk.text_metrics import instruction_scores
-from avitalk.vocab import EMOTIONS, load_vocabulary, prompts_dir
+from avitalk.vocab import EMOTIONS, load_vocabulary
 
-
-def load_prompts() -> list[str]:
-    import yaml
-
-    return list(yaml.safe_load((prompts_dir() / "stage1.yaml").read_text())["prompts"])
-
-
-PROSODY_DIM = 4
-
-
-def prosody_dim(cfg: DictConfig) -> int:
-    """Prosody channels appended to the encoder features for stage 1 (``stage1.prosody: true`` with an encoder that
-    has none of its own)."""
-    return PROSODY_DIM if bool(cfg.stage1.get("prosody", False)) and not encoder_prosody_dim(cfg) else 0
-
-
-def encoder_prosody_dim(cfg: DictConfig) -> int:
-    """Prosody channels the audio encoder itself emits last (``whisper_layers``: 4)."""
-    from avitalk.encoders import encoder_prosody_dim as dim
-
-    return dim(cfg.audio_encoder)
-
-
-def speech_features(cfg: DictConfig, audio, encoder=None, encoded: np.ndarray | None = None) -> np.ndarray:
-    """Stage 1's input for one Audio: encoder features [T, D] (+ prosody channels when the config asks)."""
-    from avitalk.encoders import audio_encoder_from_config
-    from avitalk.encoders.prosody import ProsodyEncoder
-
-    if encoded is None:
-        encoded = (encoder or audio_encoder_from_config(cfg.audio_encoder)).encode(audio)
-    if not prosody_dim(cfg):
-        return encoded
-    p = ProsodyEncoder().encode(audio)
-    n = min(len(encoded), len(p))
-    return np.concatenate([encoded[:n], p[:n]], 1)
+from .instructor import Instructor, build_qformer, load_prompts, prosody_dim
 
 
 class FeatureBank:
@@ -146,14 +112,11 @@ class FeatureBank:
 
 def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int):
     from .model import InstructionModel
-    from .qformer import QFormer
 
     s1 = cfg.stage1
-    enc_p = encoder_prosody_dim(cfg)  # the encoder's own trailing prosody channels get the prosody projection
-    q = QFormer(feature_dim=int(cfg.get("audio_dim", 384)) - enc_p, llm_dim=llm.config.hidden_size,
-                prosody_dim=prosody_dim(cfg) + enc_p, **OmegaConf.to_container(s1.qformer))
-    return InstructionModel(llm, tokenizer, q, load_prompts()[0], text_dim=text_dim,
-                            lora=OmegaConf.to_container(s1.lora), chat_template=bool(s1.get("chat_template", False)))
+    return InstructionModel(llm, tokenizer, build_qformer(cfg, llm.config.hidden_size), load_prompts()[0],
+                            text_dim=text_dim, lora=OmegaConf.to_container(s1.lora),
+                            chat_template=bool(s1.get("chat_template", False)))
 
 
 def save_stage1(model, out: Path, cfg: DictConfig) -> None:
@@ -210,11 +173,30 @@ def load_stage1(ckpt: str | os.PathLike, text_dim: int = 384, cfg: DictConfig | 
     return model.float().eval(), cfg
 
 
-def _save_lm(tok, llm, out: Path) -> None:
-    with atomic_dir(out / "tokenizer") as tmp:
-        tok.save_pretrained(str(tmp))
+def save_lm(tok, llm, out: Path) -> None:
+    """``tokenizer/`` (unless ``tok`` is None) and ``lm/``: the frozen LM alone (a peft model is saved without its
+    LoRA layers)."""
+    if tok is not None:
+        with atomic_dir(out / "tokenizer") as tmp:
+            tok.save_pretrained(str(tmp))
+    from peft import PeftModel
+
     with atomic_dir(out / "lm") as tmp:
-        llm.save_pretrained(str(tmp))
+        (_plain_llm(llm) if isinstance(llm, PeftModel) else llm).save_pretrained(str(tmp))
+
+
+def _plain_llm(peft_model):
+    """The frozen language model without the LoRA layers peft wrapped into it (for saving the LM alone)."""
+    from transformers import AutoModelForCausalLM
+
+    base = peft_model.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    plain = AutoModelForCausalLM.from_config(base.config)
+    plain.load_state_dict(state, strict=False)
+    missing = set(plain.state_dict()) - set(state)
+    if missing - {k for k in missing if "rotary" in k or k == "lm_head.weight"}:
+        raise CheckpointError(f"could not separate the language model from its adapter (missing {sorted(missing)[:3]})")
+    return plain
 
 
 def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
@@ -281,7 +263,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             llm = tiny_llama(tok, **{k: v for k, v in OmegaConf.to_container(s1.tiny_lm).items() if k not in ("vocab_size", "steps", "batch_size", "lr")})
             history["lm"] = pretrain_lm(llm, tok, [x for ts in texts for x in ts], int(s1.tiny_lm.steps),
                                         int(s1.tiny_lm.batch_size), float(s1.tiny_lm.lr), int(cfg.seed), progress)
-            _save_lm(tok, llm, out)
+            save_lm(tok, llm, out)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -291,7 +273,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         if tok.bos_token_id is None:
             tok.bos_token = tok.eos_token
         llm = AutoModelForCausalLM.from_pretrained(str(s1.llm))
-        _save_lm(tok, llm, out)
+        save_lm(tok, llm, out)
     timings["lm_s"] = time.perf_counter() - t
 
     # ---- (2) Q-Former + projection + LoRA
@@ -428,31 +410,14 @@ def _resume_phase(out: Path, phase: str, model, opt, sched, rng: np.random.Gener
     return int(st["step"])
 
 
-MAX_LISTEN_S = 30.0
-
-
-def instruct_audio(model, cfg: DictConfig, audio, samples: int = 1, seed: int = 0, encoder=None) -> list[str]:
-    """Instruction text(s) for one Audio: greedy for one, nucleus sampling for several."""
-    from avitalk.encoders import audio_encoder_from_config
-    from avitalk.errors import AudioError
-
-    if audio.duration > MAX_LISTEN_S:
-        raise AudioError(f"{audio.source or 'audio'}: is {audio.duration:.1f} s long; stage 1 listens to at most "
-                         f"{MAX_LISTEN_S:g} s (cut the clip, or give the instruction yourself)")
-    if encoder is None:
-        encoder = audio_encoder_from_config(cfg.audio_encoder)
-    f = torch.as_tensor(speech_features(cfg, audio, encoder))[None]
-    m = torch.ones(f.shape[:2], dtype=torch.bool)
-    return model.generate(f, m, num_samples=samples, do_sample=samples > 1, seed=seed)[0]
-
-
 # ------------------------------------------------------------------------------------------------ metrics
 def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                     limit: int | None = None) -> dict[str, Any]:
     from avitalk.data.dataset import FeatureCache
     from avitalk.encoders import audio_encoder_from_config
 
-    model, cfg = load_stage1(ckpt)
+    model = Instructor.load(ckpt)
+    cfg = model.cfg
     data = Path(data)
     enc = audio_encoder_from_config(cfg.audio_encoder)
     cache = FeatureCache(data / "features", enc.key)
@@ -486,7 +451,7 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
     t = time.perf_counter()
     out = model.generate(f5, m5)[0][0]
     dt = time.perf_counter() - t
-    ntok = len(model.tokenizer(out, add_special_tokens=False)["input_ids"]) + 1
+    ntok = len(model.token_ids(out)) + 1
     return {
         "split": split,
         "clips": len(bank.clips),

@@ -3,7 +3,7 @@
 A small transformer denoises z (split into a few tokens) given a text token and a timestep token, predicting the
 clean sample x0. Trained with diffusers' DDPMScheduler (100 steps), the condition dropped 20% of the time for
 classifier-free guidance, plus a contrastive (InfoNCE) loss that aligns a projection of the text embedding with
-the style of the same clip. Sampled with DDIMScheduler; different seeds give different styles. A deterministic
+the style of the same clip. Sampled with DDIM (:mod:`.ddim`, the same steps as diffusers' DDIMScheduler); different seeds give different styles. A deterministic
 text -> z mapper is trained alongside as the "no prior" baseline.
 """
 
@@ -88,24 +88,26 @@ class DiffusionPrior(nn.Module):
     def sample(self, text: torch.Tensor, num_samples: int = 1, steps: int = 25, guidance_scale: float = 2.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Styles [B, num_samples, style_dim] for text embeddings [B, text_dim] (DDIM, classifier-free guidance)."""
-        from diffusers import DDIMScheduler
+        from .ddim import cosine_alphas_cumprod, ddim_step, ddim_timesteps
 
-        sched = DDIMScheduler.from_config(self.train_scheduler().config)
-        sched.set_timesteps(max(1, min(int(steps), self.timesteps)))
+        n = max(1, min(int(steps), self.timesteps))
+        if not hasattr(self, "_abar"):
+            self._abar = cosine_alphas_cumprod(self.timesteps)
         B = text.shape[0]
         cond = text.repeat_interleave(num_samples, 0)
         null = self.null_text.expand_as(cond)
         gdev = generator.device if generator is not None else text.device  # a CPU generator serves any device
         x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=gdev).to(text.device)
-        for t in sched.timesteps:
-            tt = torch.full((x.shape[0],), int(t), device=text.device)
+        abar = self._abar.to(text.device)
+        for t in ddim_timesteps(self.timesteps, n):
+            tt = torch.full((x.shape[0],), t, device=text.device)
             if guidance_scale == 1.0:
                 x0 = self.denoise(x, tt, cond)
             else:
                 both = self.denoise(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]))
                 c, u = both.chunk(2)
                 x0 = u + guidance_scale * (c - u)
-            x = sched.step(x0, t, x, eta=0.0).prev_sample
+            x = ddim_step(x0, t, x, abar, n)
         return normalize_style(x).view(B, num_samples, self.style_dim)
 
     @torch.no_grad()

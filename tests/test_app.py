@@ -72,3 +72,36 @@ def test_the_page_builds(session):
 
     page = build_app(session)
     assert page is not None and type(page).__name__ == "Blocks"
+
+
+@pytest.mark.slow
+def test_app_command_removes_its_temporary_folder(tmp_path):
+    """`avitalk app` without --out keeps its outputs in a temporary folder and removes it when stopped (Ctrl-C or kill)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = subprocess.Popen([sys.executable, "-m", "avitalk.cli", "app", "--port", str(port)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            t0 = time.time()
+            while time.time() - t0 < 120:
+                line = p.stdout.readline()
+                if "avitalk app on" in line or not line:
+                    break
+            assert "removed on exit" in line
+            assert [d.name for d in tmp_path.iterdir() if d.name.startswith("avitalk-app-")]
+            time.sleep(2)
+            p.send_signal(sig)
+            p.wait(60)
+        finally:
+            p.kill()
+        assert not [d.name for d in tmp_path.iterdir() if d.name.startswith("avitalk-app-")], sig

@@ -11,7 +11,8 @@ from avitalk.render.video import probe_video
 
 def test_help_on_every_command():
     for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"], ["data"], ["data", "synth"],
-                 ["data", "stats"], ["data", "mead"], ["data", "ravdess"], ["train"], ["train", "stage2"]):
+                 ["data", "stats"], ["data", "mead"], ["data", "ravdess"], ["data", "say"], ["train"], ["train", "stage2"],
+                 ["train", "stage1"], ["run"], ["synthesize"], ["instruct"], ["eval"], ["export"], ["app"]):
         r = subprocess.run([sys.executable, "-m", "avitalk.cli", *args, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
 
@@ -21,12 +22,51 @@ def test_usage_mistakes_are_one_error_line_with_exit_2(tmp_path):
     import shutil
 
     exe = shutil.which("avitalk") or pytest.skip("the avitalk executable is not installed (pip install -e .)")
-    for args in (["run", "x.wav"], ["run", "x.wav", "-o", str(tmp_path / "o"), "--bogus"], ["nosuchcommand"], ["run"],
-                 ["run", "x.wav", "-o", str(tmp_path / "o"), "--samples", "abc"]):
+    o = str(tmp_path / "o")
+    for args in (["run", "x.wav"], ["run", "x.wav", "-o", o, "--bogus"], ["nosuchcommand"], ["run"],
+                 ["run", "x.wav", "-o", o, "--samples", "abc"], ["run", "x.wav", "-o", o, "--samples", "0"],
+                 ["run", "x.wav", "-o", o, "--seed", "xyz"], ["run", "x.wav", "-o", o, "--size", "abc"],
+                 ["run", "x.wav", "-o", o, "--max-duration", "abc"], ["data", "nosuch"], ["train", "stage9"]):
         r = subprocess.run([exe, *args], capture_output=True, text=True)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
         assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_out_folder_never_loses_a_file(tmp_path, wav_file):
+    """Through the executable: an uncreatable OUT is one error line; --overwrite replaces avitalk's own outputs (and
+    removes the ones the previous run wrote that this run does not), keeps everything else; a failed run leaves no
+    OUT behind; --max-duration is a usage limit with a hint."""
+    import shutil
+
+    exe = shutil.which("avitalk") or pytest.skip("the avitalk executable is not installed (pip install -e .)")
+    wav = wav_file("speech.wav", seconds=1.0)
+
+    def run(*args, quiet=True):
+        r = subprocess.run([exe, "run", str(wav), "--no-render", *["-q"] * quiet, *map(str, args)], capture_output=True,
+                           text=True)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r
+
+    if sys.platform.startswith("linux"):
+        r = run("-o", "/proc/avitalk-out")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: /proc/avitalk-out: cannot write there "
+                                                                        "(No such file or directory)"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = run("-o", out)
+    assert r.returncode == 2 and "not empty" in r.stderr and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert run("-o", out, "--overwrite", "--samples", "2").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["flame_0.npz", "flame_1.npz", "instruction.txt", "keep.txt", "run.json"]
+    r = run("-o", out, "--overwrite", quiet=False)
+    assert r.returncode == 0 and "keep.txt" in r.stderr  # it says what it kept
+    assert sorted(p.name for p in out.iterdir()) == ["flame.npz", "instruction.txt", "keep.txt", "run.json"]
+    assert (out / "keep.txt").read_text() == "mine"
+    r = run("-o", tmp_path / "new" / "deeper", "--max-duration", "0.5")
+    assert r.returncode == 2 and "--max-duration" in r.stderr and not (tmp_path / "new").exists()
+    r = run("-o", tmp_path / "new2", "--checkpoint", tmp_path / "nowhere")
+    assert r.returncode == 2 and "no such checkpoint" in r.stderr and not (tmp_path / "new2").exists()
 
 
 def test_head_writes_model_and_sheet(tmp_path, cli):

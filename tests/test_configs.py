@@ -64,7 +64,8 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     from avitalk.data.synthtalk import generate
     from avitalk.data.manifest import read_manifest
     from avitalk.pipeline import AVITalkingPipeline
-    from stage1_instruct.train import load_prompts, train_stage1
+    from stage1_instruct.instructor import load_prompts
+    from stage1_instruct.train import train_stage1
     from stage2_synthesis.train import train_stage2
 
     data = generate(tmp_path / "d", 8, seed=2, workers=1, progress=False).parent
@@ -77,7 +78,7 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     assert r2["timings"]
     model = r1["model"]
     assert type(model.llm.get_base_model()).__name__.lower().startswith(arch)
-    assert "<|assistant|>" in model.tokenizer.decode(model._prompt_ids())  # the chat template is applied
+    assert "<|assistant|>" in model.tokenizer.decode(model.instructor()._prompt_ids())  # the chat template is applied
     pipe = AVITalkingPipeline.from_stages(tmp_path / "s1", tmp_path / "s2")
     pipe.save_pretrained(tmp_path / "pipe")
     pipe = AVITalkingPipeline.from_pretrained(tmp_path / "pipe")

@@ -26,7 +26,8 @@ def build_tiny_pipeline() -> AVITalkingPipeline:
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.train import build_model, load_prompts
+    from stage1_instruct.instructor import load_prompts
+    from stage1_instruct.train import build_model
     from stage2_synthesis.synthesizer import Synthesizer
 
     cfg = tiny_cfg(stage1=STAGE1)
@@ -224,7 +225,9 @@ def test_instruct_command_with_a_pipeline_checkpoint(run_cli, tiny_ckpt, speech_
     t = np.arange(31 * 16000) / 16000
     long = save_wav(tmp_path / "long.wav", Audio((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)))
     r = run_cli(["instruct", str(long), "--checkpoint", str(tiny_ckpt)])
-    assert r.code == 2 and "at most 30 s" in r.err
+    assert r.code == 2 and "the limit is 30 s" in r.err and "--max-duration" in r.err
+    r = run_cli(["instruct", str(long), "--checkpoint", str(tiny_ckpt), "--max-duration", "40"])
+    assert r.code == 0, r.err  # stage 1 reads the first 30 s
 
 
 def test_the_embedded_default_checkpoint_runs_offline():

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from avitalk.errors import CheckpointError
 
-from stage1_instruct.model import cut_sentence, to_instruction
+from stage1_instruct.instructor import cut_sentence, to_instruction
 from avitalk.text_metrics import rouge_l
 from stage1_instruct.train import evaluate_stage1, load_stage1, train_stage1
 

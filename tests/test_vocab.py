@@ -60,3 +60,13 @@ def test_replace_emotion_keeps_the_rest_and_fixes_the_article():
     assert v.replace_emotion("Somebody talks.", "sad") == "Somebody talks."
     with pytest.raises(AvitalkError, match="unknown emotion"):
         v.replace_emotion(t, "bored")
+
+
+def test_articles_agree_with_the_next_word():
+    from avitalk.vocab import fix_articles
+
+    assert fix_articles("An disappointed person speaks.") == "A disappointed person speaks."
+    assert fix_articles("A person speaks in a angry way, an calm one and a elated one.") == \
+        "A person speaks in an angry way, a calm one and an elated one."
+    assert fix_articles("an honest face, a unique one") == "an honest face, a unique one"
+    assert fix_articles("Anout person") == "Anout person"  # not an article

@@ -34,12 +34,13 @@ class AudioEncoder(abc.ABC):
     def _encode_mel(self, mels: list[np.ndarray]) -> list[np.ndarray]:
         """Encode log-mel arrays [80, N] (each N <= 3000, even) into features [N // 2, dim]."""
 
-    def log_mel(self, samples: np.ndarray) -> np.ndarray:
-        from transformers import WhisperFeatureExtractor
+    n_mels = 80
 
-        if not hasattr(self, "_fe"):
-            self._fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
-        mel = self._fe(samples, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest").input_features[0]
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        """Whisper's log-mel [n_mels, N] of the unpadded clip, N cut to an even count (the encoder halves it)."""
+        from ..lean.mel import log_mel
+
+        mel = log_mel(samples, self.n_mels)
         n = mel.shape[1] - mel.shape[1] % 2
         return np.ascontiguousarray(mel[:, : max(n, 2)], np.float32)
 

@@ -73,11 +73,11 @@ def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def whisper_encoder_from_ct2(model_dir: str | os.PathLike):
-    """A transformers ``WhisperEncoder`` (float32, eval, frozen) with the weights of a CTranslate2 Whisper model."""
+def whisper_encoder_from_ct2(model_dir: str | os.PathLike, lean: bool = True):
+    """A Whisper encoder (float32, eval, frozen) with the weights of a CTranslate2 Whisper model: our plain-torch
+    :class:`~avitalk.lean.whisper.WhisperEncoderLite` (``lean=True``, no transformers import) or transformers'
+    ``WhisperEncoder``; both take the same state dict and give the same numbers."""
     import torch
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     d = Path(model_dir)
     w = read_ct2_model(d / "model.bin")
@@ -89,10 +89,18 @@ def whisper_encoder_from_ct2(model_dir: str | os.PathLike):
     n_layers = sum(1 for k in w if k.startswith("encoder/layer_") and k.endswith("ffn/linear_0/bias"))
     heads = int(np.asarray(w.get("encoder/num_heads", dim // 64)))
     n_mels = int(w["encoder/conv1/weight"].shape[1])
-    cfg = WhisperConfig(d_model=dim, encoder_layers=n_layers, encoder_attention_heads=heads,
-                        encoder_ffn_dim=int(w["encoder/layer_0/ffn/linear_0/bias"].shape[0]), num_mel_bins=n_mels,
-                        max_source_positions=int(w["encoder/position_encodings/encodings"].shape[0]))
-    enc = WhisperEncoder(cfg)
+    arch = dict(d_model=dim, encoder_layers=n_layers, encoder_attention_heads=heads,
+                encoder_ffn_dim=int(w["encoder/layer_0/ffn/linear_0/bias"].shape[0]), num_mel_bins=n_mels,
+                max_source_positions=int(w["encoder/position_encodings/encodings"].shape[0]))
+    if lean:
+        from ..lean.whisper import WhisperEncoderLite
+
+        enc = WhisperEncoderLite(**arch)
+    else:
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        enc = WhisperEncoder(WhisperConfig(**arch))
 
     def g(name: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(w[name], np.float32).copy())

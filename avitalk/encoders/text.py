@@ -32,28 +32,34 @@ def _minilm_path() -> str:
 class TextEncoder:
     def __init__(self, spec: str = "minilm", config: dict | None = None, device: str | None = None,
                  max_length: int = 128, cache_size: int = 20_000):
-        from transformers import AutoModel, AutoTokenizer
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length = max_length
         kind, _, arg = spec.partition(":")
         try:
-            if kind == "minilm":
+            if kind == "minilm":  # our plain-torch BERT: no transformers import (same numbers, tested)
+                from ..lean.bert import BertLite
+                from ..lean.tokenizer import LeanTokenizer
+
                 path = _minilm_path()
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model = AutoModel.from_pretrained(path)
+                self.tokenizer = LeanTokenizer(path)
+                self.model = BertLite.from_pretrained(path)
                 self.key = "minilm-l6-v2"
+                self.dim = self.model.hidden_size
             elif kind == "hf" and arg:
+                from transformers import AutoModel, AutoTokenizer
+
                 self.tokenizer = AutoTokenizer.from_pretrained(arg)
                 self.model = AutoModel.from_pretrained(arg)
                 self.key = "hf-" + arg.rstrip("/").split("/")[-1]
             elif kind == "clip" and arg:
-                from transformers import CLIPTextModel
+                from transformers import AutoTokenizer, CLIPTextModel
 
                 self.tokenizer = AutoTokenizer.from_pretrained(arg)
                 self.model = CLIPTextModel.from_pretrained(arg)
                 self.key = "clip-" + arg.rstrip("/").split("/")[-1]
             elif kind in ("random-bert", "random-clip"):
+                from transformers import AutoTokenizer
+
                 self.tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
                 torch.manual_seed(0)
                 if kind == "random-bert":
@@ -72,18 +78,23 @@ class TextEncoder:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load the text encoder {spec!r} ({e})") from e
         self.model = self.model.to(self.device).eval().requires_grad_(False)
-        self.dim = int(self.model.config.hidden_size)
+        if kind != "minilm":
+            self.dim = int(self.model.config.hidden_size)
         self.spec = spec
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
     @torch.no_grad()
     def _embed(self, texts: list[str]) -> np.ndarray:
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        if hasattr(self.tokenizer, "batch"):  # LeanTokenizer
+            tok = self.tokenizer.batch(texts, self.max_length)
+        else:
+            tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if "clip" in self.key:
             tok.pop("token_type_ids", None)
-        hidden = self.model(**tok).last_hidden_state
+        hidden = self.model(**tok)
+        hidden = getattr(hidden, "last_hidden_state", hidden)
         m = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1)
         return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()

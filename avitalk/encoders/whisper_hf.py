@@ -40,23 +40,10 @@ class WhisperHFEncoder(AudioEncoder):
             name = str(name_or_path).rstrip("/").split("/")[-1]
         else:
             raise CheckpointError("whisper_hf needs a model path / hub id, or a config")
-        if cfg.num_mel_bins != 80:
-            self._mel_bins = cfg.num_mel_bins  # large-v3 uses 128 bins
+        self.n_mels = int(cfg.num_mel_bins)  # large-v3 uses 128 bins
         self.encoder = encoder.to(self.device, self.dtype).eval().requires_grad_(False)
         self.dim = int(cfg.d_model)
         self.key = f"whisper_hf-{name}-{str(self.dtype).split('.')[-1]}"
-
-    def log_mel(self, samples: np.ndarray) -> np.ndarray:
-        bins = getattr(self, "_mel_bins", 80)
-        if bins == 80:
-            return super().log_mel(samples)
-        from transformers import WhisperFeatureExtractor
-
-        if not hasattr(self, "_fe"):
-            self._fe = WhisperFeatureExtractor(feature_size=bins)
-        mel = self._fe(samples, sampling_rate=16000, return_tensors="np", padding="longest").input_features[0]
-        n = mel.shape[1] - mel.shape[1] % 2
-        return np.ascontiguousarray(mel[:, : max(n, 2)], np.float32)
 
     @torch.no_grad()
     def layer_outputs(self, mel: torch.Tensor) -> list[torch.Tensor]:

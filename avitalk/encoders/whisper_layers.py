@@ -48,8 +48,7 @@ class WhisperLayersEncoder(WhisperHFEncoder):
             raise CheckpointError(f"{model_path}: not a CTranslate2 Whisper model (no model.bin)")
         self.device, self.dtype = torch.device(device), torch.float32
         self.encoder = whisper_encoder_from_ct2(model_path).to(self.device)
-        if self.encoder.config.num_mel_bins != 80:
-            self._mel_bins = self.encoder.config.num_mel_bins  # large-v3 uses 128 bins
+        self.n_mels = int(self.encoder.config.num_mel_bins)  # large-v3 uses 128 bins
         n = len(self.encoder.layers)
         self.layers = [int(k) if int(k) > 0 else n + 1 + int(k) for k in layers]
         if not self.layers or any(not 1 <= k <= n for k in self.layers):

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 # --------------------------------------------------------------------------------------------------- layout
 N_COLS = 72
@@ -165,6 +164,8 @@ def _ring_levels() -> np.ndarray:
 def _section(y: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
     for k, vals in _PROFILE.items():
+        from scipy.interpolate import PchipInterpolator
+
         below = PchipInterpolator(_PROFILE_Y[::-1], vals[::-1])(np.clip(y, -0.17, 0.035))
         eq = vals[0]
         dome = eq * np.sqrt(np.clip(1 - ((y - 0.035) / _DOME_TOP) ** 2, 0, 1))

@@ -1,0 +1,297 @@
+"""Instructor: stage 1 at inference, its one home. Speech (or its encoder features) -> instruction text(s).
+
+    ins = Instructor.load("ckpt")                 # a pipeline folder or an `avitalk train stage1` folder
+    ins.instruct(audio)                           # [Instruction]; greedy for one, nucleus sampling for several
+
+A checkpoint's Llama-family LM with its LoRA adapter runs on :class:`avitalk.lean.llama.LlamaLite` (plain torch, no
+transformers / peft import, same greedy output: tested); any other LM falls back to transformers + peft. Training
+lives in :mod:`.train` (which builds an :class:`~.model.InstructionModel`); its evaluation generates through
+:meth:`Instructor.from_model`, so there is one generation path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from avitalk.encoders.base import FEATURE_RATE
+from avitalk.errors import CheckpointError
+from avitalk.types import Audio, Instruction
+from avitalk.vocab import fix_articles
+
+log = logging.getLogger(__name__)
+
+MAX_LISTEN_S = 30.0  # stage 1 reads at most the first 30 s (one Whisper window)
+PROSODY_DIM = 4
+LM_PARTS = ("tokenizer", "lm", "adapter", "qformer.safetensors")
+
+
+def load_prompts() -> list[str]:
+    import yaml
+
+    from avitalk.vocab import prompts_dir
+
+    return list(yaml.safe_load((prompts_dir() / "stage1.yaml").read_text())["prompts"])
+
+
+def prosody_dim(cfg: DictConfig) -> int:
+    """Prosody channels appended to the encoder features for stage 1 (``stage1.prosody: true`` with an encoder that
+    has none of its own)."""
+    from avitalk.encoders import encoder_prosody_dim
+
+    return PROSODY_DIM if bool(cfg.stage1.get("prosody", False)) and not encoder_prosody_dim(cfg.audio_encoder) else 0
+
+
+def speech_features(cfg: DictConfig, audio: Audio, encoder=None, encoded: np.ndarray | None = None) -> np.ndarray:
+    """Stage 1's input for one Audio: encoder features [T, D] (+ prosody channels when the config asks)."""
+    from avitalk.encoders import audio_encoder_from_config
+    from avitalk.encoders.prosody import ProsodyEncoder
+
+    if encoded is None:
+        encoded = (encoder or audio_encoder_from_config(cfg.audio_encoder)).encode(audio)
+    if not prosody_dim(cfg):
+        return encoded
+    p = ProsodyEncoder().encode(audio)
+    n = min(len(encoded), len(p))
+    return np.concatenate([encoded[:n], p[:n]], 1)
+
+
+def build_qformer(cfg: DictConfig, llm_dim: int):
+    from avitalk.encoders import encoder_prosody_dim
+
+    from .qformer import QFormer
+
+    enc_p = encoder_prosody_dim(cfg.audio_encoder)  # the encoder's own trailing prosody channels get their projection
+    return QFormer(feature_dim=int(cfg.get("audio_dim", 384)) - enc_p, llm_dim=llm_dim,
+                   prosody_dim=prosody_dim(cfg) + enc_p, **OmegaConf.to_container(cfg.stage1.qformer))
+
+
+def cut_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    for end in (". ", "! ", "? "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    return text
+
+
+def to_instruction(text: str) -> Instruction:
+    """An Instruction with emotion / intensity / actions parsed when the text follows the vocabulary."""
+    from avitalk.vocab import parse_instruction
+
+    return parse_instruction(text.strip() or "A person speaks.")
+
+
+class Instructor:
+    """Q-Former + projection + LM (+ LoRA) + tokenizer, for generation. ``lm`` is a LlamaLite or a transformers /
+    peft causal LM; ``tokenizer`` a LeanTokenizer or a transformers tokenizer."""
+
+    def __init__(self, cfg: DictConfig, qformer, lm, tokenizer, prompt: str, chat_template: bool = False,
+                 heads: dict[str, torch.Tensor] | None = None, adapter_config: dict | None = None,
+                 tokenizer_files: dict[str, bytes] | None = None):
+        self.cfg = cfg
+        self.qformer = qformer.eval()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.chat_template = chat_template
+        self._heads = heads or {}  # training-only heads (align, aux, logit_scale), kept so saving loses nothing
+        self._adapter_config = adapter_config
+        self._tokenizer_files = tokenizer_files
+
+    @property
+    def lean(self) -> bool:
+        from avitalk.lean.llama import LlamaLite
+
+        return isinstance(self.lm, LlamaLite)
+
+    # ---------------------------------------------------------------- loading / saving
+    @classmethod
+    def load(cls, ckpt: str | os.PathLike, cfg: DictConfig | None = None, lean: bool = True) -> "Instructor":
+        """Stage 1 of a pipeline folder (``cfg`` = its config) or of an `avitalk train stage1` folder (its
+        ``stage1.yaml``). Never unpickles; float16 weights are loaded as float32."""
+        from safetensors.torch import load_file
+
+        d = Path(ckpt)
+        if not d.is_dir():
+            raise CheckpointError(f"{d}: no such checkpoint folder")
+        for need in ("stage1.yaml",) * (cfg is None) + LM_PARTS:
+            if not (d / need).exists():
+                raise CheckpointError(f"{d}: missing stage-1 component {need}")
+        if cfg is None:
+            cfg = OmegaConf.load(d / "stage1.yaml")
+        if lean:
+            from avitalk.lean.llama import LlamaLite, UnsupportedModel
+            from avitalk.lean.tokenizer import LeanTokenizer
+
+            try:
+                lm = LlamaLite.from_pretrained(d / "lm", d / "adapter")
+                tok = LeanTokenizer(d / "tokenizer")
+                if bool(cfg.stage1.get("chat_template", False)) or tok.bos_token_id is None:
+                    raise UnsupportedModel("chat template or no BOS token")
+            except (UnsupportedModel, OSError, ValueError, KeyError) as e:
+                log.info("stage 1 LM on transformers (%s)", e)
+                lean = False
+        state = load_file(str(d / "qformer.safetensors"))
+        if not lean:
+            from .train import load_stage1
+
+            text_dim = int(state["align.weight"].shape[0]) if "align.weight" in state else 384
+            return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg)
+        q = build_qformer(cfg, lm.hidden_size)
+        try:
+            q.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("qformer.")})
+        except RuntimeError as e:
+            raise CheckpointError(f"{d / 'qformer.safetensors'}: component qformer does not match the config ({e})") from e
+        files = {p.name: p.read_bytes() for p in (d / "tokenizer").iterdir() if p.is_file()}
+        return cls(cfg, q, lm, tok, load_prompts()[0], heads={k: v for k, v in state.items() if not k.startswith("qformer.")},
+                   adapter_config=json.loads((d / "adapter" / "adapter_config.json").read_text()), tokenizer_files=files)
+
+    @classmethod
+    def from_model(cls, model, cfg: DictConfig) -> "Instructor":
+        """Share the parts of a (training) InstructionModel: generation during training and evaluation."""
+        ins = cls(cfg, model.qformer, model.llm, model.tokenizer, model.prompt, model.chat_template)
+        ins._model = model
+        return ins
+
+    def save(self, out: str | os.PathLike) -> None:
+        """Write ``tokenizer/``, ``lm/`` (the frozen LM alone), ``adapter/`` (peft LoRA) and ``qformer.safetensors``."""
+        from safetensors.torch import save_file
+
+        from avitalk.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
+
+        out = Path(out)
+        if not self.lean:
+            from .train import save_lm, save_stage1
+
+            save_stage1(self._model, out, self.cfg)
+            (out / "stage1.yaml").unlink()
+            save_lm(None, self._model.llm, out)
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(out / "tokenizer") as tmp:
+            for name, data in (self._tokenizer_files or {}).items():
+                atomic_write_bytes(tmp / name, data)
+        lm_state, lora = {}, {}
+        for k, v in self.lm.state_dict().items():
+            if k != "lm_head.weight" or not self.lm.c["tie_word_embeddings"]:
+                lm_state[k.replace(".base.", ".")] = v.detach().contiguous().cpu()
+        for name, mod in self.lm.named_modules():
+            if getattr(mod, "lora_A", None) is not None:
+                lora[f"base_model.model.{name}.lora_A.weight"] = mod.lora_A.detach().contiguous().cpu()
+                lora[f"base_model.model.{name}.lora_B.weight"] = mod.lora_B.detach().contiguous().cpu()
+        with atomic_dir(out / "lm") as tmp:
+            save_file(lm_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            atomic_write_json(tmp / "config.json", self.lm.config)
+        with atomic_dir(out / "adapter") as tmp:
+            save_file(lora, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+            atomic_write_json(tmp / "adapter_config.json", self._adapter_config)
+        state = {f"qformer.{k}": v for k, v in self.qformer.state_dict().items()}
+        state.update(self._heads)
+        with atomic_path(out / "qformer.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+
+    def to(self, device) -> "Instructor":
+        self.qformer.to(device)
+        self.lm.to(device)
+        return self
+
+    def parameters(self):
+        yield from self.qformer.parameters()
+        yield from self.lm.parameters()
+
+    def describe(self) -> dict[str, int]:
+        if self.lean:
+            lora = sum(m.lora_A.numel() + m.lora_B.numel() for m in self.lm.modules() if getattr(m, "lora_A", None) is not None)
+            llm = sum(p.numel() for p in self.lm.parameters()) - (self.lm.lm_head.weight.numel()
+                                                                   if self.lm.c["tie_word_embeddings"] else 0)
+        else:
+            llm = sum(p.numel() for n, p in self.lm.get_base_model().named_parameters() if "lora_" not in n)
+            lora = sum(p.numel() for n, p in self.lm.named_parameters() if "lora_" in n)
+        return {"llm": llm, "lora": lora, "qformer": sum(p.numel() for p in self.qformer.parameters())}
+
+    # ---------------------------------------------------------------- generation
+    def token_ids(self, text: str) -> list[int]:
+        """The LM's token ids of `` text`` (no special tokens)."""
+        if self.lean:
+            return self.tokenizer.encode(" " + text)
+        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+    def _prompt_ids(self, prompt: str | None = None) -> list[int]:
+        text = prompt or self.prompt
+        if self.lean:
+            return self.tokenizer.encode(" " + text)
+        if self.chat_template and getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+    def prefix(self, feats: torch.Tensor, mask: torch.Tensor | None, prompts: Sequence[str] | None = None,
+               use_speech: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[BOS | speech tokens | prompt] embeddings [B, P, H] (left-padded), attention mask, pooled queries."""
+        B, dev = feats.shape[0], feats.device
+        speech, q = self.qformer(feats, mask)
+        if not use_speech:  # the ablation: the same LLM and prompt, no speech tokens
+            speech = speech[:, :0]
+        embed = self.lm.get_input_embeddings()
+        bos = embed(torch.tensor([self.tokenizer.bos_token_id], device=dev))
+        pids = [self._prompt_ids(p) for p in (prompts or [None] * B)]
+        P = max(len(p) for p in pids)
+        rows, masks = [], []
+        for b in range(B):
+            row = torch.cat([bos, speech[b], embed(torch.tensor(pids[b], device=dev))])
+            pad = P - len(pids[b])
+            rows.append(torch.cat([row.new_zeros(pad, row.shape[1]), row]))
+            masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(row), dtype=torch.long)]))
+        return torch.stack(rows), torch.stack(masks).to(dev), q.mean(1)
+
+    @torch.no_grad()
+    def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 0.9, num_beams: int = 1,
+                 max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None) -> list[list[str]]:
+        """Texts [B][num_samples]; greedy by default, nucleus sampling (or beam search, transformers LMs only) on
+        request; always stops (end-of-text token or ``max_new_tokens``) and is cut after the first sentence."""
+        pre, pmask, _ = self.prefix(feats, mask, None, use_speech)
+        if seed is not None:
+            torch.manual_seed(seed)
+        tok = self.tokenizer
+        if self.lean:
+            if num_beams != 1:
+                raise ValueError("beam search needs the transformers LM (Instructor.load(..., lean=False))")
+            out = self.lm.generate(pre, pmask, max_new_tokens, tok.eos_token_id, tok.pad_token_id, do_sample,
+                                   temperature, top_p, num_samples)
+            texts = [tok.decode(row.tolist()) for row in out]
+        else:
+            out = self.lm.generate(
+                inputs_embeds=pre, attention_mask=pmask, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
+                num_beams=num_beams, num_return_sequences=num_samples, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            )
+            texts = tok.batch_decode(out, skip_special_tokens=True)
+        texts = [fix_articles(cut_sentence(t)) for t in texts]
+        return [texts[b * num_samples : (b + 1) * num_samples] for b in range(feats.shape[0])]
+
+    def instruct(self, audio: Audio, features: np.ndarray | None = None, num_samples: int = 1, seed: int = 0,
+                 encoder=None) -> list[Instruction]:
+        """``num_samples`` instructions for one Audio (greedy for one, nucleus sampling for several); reads the first
+        :data:`MAX_LISTEN_S` seconds. ``features``: the audio encoder's output if already computed."""
+        if audio.duration > MAX_LISTEN_S:
+            log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
+            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
+            if features is not None:
+                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
+        dev = next(self.qformer.parameters()).device
+        f = torch.as_tensor(speech_features(self.cfg, audio, encoder, encoded=features))[None].to(dev)
+        m = torch.ones(f.shape[:2], dtype=torch.bool, device=dev)
+        texts = self.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
+        return [to_instruction(t) for t in texts]
+
+
+__all__ = ["Instructor", "MAX_LISTEN_S", "load_prompts", "speech_features", "to_instruction", "cut_sentence"]
