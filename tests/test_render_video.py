@@ -69,3 +69,28 @@ def test_video_errors_leave_no_file(tmp_path):
     with pytest.raises(RenderError, match="uint8"):
         write_video(tmp_path / "f.mp4", [np.zeros((32, 32, 3), np.float32)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_open_mouth_shows_teeth_and_tongue_closed_mouth_does_not(standin):
+    """A close-up of the lips: an open 'aa' shows ivory teeth and the pink tongue inside a dark mouth; closed lips
+    ('m b p') and the face at rest show none of them."""
+    from avitalk.flame.standin import expression_from_activations as acts
+    from avitalk.types import FlameSequence
+
+    ex = np.stack([acts({"VIS_AA": 1.0}), acts({"VIS_MBP": 1.0}), acts({})]).astype(np.float32)
+    jaw = np.zeros((3, 3), np.float32)
+    jaw[0, 0] = 0.22
+    verts = standin.sequence_vertices(FlameSequence(ex, jaw, fps=25))
+    with renderer_for_model(standin, size=256) as r:
+        r.set_camera(Camera.frontal(standin.v_template.numpy()[standin.region("lips")], margin=1.5))
+        frames = r.render_frames(verts).astype(float)
+
+    def counts(img):
+        R, G, B = img[..., 0], img[..., 1], img[..., 2]
+        ivory = (R > 170) & (G > 0.92 * R) & (B > 0.8 * R) & (B < R)  # teeth (skin is redder, the background bluer)
+        dark = (R + G + B) < 150  # the mouth's inside
+        return ivory.sum(), dark.sum()
+
+    (t_open, d_open), (t_closed, d_closed), (t_rest, d_rest) = map(counts, frames)
+    assert t_open > 400 and d_open > 1500
+    assert t_closed < 20 and t_rest < 20 and d_closed < 600 and d_open > 5 * d_closed

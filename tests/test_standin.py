@@ -17,11 +17,24 @@ def test_size_and_format(standin):
 
 
 def test_closed_consistently_oriented_surface(standin):
-    f = standin.faces
-    directed = Counter(map(tuple, np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])))
+    """The head is one closed surface; the teeth and the tongue are open shells inside the mouth (seen only from the
+    front), consistently oriented, facing out of the mouth."""
+    f_all = standin.faces
+    directed = Counter(map(tuple, np.concatenate([f_all[:, [0, 1]], f_all[:, [1, 2]], f_all[:, [2, 0]]])))
     assert max(directed.values()) == 1, "an edge is used twice in the same direction (flipped triangle)"
+    inner = np.zeros(standin.num_vertices, bool)
+    inner[standin.region("teeth")] = inner[standin.region("tongue")] = True
+    assert inner.sum() > 100
+    f = f_all[~inner[f_all].any(1)]
+    directed = Counter(map(tuple, np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])))
     missing = [e for e in directed if (e[1], e[0]) not in directed]
     assert not missing, f"{len(missing)} boundary edges: the surface is not closed"
+    v0 = standin.v_template.numpy()
+    fi = f_all[inner[f_all].all(1)]
+    n = np.cross(v0[fi[:, 1]] - v0[fi[:, 0]], v0[fi[:, 2]] - v0[fi[:, 0]])
+    centre = v0[standin.region("tongue")].mean(0)
+    facing = np.einsum("ij,ij->i", n, v0[fi].mean(1) - centre + [0, 0, 0.02])  # roughly away from the mouth's inside
+    assert np.mean(facing > 0) > 0.9
     v = standin.v_template.numpy()
     area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
     assert np.mean(area > 0) > 0.995  # only the closed mouth slit may have slivers at rest

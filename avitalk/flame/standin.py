@@ -118,7 +118,7 @@ class _Mesh:
         k = len(pos)
         idx = np.arange(self.n, self.n + k)
         self.v.append(pos)
-        defaults = {"part": "skin", "side": 0.0, "bag_t": 0.0, "eye": 0.0}
+        defaults = {"part": "skin", "side": 0.0, "bag_t": 0.0, "bag_u": 0.0, "eye": 0.0}
         defaults.update(attrs)
         for key, val in defaults.items():
             self.attrs.setdefault(key, [])
@@ -274,7 +274,7 @@ def _bag(m: _Mesh, loop: list[int], rings: list[tuple[float, float, float, float
         q[:, 0] = cx + (P[:, 0] - cx) * shrink
         q[:, 1] = P[:, 1] + sides * open_y
         q[:, 2] = P[:, 2] - depth
-        cur = m.add(q, part=part, side=sides, bag_t=t)
+        cur = m.add(q, part=part, side=sides, bag_t=t, bag_u=P[:, 0])
         n = len(loop)
         i = np.arange(n)
         j = (i + 1) % n
@@ -283,11 +283,74 @@ def _bag(m: _Mesh, loop: list[int], rings: list[tuple[float, float, float, float
         prev = cur
         made.append(cur)
     last = pos[loop].mean(0)
-    cap = m.add(np.array([[cx, cy, last[2] - rings[-1][3] - 0.004]]), part=part, side=0.0, bag_t=1.0)[0]
+    cap = m.add(np.array([[cx, cy, last[2] - rings[-1][3] - 0.004]]), part=part, side=0.0, bag_t=1.0, bag_u=0.0)[0]
     n = len(loop)
     i = np.arange(n)
     m.tri(np.stack([prev[(i + 1) % n], prev[i], np.full(n, cap)], 1))
     return np.concatenate(made + [np.array([cap])])
+
+
+def _surface(m: _Mesh, pts: np.ndarray, outward: np.ndarray, **attrs) -> np.ndarray:
+    """A grid surface [R, C, 3] whose triangles face ``outward`` (a direction per point); returns ids [R, C]."""
+    R, C, _ = pts.shape
+    flat = {k: (np.asarray(v).reshape(-1) if np.ndim(v) else v) for k, v in attrs.items()}
+    ids = m.add(pts.reshape(-1, 3), **flat).reshape(R, C)
+    tris = []
+    for r in range(R - 1):
+        for c in range(C - 1):
+            a, b, d, e = ids[r, c], ids[r, c + 1], ids[r + 1, c], ids[r + 1, c + 1]
+            for t in ((a, d, b), (b, d, e)):
+                p = pts.reshape(-1, 3)[np.array(t) - ids[0, 0]]
+                n = np.cross(p[1] - p[0], p[2] - p[0])
+                if n @ outward.reshape(-1, 3)[t[0] - ids[0, 0]] < 0:
+                    t = (t[0], t[2], t[1])
+                tris.append(t)
+    m.tri(np.array(tris))
+    return ids
+
+
+TOOTH_W = 0.0042  # width of one tooth along the arch (incisors are wider, molars hidden in the dark)
+
+
+def _teeth(m: _Mesh, lip_front: float) -> None:
+    """Upper and lower teeth: two arched bands behind the lips (upper in front of the lower: an overbite), each a front
+    face and a biting edge; tooth gaps and the gum line are in the colours (``bag_t`` holds the position along the
+    arch in tooth widths, ``bag_u`` 0 at the edge and 1 at the gum)."""
+    n = 29
+    theta = np.linspace(-1.25, 1.25, n)
+    for part, edge_y, height, inset, sign in (("teeth_up", Y_MOUTH - 0.0021, 0.0115, 0.0050, 1.0),
+                                              ("teeth_lo", Y_MOUTH - 0.0012, 0.0085, 0.0068, -1.0)):
+        rx, rz = 0.0215, 0.017
+        x = rx * np.sin(theta)
+        z = lip_front - inset - rz * (1 - np.cos(theta))
+        out = np.stack([np.sin(theta) * rz / rx, np.zeros(n), np.cos(theta)], 1)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        rows = np.array([0.0, 0.12, 0.55, 1.0])  # edge, just above it, the middle, the gum line
+        pts = np.stack([np.stack([x, np.full(n, edge_y + sign * height * r), z], 1) for r in rows])
+        pts[0, :, 2] -= 0.0006  # a rounded biting edge
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts[1], axis=0), axis=1))])
+        along = (arc - arc[-1] / 2) / TOOTH_W
+        _surface(m, pts, np.repeat(out[None], len(rows), 0), part=part, bag_t=np.repeat(along[None], len(rows), 0),
+                 bag_u=np.repeat(rows[:, None], n, 1), side=sign)
+        # the biting edge seen from above / below: a narrow strip going back 2.5 mm
+        back = pts[0] - out * 0.0025
+        edge = np.stack([back, pts[0]])
+        _surface(m, edge, np.tile([0.0, -sign, 0.0], (2, n, 1)), part=part, bag_t=np.repeat(along[None], 2, 0),
+                 bag_u=0.0, side=sign)
+
+
+def _tongue(m: _Mesh, lip_front: float) -> None:
+    """A tongue resting on the floor of the mouth: the top half of a flattened ellipsoid behind the lower teeth."""
+    n_lat, n_lon = 7, 17
+    centre = np.array([0.0, Y_MOUTH - 0.0115, lip_front - 0.033])
+    radii = np.array([0.019, 0.0075, 0.026])
+    lat = np.linspace(0.0, np.pi / 2 * 0.98, n_lat)  # 0 at the rim, up to near the top
+    lon = np.linspace(-np.pi / 2, np.pi / 2, n_lon)  # the front half (the back is in the dark throat)
+    LA, LO = np.meshgrid(lat, lon, indexing="ij")
+    unit = np.stack([np.cos(LA) * np.sin(LO), np.sin(LA), np.cos(LA) * np.cos(LO)], -1)
+    pts = centre + unit * radii
+    normals = unit / radii
+    _surface(m, pts, normals, part="tongue", bag_t=np.cos(LA) * np.cos(LO), side=-1.0)
 
 
 def _eyeball(m: _Mesh, center: np.ndarray, radius: float, eye: float) -> np.ndarray:
@@ -387,7 +450,7 @@ def _build() -> _Head:
     mouth_sides[0] = mouth_sides[len(mouth_cols) - 1] = 0.0
     _bag(
         m, mouth_loop,
-        [(0.2, 0.96, 0.0025, 0.003), (0.45, 0.9, 0.0045, 0.007), (0.7, 0.8, 0.0085, 0.016), (1.0, 0.6, 0.010, 0.03)],
+        [(0.2, 0.97, 0.003, 0.003), (0.45, 0.93, 0.0085, 0.008), (0.7, 0.82, 0.012, 0.019), (1.0, 0.6, 0.011, 0.034)],
         "mouth", mouth_sides,
     )
     eye_centres = {}
@@ -401,6 +464,10 @@ def _build() -> _Head:
         front_z = lp[:, 2].mean() - 0.0008
         centre = np.array([lp[:, 0].mean(), lp[:, 1].mean() + 0.0008, front_z - r_ball])
         eye_centres[eye] = (centre, _eyeball(m, centre, r_ball, eye))
+
+    lip_front = float(np.concatenate(m.v)[mouth_loop][:, 2].max())
+    _teeth(m, lip_front)
+    _tongue(m, lip_front)
 
     v, faces, a = m.arrays()
     V = len(v)
@@ -431,12 +498,18 @@ def _build() -> _Head:
     width = 0.0012 + 0.018 * np.clip((np.abs(x) - MOUTH_HALF_W) / 0.035, 0, 1)
     w_jaw = _smoothstep(-1.0, 1.0, (y_b - y) / width)
     w_jaw *= _smoothstep(zj - 0.01, zj + 0.025, z) * _smoothstep(-0.14, -0.10, y)
-    w_jaw = np.where(part == "lip_up", 0.0, w_jaw)
-    w_jaw = np.where(part == "lip_lo", 1.0, w_jaw)
+    # the lips and their lining open as a smooth lens: from the corners (half with the jaw) to the middle (upper lip
+    # with the head, lower lip with the jaw), and the skin next to the lip line follows the same taper
+    taper = _smoothstep(MOUTH_HALF_W * 1.02, MOUTH_HALF_W * 0.45, np.abs(np.where(part == "mouth", a["bag_u"], x)))
+    lens = np.where(a["side"] > 0, 0.5 - 0.5 * taper, np.where(a["side"] < 0, 0.5 + 0.5 * taper, 0.5))
+    near_line = np.exp(-0.5 * ((y - Y_MOUTH) / 0.003) ** 2) * (np.abs(x) < MOUTH_HALF_W * 1.02) * (part == "skin") * (z > 0.05)
+    skin_lens = np.where(y > Y_MOUTH, 0.5 - 0.5 * taper, 0.5 + 0.5 * taper)
+    w_jaw = w_jaw * (1 - near_line) + skin_lens * near_line
     bag = part == "mouth"
-    w_jaw = np.where(bag, np.where(a["side"] > 0, 0.0, np.where(a["side"] < 0, 1.0, 0.5)), w_jaw)
+    w_jaw = np.where(np.isin(part, ["lip_up", "lip_lo"]) | bag, lens, w_jaw)
     corner = np.isin(np.arange(V), [mouth_loop[0], mouth_loop[len(mouth_cols) - 1]])
     w_jaw = np.where(corner, 0.5, w_jaw)
+    w_jaw = np.where(part == "teeth_up", 0.0, np.where(np.isin(part, ["teeth_lo", "tongue"]), 1.0, w_jaw))
     w_global = _smoothstep(-0.125, -0.165, y) * (part == "skin")
     w_jaw = np.minimum(w_jaw, 1 - w_global)
     weights = np.zeros((V, 5))
@@ -467,7 +540,9 @@ def _build() -> _Head:
         "nose": np.flatnonzero(nose),
         "left_eyeball": np.flatnonzero(eyeball & (a["eye"] > 0)),
         "right_eyeball": np.flatnonzero(eyeball & (a["eye"] < 0)),
-        "mouth_interior": np.flatnonzero(bag),
+        "mouth_interior": np.flatnonzero(bag | np.isin(part, ["teeth_up", "teeth_lo", "tongue"])),
+        "teeth": np.flatnonzero(np.isin(part, ["teeth_up", "teeth_lo"])),
+        "tongue": np.flatnonzero(part == "tongue"),
         "neck": np.flatnonzero((y < -0.1) & ~face),
         "scalp": np.flatnonzero((y > 0.075) | ((y > 0.0) & (z < -0.02))),
     }
@@ -503,13 +578,26 @@ def _colors(v: np.ndarray, a: dict[str, np.ndarray], part: np.ndarray) -> np.nda
     for e in (1.0, -1.0):
         n = np.exp(-0.5 * (((x - e * 0.0065) / 0.0018) ** 2 + ((y + 0.018) / 0.0012) ** 2)) * (z > 0.085)
         col = col * (1 - 0.7 * n[:, None]) + 0.7 * n[:, None] * np.array([0.45, 0.27, 0.24])
-    # mouth interior: lining, teeth, throat
+    # mouth interior: the lining darkens with depth into the throat
     bag = part == "mouth"
     t = a["bag_t"]
-    col[bag] = np.array([0.55, 0.22, 0.24])
-    teeth = bag & (t > 0.3) & (t < 0.6) & (np.abs(x) < 0.02)
-    col[teeth] = np.array([0.93, 0.92, 0.86])
-    col[bag & (t >= 0.6)] = np.array([0.18, 0.05, 0.06])
+    lining = np.array([0.62, 0.30, 0.32])
+    throat = np.array([0.12, 0.03, 0.04])
+    k = np.clip((t - 0.2) / 0.6, 0, 1)[:, None]
+    col[bag] = (lining * (1 - k) + throat * k)[bag]
+    # teeth: ivory, a little darker at the gaps between teeth and toward the sides of the arch, pink at the gum line
+    teeth = np.isin(part, ["teeth_up", "teeth_lo"])
+    along, up = a["bag_t"], a["bag_u"]
+    gap = np.abs(np.cos(np.pi * along))  # 1 at a tooth's centre... 0 at a gap (the arch starts on a gap)
+    shade = (0.80 + 0.2 * gap ** 0.5) * np.clip(1.15 - 0.09 * np.abs(along), 0.35, 1)
+    tooth = np.array([0.95, 0.93, 0.86])[None] * shade[:, None]
+    gum = np.array([0.80, 0.42, 0.44]) * np.clip(1.15 - 0.09 * np.abs(along), 0.35, 1)[:, None]
+    g = _smoothstep(0.6, 0.95, up)[:, None]
+    col[teeth] = (tooth * (1 - g) + gum * g)[teeth]
+    # tongue: pink at the tip and edges, darker toward the back
+    tongue = part == "tongue"
+    col[tongue] = (np.array([0.42, 0.14, 0.16])[None] * (1 - a["bag_t"][:, None] ** 2)
+                   + np.array([0.80, 0.43, 0.45])[None] * a["bag_t"][:, None] ** 2)[tongue]
     col[part == "socket"] = np.array([0.25, 0.15, 0.15])
     # eyeballs: sclera, iris, pupil (bag_t holds the angle from the front pole)
     ball = part == "eyeball"
@@ -527,7 +615,7 @@ def _fields(h: _Head) -> np.ndarray:
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
     part = a["part"]
     V = len(v)
-    skin = ~np.isin(part, ["eyeball"])
+    skin = ~np.isin(part, ["eyeball", "teeth_up", "teeth_lo", "tongue"])  # teeth and tongue move with the jaw only
     front = (z > 0.0) & skin
     side = a["side"]  # +1 above the mouth line (upper lip), -1 below (lower lip and jaw)
     upper = (side > 0) | ((side == 0) & (y > Y_MOUTH))
