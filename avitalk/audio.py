@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import AudioError
-from .types import SAMPLE_RATE, Audio
+from .types import MOTION_FPS, SAMPLE_RATE, Audio
 
 MIN_DURATION_S = 0.3
 MAX_DURATION_S = 600.0  # 10 minutes
@@ -246,3 +246,11 @@ def chunk_audio(audio: Audio, window_s: float = 30.0, overlap_s: float = 1.0) ->
     sr = audio.sample_rate
     spans = chunk_spans(audio.num_samples, int(round(window_s * sr)), int(round(overlap_s * sr)))
     return [(s, Audio(audio.samples[s:e], sr, source=audio.source)) for s, e in spans]
+
+
+def loudness_db(samples: np.ndarray, num_frames: int, fps: float = MOTION_FPS) -> np.ndarray:
+    """RMS level in dB per motion frame (40 ms at 25 fps), ``num_frames`` long."""
+    hop = int(round(SAMPLE_RATE / fps))
+    x = np.pad(np.asarray(samples, np.float64), (0, max(0, num_frames * hop - len(samples))))[: num_frames * hop]
+    rms = np.sqrt((x.reshape(num_frames, hop) ** 2).mean(1))
+    return 20 * np.log10(rms + 1e-8)

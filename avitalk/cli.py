@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .types import SAMPLE_RATE
+
 from .errors import AvitalkError
 
 app = typer.Typer(
@@ -262,10 +264,10 @@ def data_say(
     clip = say(text, emotion, intensity, speaker, seed)
     from . import audio as audio_io
 
-    audio_io.save_wav(out, Audio(clip["audio"], 16000, str(out)))
+    audio_io.save_wav(out, Audio(clip["audio"], SAMPLE_RATE, str(out)))
     clip["sequence"].save(out.with_suffix(".flame.npz"))
     atomic_write_json(out.with_suffix(".json"), clip["record"])
-    typer.echo(f"wrote {out} ({len(clip['audio']) / 16000:.2f} s, {emotion} {intensity}, speaker {clip['record']['speaker']})")
+    typer.echo(f"wrote {out} ({len(clip['audio']) / SAMPLE_RATE:.2f} s, {emotion} {intensity}, speaker {clip['record']['speaker']})")
     typer.echo(f"reference instruction: {clip['record']['instructions'][0]}")
 
 
@@ -382,7 +384,7 @@ def train_stage2_cmd(
     t = r["timings"]
     typer.echo("trained stage 2 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + f" -> {out}")
     if evaluate:
-        from stage2_synthesis.evaluate import evaluate_stage2
+        from eval.stage2 import evaluate_stage2
 
         from .io import atomic_write_json
 
@@ -405,7 +407,8 @@ def train_stage1_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train stage 1: tokenizer + tiny LM (embedded default), then Q-Former, projection and LoRA."""
-    from stage1_instruct.train import evaluate_stage1, train_stage1
+    from eval.stage1 import evaluate_stage1
+    from stage1_instruct.train import train_stage1
 
     for d in extra_data or ():
         if not (d / "manifest.jsonl").is_file():
@@ -510,11 +513,12 @@ def eval_cmd(
     if syncnet_crop not in ("face", "mouth"):
         _fail(f"--syncnet-crop {syncnet_crop!r}: choose 'face' or 'mouth'")
     pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
-    res = run_benchmark(pipe, data, split, samples, limit, seed, inception=str(inception) if inception else None,
+    run = run_benchmark(pipe, data, split, samples, limit, seed, inception=str(inception) if inception else None,
                         syncnet=str(syncnet) if syncnet else None, progress=not quiet, syncnet_crop=syncnet_crop)
-    if res is None:  # not the main process of an `accelerate launch` run: it reports
+    if run is None:  # not the main process of an `accelerate launch` run: it reports
         return
-    write_report(res, out, FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    write_report(run, out, FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    res = run.result
     for row, r in res["table"].items():
         typer.echo(f"{ROW_NAMES[row]:<48} FID {r.get('fid', float('nan')):7.2f}  LVE {r['lve_euclidean_max_mm']:5.2f} mm  "
                    f"LSE-D {r['lse_d'] if r['lse_d'] is not None else float('nan'):.3f}  emotion {r['emotion_accuracy']:.3f}")

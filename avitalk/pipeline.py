@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import AudioError, CheckpointError, InstructionError
+from .errors import AudioError, CheckpointError
 from .io import atomic_dir, atomic_write_json, atomic_write_text
 from .types import SAMPLE_RATE, Audio, FlameSequence, Instruction
+from .vocab import as_instruction
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,6 @@ def _as_audio(audio: Audio | str | os.PathLike) -> Audio:
 
         return audio_io.load(audio)
     raise AudioError(f"expected an Audio or a path to a speech file, got {type(audio).__name__}")
-
-
-def _as_instruction(instruction: Instruction | str) -> Instruction:
-    if isinstance(instruction, Instruction):
-        return instruction
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise InstructionError("the instruction is empty (write one sentence describing the face)")
-    from .vocab import parse_instruction
-
-    return parse_instruction(instruction)
 
 
 class AVITalkingPipeline:
@@ -205,7 +196,7 @@ class AVITalkingPipeline:
     def synthesize(self, audio: Audio | str | os.PathLike, instruction: Instruction | str, num_samples: int = 1,
                    seed: int | None = None, guidance_scale: float | None = None, steps: int | None = None,
                    features: np.ndarray | None = None) -> list[FlameSequence]:
-        ins = _as_instruction(instruction)
+        ins = as_instruction(instruction)
         a = _as_audio(audio)
         if features is None:
             features = self.encode(a)
@@ -218,7 +209,7 @@ class AVITalkingPipeline:
                  steps: int | None = None) -> PipelineOutput:
         """Speech (+ optionally your instruction, which replaces stage 1) -> instruction and motion sample(s)."""
         timings: dict[str, float] = {}
-        ins = None if instruction is None else _as_instruction(instruction)  # check before the slow parts
+        ins = None if instruction is None else as_instruction(instruction)  # check before the slow parts
         a = _as_audio(audio)
         if a.num_frames() < 1:
             raise AudioError(f"{a.source or 'audio'}: shorter than one motion frame (40 ms)")

@@ -17,8 +17,13 @@ from .io import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
-MOTION_FPS = 25.0
+# the time bases (every other module uses these names, never the numbers)
+SAMPLE_RATE = 16_000  # Hz: speech everywhere in the pipeline
+FEATURE_RATE = 50  # Hz: the audio encoders' frames (Whisper: one vector per 20 ms)
+MOTION_FPS = 25.0  # FLAME motion and video frames per second
+FEATURES_PER_FRAME = 2  # audio feature frames per motion frame
+LISTEN_WINDOW_S = 30.0  # one Whisper window: the longest stretch an encoder call (and stage 1) reads
+assert FEATURE_RATE == FEATURES_PER_FRAME * MOTION_FPS
 N_EXPRESSION = 50
 MAX_INSTRUCTION_CHARS = 512
 

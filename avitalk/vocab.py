@@ -192,6 +192,21 @@ def load_vocabulary(path: str | None = None) -> Vocabulary:
 INTENSITY_WORDS = {1: "weak", 2: "medium", 3: "strong"}
 
 
+def as_instruction(instruction):
+    """The one conversion of user input to an ``Instruction``: an Instruction passes through; text is checked (not
+    empty, at most MAX_INSTRUCTION_CHARS after a warned cut) and parsed; anything else is an InstructionError."""
+    from .errors import InstructionError
+    from .types import Instruction
+
+    if isinstance(instruction, Instruction):
+        return instruction
+    if not isinstance(instruction, str):
+        raise InstructionError(f"instruction must be text, got {type(instruction).__name__}")
+    if not instruction.strip():
+        raise InstructionError("the instruction is empty (write one sentence describing the face)")
+    return parse_instruction(instruction)
+
+
 def parse_instruction(text: str, truncate: bool = True):
     """An ``Instruction`` from free text, with emotion / intensity / actions filled in when the text follows the
     vocabulary (free text stays valid, with those fields empty)."""

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from avitalk.types import MOTION_FPS, SAMPLE_RATE
+
 N_FRAMES = 200
 SIZE = 512
 REPEATS = 3
@@ -24,7 +26,7 @@ def _demo_vertices(n: int = N_FRAMES):
     from avitalk.flame.standin import demo_sequence
 
     m = FlameModel.standin()
-    seq = demo_sequence(n / 25.0)
+    seq = demo_sequence(n / MOTION_FPS)
     return m, m.sequence_vertices(seq)
 
 
@@ -46,7 +48,7 @@ def bench_moderngl() -> dict:
         from avitalk.render.video import write_video
         from avitalk.types import Audio
 
-        speech = Audio(np.zeros(int(len(verts) / 25 * 16000), np.float32))
+        speech = Audio(np.zeros(int(len(verts) / MOTION_FPS * SAMPLE_RATE), np.float32))
         enc = []
         with tempfile.TemporaryDirectory() as d:
             for _ in range(REPEATS):

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from avitalk.types import FEATURE_RATE, SAMPLE_RATE
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ def bench_stage2() -> dict:
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     synth = Synthesizer.build(cfg)
     rng = np.random.default_rng(0)
-    ten = Audio((0.1 * rng.normal(size=160_000)).astype(np.float32))
+    ten = Audio((0.1 * rng.normal(size=10 * SAMPLE_RATE)).astype(np.float32))
     enc = _median(lambda: synth.features(ten), 3)
     feats = synth.features(ten)
     text = "A furious man speaks with brow strongly lowered and lip mildly pressed."
@@ -51,8 +53,7 @@ def bench_stage1() -> dict:
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.instructor import prosody_dim
-    from stage1_instruct.train import build_model
+    from stage1_instruct.instructor import build_model, prosody_dim
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     v = load_vocabulary()
@@ -67,8 +68,9 @@ def bench_stage1() -> dict:
 
     cfg.audio_dim = int(audio_encoder_from_config(cfg.audio_encoder).dim)
     model = build_model(cfg, tok, llm, 384).eval()
-    feats = torch.randn(1, 250, cfg.audio_dim + prosody_dim(cfg))  # 5 s at 50 Hz (+ appended prosody channels)
-    mask = torch.ones(1, 250, dtype=torch.bool)
+    n = 5 * FEATURE_RATE  # 5 s of features
+    feats = torch.randn(1, n, cfg.audio_dim + prosody_dim(cfg))  # (+ appended prosody channels)
+    mask = torch.ones(1, n, dtype=torch.bool)
     n_new = 48
     pre, att = model.prefix(feats, mask)[:2]
 

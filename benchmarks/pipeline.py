@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avitalk.types import SAMPLE_RATE
+
 TEXT = ("When the rain finally stopped we walked along the river for hours, talking about the summer, the old house "
         "by the harbour, and everything we still wanted to do before the end of the year.")
 
@@ -26,7 +28,7 @@ def speech_10s(directory: Path) -> Path:
 
     clip = say(TEXT, "happy", 2)
     x = clip["audio"]
-    n = 160_000
+    n = 10 * SAMPLE_RATE
     x = np.concatenate([x, x])[:n] if len(x) < n else x[:n]
     return save_wav(directory / "speech10.wav", Audio(x.astype(np.float32)))
 

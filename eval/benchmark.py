@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,149 +61,104 @@ def _evaluators(pipe, data: Path, progress: bool, steps: tuple[int, int] = (800,
     return MotionEvaluator.load(ev_path), SyncExpert.load(sx_path)
 
 
-def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: int = 10, limit: int | None = None,
-                  seed: int = 0, diversity_clips: int = 30, inception: str | None = None, syncnet: str | None = None,
-                  progress: bool = True, evaluator_steps: tuple[int, int] = (800, 1500),
-                  syncnet_crop: str = "face") -> dict[str, Any] | None:
-    """``syncnet``: the user's syncnet_v2.model for image-based LSE-D / LSE-C on rendered crops (columns
-    ``lse_d_syncnet`` / ``lse_c_syncnet``, ground truth in ``result['syncnet']``); ``inception``: a TorchScript
-    Inception file for FID / KID on rendered frames.
+@dataclass
+class BenchmarkRun:
+    """What :func:`run_benchmark` returns: ``result`` (the JSON-able report: table, per-emotion accuracy, ...) and the
+    motions behind it (``generated[row]`` and ``ground_truth``, per clip) for the report's plots and rendered frames."""
 
-    Under ``accelerate launch`` (several GPUs, or ``--cpu --num_processes N``) the clips are dealt over the processes
-    for synthesis, diversity and SyncNet scoring and gathered on the main process, which measures and returns the
-    result; the other processes return None."""
-    from avitalk import audio as audio_io
-    from avitalk.data.dataset import FeatureCache
-    from avitalk.data.manifest import read_manifest
-    from avitalk.flame import FlameModel
-    from avitalk.text_metrics import instruction_scores
-    from avitalk.types import FlameSequence
-    from avitalk.vocab import EMOTIONS, load_vocabulary
+    result: dict[str, Any]
+    generated: dict[str, list[np.ndarray]]
+    ground_truth: list[np.ndarray]
 
-    from . import vertex
-    from .diversity import diversity, vertex_diversity
-    from .fid_kid import fid_kid
-    from .lse import mfcc_windows as sync_windows
 
-    data = Path(data)
-    t0 = time.perf_counter()
-    all_clips = read_manifest(data)
-    clips = [c for c in all_clips if c.split == split][:limit]
-    if not clips:
-        have = sorted({c.split for c in all_clips})
-        raise DatasetError(f"{data}: no clips in split {split!r} (it has {', '.join(have) or 'none'})")
-    notes: list[str] = []
-    info_path = data / "dataset.json"
-    ds_model = json.loads(info_path.read_text()).get("flame_model", "standin") if info_path.is_file() else None
-    ck_model = str(pipe.cfg.get("flame_model", "standin"))
-    model = FlameModel.from_spec(ck_model)
-    if ds_model is not None and Path(str(ds_model)).name != Path(ck_model).name:
-        raise DatasetError(f"{data}: motion was fitted to the FLAME model {ds_model!r}, the checkpoint uses "
-                           f"{ck_model!r}; vertex metrics would compare different heads")
-    state = _state()  # the device of this process: its GPU, or the CPU
-    scorer = None
-    if syncnet:
-        from .syncnet import SyncNetScorer, load_syncnet
+@dataclass
+class _Setup:
+    """Everything the per-clip work needs, built once per process."""
 
-        scorer = SyncNetScorer(load_syncnet(syncnet), device=state.device)
-    if state.num_processes > 1:
-        pipe.to(state.device)
-    with state.main_process_first():  # the main process trains and caches the evaluators, the others load them
-        evaluator, sync = _evaluators(pipe, data, progress and state.is_main_process, evaluator_steps)
-    cache = FeatureCache(data / "features", pipe.audio_encoder.key)
-    vocab = load_vocabulary()
-    lips = model.region("lips")
-    upper = vertex.upper_face(model)
-    template = model.v_template.detach().cpu().numpy()
-    train_motion = [FlameSequence.load(data / c.flame).motion() for c in all_clips if c.split == "train"][:500]
-    mean_motion = np.concatenate(train_motion).mean(0) if train_motion else None
-    if mean_motion is None:
-        notes.append("no training clips: the mean-motion baseline is skipped")
+    pipe: Any
+    data: Path
+    clips: list
+    cache: Any
+    vocab: Any
+    model: Any
+    sub: Any  # the FLAME model restricted to lips + upper face
+    lips_i: np.ndarray  # lip / upper-face positions inside ``sub``
+    upper_i: np.ndarray
+    sub_template: np.ndarray
+    sync: Any  # the offline sync expert
+    mean_motion: np.ndarray | None
+    seed: int
 
-    sub = model.subset(np.concatenate([lips, upper]))
-
-    def verts(m: np.ndarray, full: bool) -> np.ndarray:
+    def verts(self, m: np.ndarray, full: bool = False) -> np.ndarray:
         e, j = torch.as_tensor(m[:, :-3]), torch.as_tensor(m[:, -3:])
         with torch.no_grad():
-            return (model(expression=e, jaw_pose=j) if full else sub(e, j)).numpy()
+            return (self.model(expression=e, jaw_pose=j) if full else self.sub(e, j)).numpy()
 
-    nl = len(lips)
-    tpl = template[np.concatenate([lips, upper])]
-    li, ui = np.arange(nl), np.arange(nl, len(lips) + len(upper))
 
-    def clip_metrics(g: np.ndarray, rows: dict[str, np.ndarray], samples_: np.ndarray) -> dict[str, dict[str, float]]:
-        """Per-clip vertex metrics and offline LSE of every row against the ground truth g."""
-        vg, vg_full = verts(g, False), verts(g, True)
-        try:
-            aw = sync_windows(samples_)
-        except SequenceError:
-            aw = None
-        out = {}
-        for row, m in rows.items():
-            vp = verts(m, False)
-            d = {"sq": vertex.lve_squared_max(vp, vg, li), "eu": vertex.lve_euclidean_max(vp, vg, li),
-                 "eve": vertex.eve(vp, vg, ui), "fdd": vertex.fdd(vp, vg, tpl, ui),
-                 "mve": vertex.mve(verts(m, True), vg_full)}
-            if aw is not None:
-                r = sync.score_windows(aw, m)
-                d.update(lse_d=r.lse_d, lse_c=r.lse_c)
-            out[row] = d
-        return out
+def generate_clip(s: _Setup, i: int) -> dict[str, Any]:
+    """Clip i's ground truth and every row's motion: the pipeline with stage 1's instruction and with the reference
+    one, the prior-free mapper, the baselines; plus the motion for the reference with its emotion word replaced."""
+    from avitalk import audio as audio_io
+    from avitalk.types import FlameSequence
+    from avitalk.vocab import EMOTIONS
 
-    def one(i: int) -> dict[str, Any]:
-        """Everything generated and measured per clip for clip i (on whichever process gets it)."""
-        c = clips[i]
-        a = audio_io.load(data / c.audio)
-        f = cache.get(c.id)
-        if f is None:
-            f = cache.put(c.id, pipe.encode(a))
-        m = FlameSequence.load(data / c.flame).motion()
-        T = len(m)
-        ins = pipe.instruct(a, seed=seed + i, features=f) if pipe.instructor is not None else None
-        syn = pipe.synthesizer
-        rows = {
-            "pipeline_gt_instruction": syn.synthesize(f, c.instructions[0], seed=seed + i, num_frames=T)[0].motion(),
-            "no_prior": syn.synthesize(f, c.instructions[0], use_prior=False, num_frames=T)[0].motion(),
-            "neutral_face": np.zeros_like(m),
-        }
-        if ins is not None:
-            rows["pipeline"] = syn.synthesize(f, ins, seed=seed + i, num_frames=T)[0].motion()
-        if mean_motion is not None:
-            rows["mean_motion"] = np.repeat(mean_motion[None], T, 0)
-        others = [e for e in EMOTIONS if e != c.emotion]
-        tgt = others[i % len(others)]
-        edited = syn.synthesize(f, vocab.replace_emotion(c.instructions[0], tgt), seed=seed + i, num_frames=T)[0]
-        return {"gt": m, "audio": a.samples, "text": ins.text if ins is not None else "", "rows": rows,
-                "target": tgt, "edited": edited.motion(), "metrics": clip_metrics(m, rows, a.samples)}
+    c = s.clips[i]
+    a = audio_io.load(s.data / c.audio)
+    f = s.cache.get(c.id)
+    if f is None:
+        f = s.cache.put(c.id, s.pipe.encode(a))
+    m = FlameSequence.load(s.data / c.flame).motion()
+    T = len(m)
+    seed = s.seed + i
+    ins = s.pipe.instruct(a, seed=seed, features=f) if s.pipe.instructor is not None else None
+    syn = s.pipe.synthesizer
+    rows = {
+        "pipeline_gt_instruction": syn.synthesize(f, c.instructions[0], seed=seed, num_frames=T)[0].motion(),
+        "no_prior": syn.synthesize(f, c.instructions[0], use_prior=False, num_frames=T)[0].motion(),
+        "neutral_face": np.zeros_like(m),
+    }
+    if ins is not None:
+        rows["pipeline"] = syn.synthesize(f, ins, seed=seed, num_frames=T)[0].motion()
+    if s.mean_motion is not None:
+        rows["mean_motion"] = np.repeat(s.mean_motion[None], T, 0)
+    others = [e for e in EMOTIONS if e != c.emotion]
+    tgt = others[i % len(others)]
+    edited = syn.synthesize(f, s.vocab.replace_emotion(c.instructions[0], tgt), seed=seed, num_frames=T)[0]
+    return {"gt": m, "audio": a.samples, "text": ins.text if ins is not None else "", "rows": rows, "target": tgt,
+            "edited": edited.motion()}
 
-    t_gen = time.perf_counter()
-    done = _spread(state, len(clips), one, "eval: synthesize + per-clip metrics", progress)
-    gen: dict[str, list[np.ndarray]] = {r: [d["rows"][r] for d in done if r in d["rows"]] for r in ROWS}
-    gt, audios, texts = [d["gt"] for d in done], [d["audio"] for d in done], [d["text"] for d in done]
-    edited_targets, edited = [d["target"] for d in done], [d["edited"] for d in done]
-    t_gen = time.perf_counter() - t_gen
-    if pipe.instructor is None:
-        notes.append("the checkpoint has no stage 1: the stage-1 row is skipped")
 
-    # diversity: K prior samples of the ground-truth instruction, style space and vertex space
-    def div(i: int) -> tuple[float, float]:
-        f = cache.get(clips[i].id)
-        z = pipe.synthesizer.styles([clips[i].instructions[0]], samples, seed=seed + i)[0]
-        seqs = pipe.synthesizer.synthesize(f, clips[i].instructions[0], num_samples=samples, seed=seed + i,
-                                           num_frames=len(gt[i]))
-        return diversity(z.cpu().numpy()), vertex_diversity(np.stack([verts(s.motion(), False) for s in seqs]))
+def clip_metrics(s: _Setup, g: np.ndarray, rows: dict[str, np.ndarray], samples: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per-clip vertex metrics (LVE both conventions, EVE, FDD, MVE) and offline LSE of every row against ground truth g."""
+    from . import vertex
+    from .lse import mfcc_windows
 
-    t_div = time.perf_counter()
-    divs = _spread(state, min(diversity_clips, len(clips)), div, "eval: diversity", progress)
-    t_div = time.perf_counter() - t_div
-    rows = [row for row in ROWS if gen[row]]
-    sync_out = (_syncnet_lse(state, scorer, model, gt, gen, audios, rows, syncnet_crop, progress)
-                if scorer is not None else None)
-    if not state.is_main_process:
-        return None  # the main process measures and reports
+    vg, vg_full = s.verts(g), s.verts(g, full=True)
+    try:
+        aw = mfcc_windows(samples)
+    except SequenceError:
+        aw = None
+    out = {}
+    for row, m in rows.items():
+        vp = s.verts(m)
+        d = {"sq": vertex.lve_squared_max(vp, vg, s.lips_i), "eu": vertex.lve_euclidean_max(vp, vg, s.lips_i),
+             "eve": vertex.eve(vp, vg, s.upper_i), "fdd": vertex.fdd(vp, vg, s.sub_template, s.upper_i),
+             "mve": vertex.mve(s.verts(m, full=True), vg_full)}
+        if aw is not None:
+            r = s.sync.score_windows(aw, m)
+            d.update(lse_d=r.lse_d, lse_c=r.lse_c)
+        out[row] = d
+    return out
 
-    # ------------------------------------------------ per-row metrics
-    t_met = time.perf_counter()
+
+def set_metrics(evaluator, clips: list, gen: dict[str, list[np.ndarray]], gt: list[np.ndarray],
+                per_clip: list[dict[str, dict[str, float]]], rows: list[str], notes: list[str]):
+    """The table (FID / KID on the evaluator's features, per-clip metrics averaged, emotion accuracy) and per-emotion
+    accuracy of every row."""
+    from avitalk.vocab import EMOTIONS
+
+    from .fid_kid import fid_kid
+
     # features scaled by one number (the real set's overall std) so FID / KID live at unit scale, where KID's cubic
     # kernel is numerically sound; the same scale for every row
     real_feats = evaluator.features(gt)
@@ -219,10 +175,10 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
             r.update(fid=fk.fid, kid=fk.kid_mean, kid_std=fk.kid_std)
         except SequenceError as e:
             notes.append(f"{row}: FID/KID skipped ({e})")
-        per_clip = [d["metrics"][row] for d in done]
+        mine = [m[row] for m in per_clip]
 
         def mean(k: str):
-            v = [m[k] for m in per_clip if k in m]
+            v = [m[k] for m in mine if k in m]
             return float(np.mean(v)) if v else None
 
         r.update(lse_d=mean("lse_d"), lse_c=mean("lse_c"), lve_squared_max_mm2=mean("sq"),
@@ -231,7 +187,112 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
         r["emotion_accuracy"] = float((pred == y).mean())
         per_emotion[row] = {e: float((pred[y == k] == k).mean()) for k, e in enumerate(EMOTIONS) if (y == k).any()}
         table[row] = r
+    return table, per_emotion
 
+
+def _setup(pipe, data: Path, split: str, limit: int | None, seed: int, state, progress: bool,
+           evaluator_steps: tuple[int, int]) -> tuple[_Setup, Any, list[str]]:
+    from avitalk.data.dataset import FeatureCache
+    from avitalk.data.manifest import read_manifest
+    from avitalk.flame import FlameModel
+    from avitalk.types import FlameSequence
+    from avitalk.vocab import load_vocabulary
+
+    from . import vertex
+
+    all_clips = read_manifest(data)
+    clips = [c for c in all_clips if c.split == split][:limit]
+    if not clips:
+        have = sorted({c.split for c in all_clips})
+        raise DatasetError(f"{data}: no clips in split {split!r} (it has {', '.join(have) or 'none'})")
+    notes: list[str] = []
+    info_path = data / "dataset.json"
+    ds_model = json.loads(info_path.read_text()).get("flame_model", "standin") if info_path.is_file() else None
+    ck_model = str(pipe.cfg.get("flame_model", "standin"))
+    model = FlameModel.from_spec(ck_model)
+    if ds_model is not None and Path(str(ds_model)).name != Path(ck_model).name:
+        raise DatasetError(f"{data}: motion was fitted to the FLAME model {ds_model!r}, the checkpoint uses "
+                           f"{ck_model!r}; vertex metrics would compare different heads")
+    if state.num_processes > 1:
+        pipe.to(state.device)
+    with state.main_process_first():  # the main process trains and caches the evaluators, the others load them
+        evaluator, sync = _evaluators(pipe, data, progress and state.is_main_process, evaluator_steps)
+    lips, upper = model.region("lips"), vertex.upper_face(model)
+    train_motion = [FlameSequence.load(data / c.flame).motion() for c in all_clips if c.split == "train"][:500]
+    mean_motion = np.concatenate(train_motion).mean(0) if train_motion else None
+    if mean_motion is None:
+        notes.append("no training clips: the mean-motion baseline is skipped")
+    both = np.concatenate([lips, upper])
+    setup = _Setup(pipe=pipe, data=data, clips=clips, cache=FeatureCache(data / "features", pipe.audio_encoder.key),
+                   vocab=load_vocabulary(), model=model, sub=model.subset(both), lips_i=np.arange(len(lips)),
+                   upper_i=np.arange(len(lips), len(both)), sub_template=model.v_template.detach().cpu().numpy()[both],
+                   sync=sync, mean_motion=mean_motion, seed=seed)
+    return setup, evaluator, notes
+
+
+def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: int = 10, limit: int | None = None,
+                  seed: int = 0, diversity_clips: int = 30, inception: str | None = None, syncnet: str | None = None,
+                  progress: bool = True, evaluator_steps: tuple[int, int] = (800, 1500),
+                  syncnet_crop: str = "face") -> BenchmarkRun | None:
+    """Generate every row's motion per clip and measure it per clip (:func:`generate_clip`, :func:`clip_metrics`),
+    then measure the sets (:func:`set_metrics`, diversity, controllability, instruction metrics).
+
+    ``syncnet``: the user's syncnet_v2.model for image-based LSE-D / LSE-C on rendered crops (columns
+    ``lse_d_syncnet`` / ``lse_c_syncnet``, ground truth in ``result['syncnet']``); ``inception``: a TorchScript
+    Inception file for FID / KID on rendered frames.
+
+    Under ``accelerate launch`` (several GPUs, or ``--cpu --num_processes N``) the clips are dealt over the processes
+    for synthesis, diversity and SyncNet scoring and gathered on the main process, which measures and returns the
+    result; the other processes return None."""
+    from avitalk.text_metrics import instruction_scores
+    from avitalk.vocab import EMOTIONS
+
+    from .diversity import diversity, vertex_diversity
+
+    data = Path(data)
+    t0 = time.perf_counter()
+    state = _state()  # the device of this process: its GPU, or the CPU
+    scorer = None
+    if syncnet:
+        from .syncnet import SyncNetScorer, load_syncnet
+
+        scorer = SyncNetScorer(load_syncnet(syncnet), device=state.device)
+    s, evaluator, notes = _setup(pipe, data, split, limit, seed, state, progress, evaluator_steps)
+    clips = s.clips
+
+    def one(i: int) -> dict[str, Any]:
+        d = generate_clip(s, i)
+        d["metrics"] = clip_metrics(s, d["gt"], d["rows"], d["audio"])
+        return d
+
+    t_gen = time.perf_counter()
+    done = _spread(state, len(clips), one, "eval: synthesize + per-clip metrics", progress)
+    gen: dict[str, list[np.ndarray]] = {r: [d["rows"][r] for d in done if r in d["rows"]] for r in ROWS}
+    gt, audios, texts = [d["gt"] for d in done], [d["audio"] for d in done], [d["text"] for d in done]
+    edited_targets, edited = [d["target"] for d in done], [d["edited"] for d in done]
+    t_gen = time.perf_counter() - t_gen
+    if pipe.instructor is None:
+        notes.append("the checkpoint has no stage 1: the stage-1 row is skipped")
+
+    # diversity: K prior samples of the ground-truth instruction, style space and vertex space
+    def div(i: int) -> tuple[float, float]:
+        f = s.cache.get(clips[i].id)
+        z = pipe.synthesizer.styles([clips[i].instructions[0]], samples, seed=seed + i)[0]
+        seqs = pipe.synthesizer.synthesize(f, clips[i].instructions[0], num_samples=samples, seed=seed + i,
+                                           num_frames=len(gt[i]))
+        return diversity(z.cpu().numpy()), vertex_diversity(np.stack([s.verts(q.motion()) for q in seqs]))
+
+    t_div = time.perf_counter()
+    divs = _spread(state, min(diversity_clips, len(clips)), div, "eval: diversity", progress)
+    t_div = time.perf_counter() - t_div
+    rows = [row for row in ROWS if gen[row]]
+    sync_out = (_syncnet_lse(state, scorer, s.model, gt, gen, audios, rows, syncnet_crop, progress)
+                if scorer is not None else None)
+    if not state.is_main_process:
+        return None  # the main process measures and reports
+
+    t_met = time.perf_counter()
+    table, per_emotion = set_metrics(evaluator, clips, gen, gt, [d["metrics"] for d in done], rows, notes)
     z_div, v_div = [d[0] for d in divs], [d[1] for d in divs]
     for row in ("pipeline", "pipeline_gt_instruction"):
         if row in table:
@@ -239,10 +300,11 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
             table[row]["diversity_vertex_mm"] = float(np.mean(v_div)) if v_div else None
     t_met = time.perf_counter() - t_met
 
+    y = np.array([EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1 for c in clips])
     y_edit = np.array([EMOTIONS.index(t) for t in edited_targets])
     result: dict[str, Any] = {
         "split": split, "clips": len(clips), "samples": samples, "seed": seed,
-        "checkpoint": pipe.source, "flame_model": ck_model,
+        "checkpoint": pipe.source, "flame_model": str(pipe.cfg.get("flame_model", "standin")),
         "table": table,
         "emotion_accuracy_per_emotion": per_emotion,
         "ground_truth_emotion_accuracy": float((evaluator.classify(gt) == y).mean()),
@@ -260,14 +322,12 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
         "processes": state.num_processes,
     }
     if inception:
-        result["rendered"] = _rendered_fid(pipe, model, gt, gen, inception, notes)
+        result["rendered"] = _rendered_fid(pipe, s.model, gt, gen, inception, notes)
     if sync_out is not None:
         result["syncnet"] = sync_out.pop("_meta")
         for row, r in sync_out.items():
             table[row].update(lse_d_syncnet=r["lse_d"], lse_c_syncnet=r["lse_c"], av_offset_syncnet=r["offset_median"])
-    result["_gen"] = gen
-    result["_gt"] = gt
-    return result
+    return BenchmarkRun(result, gen, gt)
 
 
 def _rendered_fid(pipe, model, gt, gen, inception: str, notes: list[str], every: int = 5) -> dict[str, Any]:
@@ -373,15 +433,15 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
-def write_report(result: dict[str, Any], out: str | os.PathLike, model=None) -> Path:
-    """``model``: the FlameModel for the contact sheet of rendered frames (skipped with a note when None or when
-    offscreen rendering is unavailable)."""
-    """REPORT/metrics.json, report.md and the plots (atomic files; the folder is filled in place)."""
+def write_report(run: BenchmarkRun, out: str | os.PathLike, model=None) -> Path:
+    """REPORT/metrics.json, report.md and the plots (atomic files; the folder is filled in place). ``model``: the
+    FlameModel for the contact sheet of rendered frames (skipped with a note when None or when offscreen rendering is
+    unavailable)."""
     from avitalk.io import atomic_write_json, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    gen, gt = result.pop("_gen", None), result.pop("_gt", None)
+    result, gen, gt = run.result, run.generated, run.ground_truth
     atomic_write_json(out / "metrics.json", result)
     cols = [("FID", "fid", 2), ("KID", "kid", 3), ("Div", "diversity_style", 2), ("LSE-D", "lse_d", 3),
             ("LSE-C", "lse_c", 3), ("LVE sq-max mm²", "lve_squared_max_mm2", 2), ("LVE max mm", "lve_euclidean_max_mm", 2),

@@ -93,7 +93,7 @@ class WordAligner:
                 starts[k] = starts[k + 1]
         # the warping path gives a word the pause before it (the first word starts at 0): move each start past the
         # frames that are silent (more than 30 dB under the clip's loud level)
-        from .real_speech import loudness_db
+        from avitalk.audio import loudness_db
 
         n10 = max(1, len(samples) // (SAMPLE_RATE // 100))
         db = loudness_db(samples, n10, fps=100)  # 10 ms frames

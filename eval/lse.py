@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from avitalk.types import SAMPLE_RATE
 from torch import nn
 
 from avitalk.errors import CheckpointError, SequenceError
@@ -61,7 +63,7 @@ def lse(video_emb, audio_emb, vshift: int = VSHIFT) -> SyncResult:
     return SyncResult(lse_d=float(d[k]), lse_c=float(np.median(d) - d[k]), offset=vshift - k, distances=d)
 
 
-def mfcc_windows(samples: np.ndarray, sample_rate: int = 16000, num_windows: int | None = None) -> np.ndarray:
+def mfcc_windows(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, num_windows: int | None = None) -> np.ndarray:
     """[N, 20, 13] MFCC windows, one per 5-frame video window (python_speech_features defaults: 13 coefficients at
     100 Hz)."""
     import python_speech_features as psf
@@ -103,7 +105,7 @@ class SyncExpert(nn.Module):
     def embed_motion(self, windows: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.motion((windows - self.mean) / self.std), dim=-1)
 
-    def score(self, samples: np.ndarray, motion: np.ndarray, sample_rate: int = 16000) -> SyncResult:
+    def score(self, samples: np.ndarray, motion: np.ndarray, sample_rate: int = SAMPLE_RATE) -> SyncResult:
         """LSE-D / LSE-C of one clip: speech samples and its motion [T, 53] at 25 fps."""
         return self.score_windows(mfcc_windows(samples, sample_rate), motion)
 
@@ -153,7 +155,7 @@ def train_sync_expert(clips: list[tuple[np.ndarray, np.ndarray]], steps: int = 1
     data = []
     for samples, motion in clips:
         mw = motion_windows(motion)
-        aw = mfcc_windows(samples, 16000, len(mw))
+        aw = mfcc_windows(samples, SAMPLE_RATE, len(mw))
         n = min(len(mw), len(aw))
         if n >= 2:
             data.append((mw[:n], aw[:n]))

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from avitalk.types import MOTION_FPS, SAMPLE_RATE
+from avitalk.audio import loudness_db  # noqa: F401 - re-exported: the metric lives with its loudness envelope
 from avitalk.vocab import EMOTIONS
 
 SILENT_DB = 35.0
@@ -91,14 +91,6 @@ class LipGap:
         with torch.no_grad():
             v = self.subset(torch.as_tensor(seq.expression), torch.as_tensor(seq.jaw_pose))
             return self.model.lip_gap(v, torch.arange(nu), torch.arange(nu, n)).numpy()
-
-
-def loudness_db(samples: np.ndarray, num_frames: int, fps: float = MOTION_FPS) -> np.ndarray:
-    """RMS level in dB per motion frame (40 ms at 25 fps), ``num_frames`` long."""
-    hop = int(round(SAMPLE_RATE / fps))
-    x = np.pad(np.asarray(samples, np.float64), (0, max(0, num_frames * hop - len(samples))))[: num_frames * hop]
-    rms = np.sqrt((x.reshape(num_frames, hop) ** 2).mean(1))
-    return 20 * np.log10(rms + 1e-8)
 
 
 def mouth_loudness(opening: np.ndarray, db: np.ndarray) -> dict[str, float]:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from avitalk.types import SAMPLE_RATE
 from torch import nn
 
 from avitalk.errors import CheckpointError, SequenceError
@@ -183,7 +185,7 @@ class SyncNetScorer:
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def embeddings(self, samples: np.ndarray, crops: np.ndarray, sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+    def embeddings(self, samples: np.ndarray, crops: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
         """Video and audio embeddings, one per 5-frame window (window i: frames i..i+4, MFCC 4i..4i+19)."""
         c = np.asarray(crops)
         if c.ndim != 4 or c.shape[-1] != 3:
@@ -202,7 +204,7 @@ class SyncNetScorer:
             a_out.append(self.net.forward_aud(audio[s : s + len(idx), None].to(self.device)).float().cpu())
         return torch.cat(v_out).numpy(), torch.cat(a_out).numpy()
 
-    def score(self, samples: np.ndarray, crops: np.ndarray, sample_rate: int = 16000) -> SyncResult:
+    def score(self, samples: np.ndarray, crops: np.ndarray, sample_rate: int = SAMPLE_RATE) -> SyncResult:
         v, a = self.embeddings(samples, crops, sample_rate)
         return lse(v, a)
 

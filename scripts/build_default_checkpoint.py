@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.io import atomic_write_json
     from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
     from eval.end_to_end import evaluate_end_to_end
-    from stage1_instruct.train import evaluate_stage1, train_stage1
-    from stage2_synthesis.evaluate import evaluate_stage2
+    from eval.stage1 import evaluate_stage1
+    from eval.stage2 import evaluate_stage2
+    from stage1_instruct.train import train_stage1
     from stage2_synthesis.train import train_stage2
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avitalk.types import SAMPLE_RATE
+
 
 def main(out_dir: str = "out/demo") -> None:
     from avitalk import audio as audio_io
@@ -20,7 +22,7 @@ def main(out_dir: str = "out/demo") -> None:
     seq = demo_sequence(4.0)
     seq.save(out / "demo_flame.npz")
     # a buzz whose loudness follows the jaw, so sound and mouth line up when you watch it
-    sr = 16_000
+    sr = SAMPLE_RATE
     t = np.arange(int(seq.duration * sr)) / sr
     jaw = np.interp(t, np.arange(seq.num_frames) / seq.fps, seq.jaw_pose[:, 0])
     f0 = 140 + 20 * np.sin(2 * np.pi * 1.5 * t)

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.io import atomic_write_json
     from eval.real_speech import emotion_report, plot_confusion
     from stage1_instruct.instructor import to_instruction
-    from stage1_instruct.train import FeatureBank, load_stage1, train_stage1
+    from stage1_instruct.features import FeatureBank
+    from stage1_instruct.instructor import Instructor, load_stage1
+    from stage1_instruct.train import train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = OmegaConf.merge(OmegaConf.load(a.config), OmegaConf.from_dotlist(a.set))
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                      progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
         t_train = time.perf_counter() - t
         model, mcfg = load_stage1(out)
+        gen = Instructor.from_model(model, mcfg)
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
         for s in range(0, len(idx), 32):
             f, m = bank.batch(idx[s : s + 32])
-            for o in model.generate(f, m):
+            for o in gen.generate(f, m):
                 texts.append(o[0])
                 said.append(to_instruction(o[0]).emotion)
             with torch.no_grad():  # the Q-Former's own emotion head (a diagnosis: what the LLM could read)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avitalk.encoders.base import FEATURE_RATE
 from avitalk.errors import CheckpointError
+from avitalk.io import atomic_dir, atomic_path, atomic_write_text
 from avitalk.types import Audio, Instruction
 from avitalk.vocab import fix_articles
 
@@ -88,6 +89,98 @@ def to_instruction(text: str) -> Instruction:
     return parse_instruction(text.strip() or "A person speaks.")
 
 
+# ---------------------------------------------------------------------------- the transformers + peft model (training)
+def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int):
+    """A trainable InstructionModel around a transformers causal LM (LoRA added by peft) and a new Q-Former."""
+    from .model import InstructionModel
+
+    s1 = cfg.stage1
+    return InstructionModel(llm, tokenizer, build_qformer(cfg, llm.config.hidden_size), load_prompts()[0],
+                            text_dim=text_dim, lora=OmegaConf.to_container(s1.lora),
+                            chat_template=bool(s1.get("chat_template", False)))
+
+
+def save_stage1(model, out: Path, cfg: DictConfig) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / "tokenizer") as tmp:
+        model.tokenizer.save_pretrained(str(tmp))
+    with atomic_dir(out / "adapter") as tmp:
+        model.llm.save_pretrained(str(tmp))  # the LoRA weights only (peft format)
+    state = {f"qformer.{k}": v for k, v in model.qformer.state_dict().items()}
+    state.update({f"align.{k}": v for k, v in model.align.state_dict().items()})
+    state.update({f"aux.{k}": v for k, v in model.aux.state_dict().items()})
+    state["logit_scale"] = model.logit_scale.detach()
+    with atomic_path(out / "qformer.safetensors") as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(tmp))
+    atomic_write_text(out / "stage1.yaml", OmegaConf.to_yaml(cfg))
+
+
+def load_stage1(ckpt: str | os.PathLike, text_dim: int = 384, cfg: DictConfig | None = None):
+    """Rebuild the instruction model from a checkpoint directory (never unpickles). ``cfg`` replaces the folder's
+    ``stage1.yaml`` (a pipeline checkpoint keeps one ``config.yaml`` for both stages). Weights stored in float16 are
+    loaded as float32."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = Path(ckpt)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: no such checkpoint folder")
+    for need in ("stage1.yaml",) * (cfg is None) + ("tokenizer", "lm", "adapter", "qformer.safetensors"):
+        if not (d / need).exists():
+            raise CheckpointError(f"{d}: missing stage-1 component {need}")
+    if cfg is None:
+        cfg = OmegaConf.load(d / "stage1.yaml")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+        llm = AutoModelForCausalLM.from_pretrained(str(d / "lm")).float()
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{d}: stage-1 language model or tokenizer unreadable ({e})") from e
+    try:
+        llm = PeftModel.from_pretrained(llm, str(d / "adapter"))
+    except Exception as e:  # noqa: BLE001 - peft raises many kinds
+        raise CheckpointError(f"{d / 'adapter'}: LoRA adapter does not match the language model ({e})") from e
+    model = build_model(cfg, tok, llm, text_dim)
+    state = load_file(str(d / "qformer.safetensors"))
+    try:
+        model.qformer.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("qformer.")})
+        model.align.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("align.")})
+        model.aux.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("aux.")})
+    except RuntimeError as e:
+        raise CheckpointError(f"{d / 'qformer.safetensors'}: component qformer does not match the config ({e})") from e
+    model.logit_scale.data.copy_(state["logit_scale"])
+    return model.float().eval(), cfg
+
+
+def save_lm(tok, llm, out: Path) -> None:
+    """``tokenizer/`` (unless ``tok`` is None) and ``lm/``: the frozen LM alone (a peft model is saved without its
+    LoRA layers)."""
+    if tok is not None:
+        with atomic_dir(out / "tokenizer") as tmp:
+            tok.save_pretrained(str(tmp))
+    from peft import PeftModel
+
+    with atomic_dir(out / "lm") as tmp:
+        (_plain_llm(llm) if isinstance(llm, PeftModel) else llm).save_pretrained(str(tmp))
+
+
+def _plain_llm(peft_model):
+    """The frozen language model without the LoRA layers peft wrapped into it (for saving the LM alone)."""
+    from transformers import AutoModelForCausalLM
+
+    base = peft_model.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    plain = AutoModelForCausalLM.from_config(base.config)
+    plain.load_state_dict(state, strict=False)
+    missing = set(plain.state_dict()) - set(state)
+    if missing - {k for k in missing if "rotary" in k or k == "lm_head.weight"}:
+        raise CheckpointError(f"could not separate the language model from its adapter (missing {sorted(missing)[:3]})")
+    return plain
+
+
+
 class Instructor:
     """Q-Former + projection + LM (+ LoRA) + tokenizer, for generation. ``lm`` is a LlamaLite or a transformers /
     peft causal LM; ``tokenizer`` a LeanTokenizer or a transformers tokenizer."""
@@ -140,8 +233,6 @@ class Instructor:
                 lean = False
         state = load_file(str(d / "qformer.safetensors"))
         if not lean:
-            from .train import load_stage1
-
             text_dim = int(state["align.weight"].shape[0]) if "align.weight" in state else 384
             return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg)
         q = build_qformer(cfg, lm.hidden_size)
@@ -164,12 +255,10 @@ class Instructor:
         """Write ``tokenizer/``, ``lm/`` (the frozen LM alone), ``adapter/`` (peft LoRA) and ``qformer.safetensors``."""
         from safetensors.torch import save_file
 
-        from avitalk.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
+        from avitalk.io import atomic_write_bytes, atomic_write_json
 
         out = Path(out)
         if not self.lean:
-            from .train import save_lm, save_stage1
-
             save_stage1(self._model, out, self.cfg)
             (out / "stage1.yaml").unlink()
             save_lm(None, self._model.llm, out)
@@ -219,37 +308,23 @@ class Instructor:
     # ---------------------------------------------------------------- generation
     def token_ids(self, text: str) -> list[int]:
         """The LM's token ids of `` text`` (no special tokens)."""
-        if self.lean:
-            return self.tokenizer.encode(" " + text)
-        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+        from .prefix import prompt_ids
+
+        return prompt_ids(self.tokenizer, text)
 
     def _prompt_ids(self, prompt: str | None = None) -> list[int]:
-        text = prompt or self.prompt
-        if self.lean:
-            return self.tokenizer.encode(" " + text)
-        if self.chat_template and getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+        from .prefix import prompt_ids
+
+        return prompt_ids(self.tokenizer, prompt or self.prompt, self.chat_template)
 
     def prefix(self, feats: torch.Tensor, mask: torch.Tensor | None, prompts: Sequence[str] | None = None,
                use_speech: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[BOS | speech tokens | prompt] embeddings [B, P, H] (left-padded), attention mask, pooled queries."""
-        B, dev = feats.shape[0], feats.device
-        speech, q = self.qformer(feats, mask)
-        if not use_speech:  # the ablation: the same LLM and prompt, no speech tokens
-            speech = speech[:, :0]
-        embed = self.lm.get_input_embeddings()
-        bos = embed(torch.tensor([self.tokenizer.bos_token_id], device=dev))
-        pids = [self._prompt_ids(p) for p in (prompts or [None] * B)]
-        P = max(len(p) for p in pids)
-        rows, masks = [], []
-        for b in range(B):
-            row = torch.cat([bos, speech[b], embed(torch.tensor(pids[b], device=dev))])
-            pad = P - len(pids[b])
-            rows.append(torch.cat([row.new_zeros(pad, row.shape[1]), row]))
-            masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(row), dtype=torch.long)]))
-        return torch.stack(rows), torch.stack(masks).to(dev), q.mean(1)
+        from .prefix import speech_prefix
+
+        pids = [self._prompt_ids(p) for p in (prompts or [None] * feats.shape[0])]
+        return speech_prefix(self.qformer, self.lm.get_input_embeddings(), self.tokenizer.bos_token_id, pids, feats,
+                             mask, use_speech)
 
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,

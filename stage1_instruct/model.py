@@ -2,7 +2,8 @@
 
 Input to the frozen causal LLM (adapted with peft LoRA) is ``inputs_embeds`` = [BOS | speech tokens | prompt tokens |
 instruction tokens]; training is cross-entropy on the instruction tokens only, plus a contrastive loss aligning the
-pooled Q-Former output with the instruction's sentence embedding. Trainable: Q-Former, projection, LoRA.
+pooled Q-Former output with the instruction's sentence embedding. Trainable: Q-Former, projection, LoRA. Generation
+is :class:`~.instructor.Instructor`'s (``Instructor.from_model(model, cfg)`` shares this model's parts).
 """
 
 from __future__ import annotations
@@ -51,13 +52,11 @@ class InstructionModel(nn.Module):
     def prefix(self, feats: torch.Tensor, mask: torch.Tensor | None, prompts: Sequence[str] | None = None,
                use_speech: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[BOS | speech tokens | prompt] embeddings [B, P, H] (left-padded), attention mask, pooled queries."""
-        return self.instructor().prefix(feats, mask, prompts, use_speech)
+        from .prefix import prompt_ids, speech_prefix
 
-    def instructor(self):
-        """This model's parts as an :class:`~.instructor.Instructor` (the one generation path)."""
-        from .instructor import Instructor
-
-        return Instructor.from_model(self, None)
+        pids = [prompt_ids(self.tokenizer, p or self.prompt, self.chat_template) for p in (prompts or [None] * len(feats))]
+        return speech_prefix(self.qformer, self.llm.get_input_embeddings(), self.tokenizer.bos_token_id, pids, feats,
+                             mask, use_speech)
 
     # ---------------------------------------------------------------- training
     def speech_losses(self, pooled: torch.Tensor, text_emb: torch.Tensor | None = None,
@@ -121,8 +120,3 @@ class InstructionModel(nn.Module):
         losses["loss"] = (weighted + contrastive_weight * extra.get("contrastive", 0.0)
                           + aux_weight * extra.get("aux", 0.0))
         return losses
-
-    # ---------------------------------------------------------------- generation
-    def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> list[list[str]]:
-        """Texts [B][num_samples] (see :meth:`Instructor.generate`)."""
-        return self.instructor().generate(feats, mask, **kwargs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avitalk.types import FEATURE_RATE, LISTEN_WINDOW_S
+
 
 class QFormerLayer(nn.Module):
     def __init__(self, d: int, heads: int, ff: int, dropout: float):
@@ -34,7 +36,7 @@ class QFormer(nn.Module):
         self.prosody = nn.Sequential(nn.Linear(prosody_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model)) if prosody_dim else None
         # a temporal convolution lets the queries read local dynamics (pitch movement, syllable rate)
         self.conv = nn.Conv1d(d_model, d_model, 5, padding=2) if conv_frontend else None
-        self.pos = nn.Parameter(torch.randn(1500 // self.pool, d_model) * 0.02)  # 30 s of features
+        self.pos = nn.Parameter(torch.randn(int(LISTEN_WINDOW_S * FEATURE_RATE) // self.pool, d_model) * 0.02)
         self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
         # utterance statistics (mean and standard deviation of every input channel over the clip) added to every query:
         # what a voice says about emotion is mostly global (level, spread and movement of pitch, energy, timbre), and a

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from avitalk.errors import AudioError, CheckpointError, InstructionError
+from avitalk.errors import AudioError, CheckpointError
 from avitalk.io import atomic_path, atomic_write_text
-from avitalk.types import MOTION_FPS, Audio, FlameSequence, Instruction
+from avitalk.types import FEATURES_PER_FRAME, MOTION_FPS, Audio, FlameSequence, Instruction
 
 from .decoder import TalkingDecoder
 from .prior import DiffusionPrior
@@ -181,12 +181,8 @@ class Synthesizer:
         """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences."""
         from avitalk.encoders import to_motion_rate
 
-        if isinstance(instruction, Instruction):
-            text = instruction.text
-        else:
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise InstructionError("instruction is empty")
-            text = Instruction.from_text(instruction, truncate=True).text
+        # stage 2 reads the text only: a string is checked (Instruction's own rules), never parsed
+        text = instruction.text if isinstance(instruction, Instruction) else Instruction.from_text(instruction, truncate=True).text
         if num_samples < 1:
             raise ValueError("num_samples must be >= 1")
         if isinstance(audio, Audio):
@@ -198,7 +194,7 @@ class Synthesizer:
             feats = np.asarray(audio, np.float32)
             if feats.ndim != 2 or feats.shape[0] < 2:
                 raise AudioError(f"features must be [N >= 2, D], got {feats.shape}")
-            T = num_frames or feats.shape[0] // 2
+            T = num_frames or feats.shape[0] // FEATURES_PER_FRAME
         a = torch.as_tensor(to_motion_rate(feats, T)).to(self.device)
         z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior)[0]
         motion = self.decoder.generate(a, z).numpy()

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,56 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from avitalk.errors import CheckpointError, DatasetError
 from avitalk.io import atomic_path, atomic_write_json
 
+from .clips import ClipBank
+
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------------- data
-class ClipBank:
-    """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
-
-    def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0):
-        from avitalk.data.manifest import read_manifest
-        from avitalk.encoders import to_motion_rate
-        from avitalk.encoders.cache import augmented_id
-        from avitalk.types import FlameSequence
-
-        # clips without motion (labelled real speech) train stage 1 only
-        clips = [c for c in read_manifest(root, split) if c.flame and c.extra.get("has_motion", True)][:limit]
-        if not clips:
-            raise DatasetError(f"{root}: no clips with motion in split {split!r} (stage 2 needs FLAME motion)")
-        self.ids, self.feats, self.motion, self.keys, self.instructions, self.labels = [], [], [], [], [], []
-        self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
-        for c in clips:
-            seq = FlameSequence.load(root / c.flame)
-            f = cache.get(c.id)
-            if f is None:
-                raise DatasetError(f"{c.id}: features missing from {cache.dir}")
-            self.ids.append(c.id)
-            self.motion.append(seq.motion().astype(np.float32))
-            self.feats.append(to_motion_rate(f, seq.num_frames))
-            vs = []
-            for k in range(copies if augmented is not None else 0):
-                a = augmented.get(augmented_id(c.id, k))
-                if a is None:
-                    raise DatasetError(f"{c.id}: augmented features missing from {augmented.dir}")
-                vs.append(to_motion_rate(a, seq.num_frames).astype(np.float16))
-            self.variants.append(vs)
-            self.keys.append((c.speaker, c.emotion, c.intensity))
-            self.instructions.append(list(c.instructions))
-            aus = (c.extra.get("labels") or {}).get("action_units") or {}
-            self.labels.append({"emotion": c.emotion, "intensity": c.intensity, "speaker": c.speaker,
-                                "gender": c.extra.get("gender", "unknown"), "action_units": dict(aus)})
-        by_key, by_emo = defaultdict(list), defaultdict(list)
-        for i, (spk, emo, inten) in enumerate(self.keys):
-            by_key[(spk, emo, inten)].append(i)
-            by_emo[(emo, inten)].append(i)
-        self.partners = [
-            [j for j in by_key[k] if j != i] or [j for j in by_emo[(k[1], k[2])] if j != i] or [i]
-            for i, k in enumerate(self.keys)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

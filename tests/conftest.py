@@ -1,13 +1,14 @@
-"""Shared fixtures: synthetic audio files (never ../shared), the stand-in head, a tiny synthetic FLAME pickle."""
+"""Shared fixtures and helpers: synthetic audio (never ../shared), the stand-in head, a tiny synthetic FLAME pickle,
+tiny configs of both stages and a tiny untrained pipeline."""
 
 from __future__ import annotations
 
-import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 SR = 16_000
 
@@ -106,3 +107,100 @@ def cli(tmp_path, monkeypatch):
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+# ----------------------------------------------------------------------------- tiny models (shared by several test files)
+TINY_WHISPER = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500)
+
+
+def tiny_stage2_cfg(**over):
+    """A stage-2 config of tiny random networks (random Whisper and BERT shapes): builds and trains in seconds."""
+    cfg = OmegaConf.create({
+        "name": "test", "seed": 0, "flame_model": "standin",
+        "audio_encoder": {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}},
+        "stage2": {
+            "text_encoder": {"spec": "random-bert", "config": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                               "num_attention_heads": 2, "intermediate_size": 64}},
+            "style_dim": 16,
+            "style_encoder": {"d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0},
+            "decoder": {"d_model": 32, "layers": 1, "heads": 2, "ff": 64, "dropout": 0.0, "window": 16, "overlap": 4},
+            "prior": {"d_model": 32, "layers": 1, "heads": 2, "n_tokens": 2, "timesteps": 20, "cond_drop": 0.2},
+            "sampling": {"steps": 5, "guidance_scale": 2.0},
+            "train": {
+                "lipsync": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 1, "crop_frames": 16, "coef_weight": 1.0,
+                            "vertex_weight": 1.0, "lip_weight": 3.0, "velocity_weight": 0.5, "face_vertices": 50},
+                "prior": {"steps": 4, "batch_size": 8, "lr": 1e-3, "warmup": 1, "contrastive_weight": 0.1},
+                "checkpoint_every": 2, "mixed_precision": "bf16",
+            },
+        },
+    })
+    return OmegaConf.merge(cfg, OmegaConf.create(over))
+
+
+def wake_modulation(decoder):
+    """AdaLN modulation starts at zero (identity), so an untrained decoder ignores z; give it weights as training would."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for blk in decoder.blocks:
+            blk.mod.weight.copy_(torch.randn(blk.mod.weight.shape, generator=g) * 0.2)
+
+
+def tiny_stage1_cfg():
+    """A stage-1 config of tiny networks (random Whisper shape, the real MiniLM text encoder)."""
+    return OmegaConf.create({
+        "seed": 0,
+        "audio_encoder": {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}},
+        "stage2": {"text_encoder": "minilm"},
+        "stage1": {
+            "llm": "tiny", "chat_template": False,
+            "tiny_lm": {"vocab_size": 300, "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "ff": 64,
+                        "max_positions": 128, "steps": 5, "batch_size": 4, "lr": 3e-3},
+            "qformer": {"d_model": 32, "num_queries": 4, "layers": 1, "heads": 2, "dropout": 0.0},
+            "lora": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "train": {"steps": 5, "batch_size": 4, "lr": 1e-3, "contrastive_weight": 0.1},
+        },
+    })
+
+
+STAGE1 = {
+    "llm": "tiny", "chat_template": False, "prosody": True,
+    "qformer": {"d_model": 32, "num_queries": 4, "layers": 1, "heads": 2, "dropout": 0.0, "conv_frontend": True},
+    "lora": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    "train": {"steps": 2, "batch_size": 2, "lr": 1e-3},
+}
+
+
+def build_tiny_pipeline():
+    """Both stages with tiny random networks (no training) joined into an AVITalkingPipeline."""
+    import torch
+
+    from avitalk.vocab import EMOTIONS, load_vocabulary
+    from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
+    from stage1_instruct.instructor import build_model, load_prompts
+    from stage2_synthesis.synthesizer import Synthesizer
+
+    cfg = tiny_stage2_cfg(stage1=STAGE1)
+    cfg.audio_dim = 32
+    synth = Synthesizer.build(cfg)
+    wake_modulation(synth.decoder)
+    vocab = load_vocabulary()
+    rng = np.random.default_rng(0)
+    corpus = [vocab.write(e, 1 + k % 3, [], rng=rng) for k in range(6) for e in EMOTIONS] + load_prompts()
+    tok = train_tokenizer(corpus, 300)
+    torch.manual_seed(0)
+    llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
+    instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
+    from avitalk.pipeline import AVITalkingPipeline
+
+    return AVITalkingPipeline(cfg, synth, instructor, source="test")
+
+
+def speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """A voiced, syllable-modulated signal with a pause: deterministic and speech-shaped enough for the encoders."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / 16000
+    voice = sum(np.sin(k * ph) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) * (t > 0.3)
+    return (0.2 * voice * env + 0.003 * rng.standard_normal(len(t))).astype(np.float32)

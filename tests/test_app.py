@@ -7,7 +7,7 @@ from avitalk.audio import save_wav
 from avitalk.errors import AudioError
 from avitalk.types import Audio
 
-from .test_pipeline import build_tiny_pipeline
+from .conftest import build_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from avitalk.errors import CheckpointError, DatasetError
 from eval.benchmark import ROWS, run_benchmark, write_report
 
-from .test_pipeline import build_tiny_pipeline
+from .conftest import build_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,10 @@ def test_benchmark_report_has_every_row_and_column(corpus, tmp_path):
     torch.save(SyncNet().state_dict(), tmp_path / "syncnet_v2.model")  # SyncNet's layout, random weights
     pipe = build_tiny_pipeline()
     split = "test" if read_manifest(corpus, "test") else "train"
-    res = run_benchmark(pipe, corpus, split=split, samples=3, diversity_clips=2, progress=False,
+    run = run_benchmark(pipe, corpus, split=split, samples=3, diversity_clips=2, progress=False,
                         evaluator_steps=(10, 10), limit=2, syncnet=str(tmp_path / "syncnet_v2.model"))
+    res = run.result
+    assert set(run.generated) == set(ROWS) and len(run.ground_truth) == res["clips"]
     assert set(res["table"]) == set(ROWS)
     for row, r in res["table"].items():
         for k in ("fid", "lse_d", "lse_c", "lve_squared_max_mm2", "lve_euclidean_max_mm", "mve_mm", "fdd_mm2",
@@ -42,16 +44,16 @@ def test_benchmark_report_has_every_row_and_column(corpus, tmp_path):
         assert np.isfinite(r["lse_d_syncnet"]) and r["lse_c_syncnet"] >= 0, row
     sn = res["syncnet"]
     assert sn["crop"] == "face" and np.isfinite(sn["ground_truth"]["lse_d"]) and sn["frames_per_s"] > 0
-    assert sn["frames"] == sum(len(g) for g in res["_gt"]) * (1 + len(ROWS))
+    assert sn["frames"] == sum(len(g) for g in run.ground_truth) * (1 + len(ROWS))
     nf = res["table"]["neutral_face"]
     assert nf["fdd_mm2"] > 0  # the ground truth moves the upper face, the neutral face does not
     assert res["table"]["pipeline"]["diversity_style"] > 0 and res["instruction"] is not None
-    out = write_report(res, tmp_path / "rep", FlameModel.standin())
+    out = write_report(run, tmp_path / "rep", FlameModel.standin())
     text = (out / "report.md").read_text()
     assert "| neutral face |" in text and "LSE-D SyncNet" in text and "not comparable" in text.lower()
     assert "ground-truth motion LSE-D" in text
     m = json.loads((out / "metrics.json").read_text())
-    assert m["clips"] == res["clips"] and "_gen" not in m
+    assert m["clips"] == res["clips"] and m["table"].keys() == res["table"].keys()
     for png in ("per_emotion.png", "curves.png", "frames.png"):
         assert (out / png).is_file(), png
     # the evaluators were cached next to the data
@@ -94,7 +96,7 @@ def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
     build_tiny_pipeline().save_pretrained(tmp_path / "ck", dtype="float32")
     pipe = AVITalkingPipeline.from_pretrained(tmp_path / "ck")
     split = "test" if len(read_manifest(corpus, "test")) >= 3 else "train"
-    one = run_benchmark(pipe, corpus, split=split, samples=3, limit=5, progress=False, evaluator_steps=(10, 10))
+    one = run_benchmark(pipe, corpus, split=split, samples=3, limit=5, progress=False, evaluator_steps=(10, 10)).result
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "avitalk.cli", "eval", "--checkpoint", str(tmp_path / "ck"), "--data", str(corpus),

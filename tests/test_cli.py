@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from avitalk.flame.standin import demo_sequence
@@ -10,11 +9,15 @@ from avitalk.render.video import probe_video
 
 
 def test_help_on_every_command():
+    """Through the installed `avitalk` executable when there is one (`python -m avitalk.cli` otherwise)."""
+    import shutil
+
+    exe = [shutil.which("avitalk")] if shutil.which("avitalk") else [sys.executable, "-m", "avitalk.cli"]
     for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"], ["data"], ["data", "synth"],
                  ["data", "stats"], ["data", "mead"], ["data", "ravdess"], ["data", "say"], ["train"], ["train", "stage2"],
                  ["train", "stage1"], ["run"], ["synthesize"], ["instruct"], ["eval"], ["export"], ["app"]):
-        r = subprocess.run([sys.executable, "-m", "avitalk.cli", *args, "--help"], capture_output=True, text=True)
-        assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr)
+        r = subprocess.run([*exe, *args, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Usage" in r.stdout and not r.stderr.strip(), (args, r.stderr)
 
 
 def test_usage_mistakes_are_one_error_line_with_exit_2(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from .test_stage2 import TINY_WHISPER
+from .conftest import TINY_WHISPER
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
@@ -64,7 +64,7 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     from avitalk.data.synthtalk import generate
     from avitalk.data.manifest import read_manifest
     from avitalk.pipeline import AVITalkingPipeline
-    from stage1_instruct.instructor import load_prompts
+    from stage1_instruct.instructor import Instructor, load_prompts
     from stage1_instruct.train import train_stage1
     from stage2_synthesis.train import train_stage2
 
@@ -78,7 +78,7 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     assert r2["timings"]
     model = r1["model"]
     assert type(model.llm.get_base_model()).__name__.lower().startswith(arch)
-    assert "<|assistant|>" in model.tokenizer.decode(model.instructor()._prompt_ids())  # the chat template is applied
+    assert "<|assistant|>" in model.tokenizer.decode(Instructor.from_model(model, cfg)._prompt_ids())  # the chat template is applied
     pipe = AVITalkingPipeline.from_stages(tmp_path / "s1", tmp_path / "s2")
     pipe.save_pretrained(tmp_path / "pipe")
     pipe = AVITalkingPipeline.from_pretrained(tmp_path / "pipe")

@@ -13,16 +13,7 @@ import torch
 
 from avitalk.lean.mel import log_mel
 
-
-def speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
-    """A voiced, syllable-modulated signal with a pause: deterministic and speech-shaped enough for the encoders."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    ph = 2 * np.pi * np.cumsum(f0) / 16000
-    voice = sum(np.sin(k * ph) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) * (t > 0.3)
-    return (0.2 * voice * env + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+from .conftest import speechlike
 
 
 @pytest.mark.parametrize("bins", [80, 128])
@@ -180,7 +171,7 @@ def test_default_outputs_pinned_and_no_heavy_imports():
 import json, sys, numpy as np
 from avitalk.pipeline import AVITalkingPipeline
 from avitalk.types import Audio
-from tests.test_lean import speechlike
+from tests.conftest import speechlike
 pipe = AVITalkingPipeline.from_pretrained()
 out = pipe(Audio(speechlike(3.0), 16000), seed=0)
 e = out.sequences[0].expression

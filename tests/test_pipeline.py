@@ -11,38 +11,7 @@ from avitalk.errors import CheckpointError, InstructionError
 from avitalk.pipeline import AVITalkingPipeline
 from avitalk.types import Audio
 
-from .test_stage2 import _wake_modulation, tiny_cfg
-
-STAGE1 = {
-    "llm": "tiny", "chat_template": False, "prosody": True,
-    "qformer": {"d_model": 32, "num_queries": 4, "layers": 1, "heads": 2, "dropout": 0.0, "conv_frontend": True},
-    "lora": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-    "train": {"steps": 2, "batch_size": 2, "lr": 1e-3},
-}
-
-
-def build_tiny_pipeline() -> AVITalkingPipeline:
-    import torch
-
-    from avitalk.vocab import EMOTIONS, load_vocabulary
-    from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.instructor import load_prompts
-    from stage1_instruct.train import build_model
-    from stage2_synthesis.synthesizer import Synthesizer
-
-    cfg = tiny_cfg(stage1=STAGE1)
-    cfg.audio_dim = 32
-    synth = Synthesizer.build(cfg)
-    _wake_modulation(synth.decoder)
-    vocab = load_vocabulary()
-    rng = np.random.default_rng(0)
-    corpus = [vocab.write(e, 1 + k % 3, [], rng=rng) for k in range(6) for e in EMOTIONS] + load_prompts()
-    tok = train_tokenizer(corpus, 300)
-    torch.manual_seed(0)
-    llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
-    instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
-    return AVITalkingPipeline(cfg, synth, instructor, source="test")
-
+from .conftest import build_tiny_pipeline
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):

@@ -240,15 +240,15 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     skips clips without motion, reads augmented audio, and gives the encoder's prosody channels their own input."""
     import json
 
-    from omegaconf import OmegaConf
 
     from avitalk.data.real import import_ravdess
-    from stage1_instruct.train import load_stage1, train_stage1
+    from stage1_instruct.instructor import Instructor
+    from stage1_instruct.train import train_stage1
     from stage2_synthesis.synthesizer import Synthesizer
     from stage2_synthesis.train import train_stage2
 
-    from .test_stage1 import tiny_cfg as s1_cfg
-    from .test_stage2 import tiny_cfg as s2_cfg
+    from .conftest import tiny_stage1_cfg as s1_cfg
+    from .conftest import tiny_stage2_cfg as s2_cfg
 
     real = tmp_path / "real"
     import_ravdess(_fake_ravdess(tmp_path / "R"), None, real, test_actors=(), val_actors=(), progress=False)
@@ -264,8 +264,7 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     assert r["model"].qformer.prosody_dim == 4 and r["model"].qformer.feature_dim == 768
     aug = list((real / "features").glob("*-aug0*/*~aug0.npy"))
     assert len(aug) == 9  # every real clip's copy is cached (the excluded actor's too: the cache is per dataset)
-    model, _ = load_stage1(tmp_path / "s1")
-    assert isinstance(model.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
+    assert isinstance(Instructor.load(tmp_path / "s1").generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
 
     # stage 2 on a dataset holding clips with and without motion
     mixed = tmp_path / "mixed"

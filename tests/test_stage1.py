@@ -1,18 +1,17 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from avitalk.errors import CheckpointError
 
 from stage1_instruct.instructor import cut_sentence, to_instruction
 from avitalk.text_metrics import rouge_l
-from stage1_instruct.train import evaluate_stage1, load_stage1, train_stage1
+from stage1_instruct.instructor import Instructor, load_stage1
+from stage1_instruct.train import train_stage1
 
-from .test_stage2 import TINY_WHISPER
+from .conftest import tiny_stage1_cfg
 
 
 def test_rouge_l_matches_the_papers_examples():
@@ -30,43 +29,31 @@ def test_text_helpers():
     assert free.emotion is None and free.text == "Someone mumbles quietly"
 
 
-def tiny_cfg():
-    return OmegaConf.create({
-        "seed": 0,
-        "audio_encoder": {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}},
-        "stage2": {"text_encoder": "minilm"},
-        "stage1": {
-            "llm": "tiny", "chat_template": False,
-            "tiny_lm": {"vocab_size": 300, "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "ff": 64,
-                        "max_positions": 128, "steps": 5, "batch_size": 4, "lr": 3e-3},
-            "qformer": {"d_model": 32, "num_queries": 4, "layers": 1, "heads": 2, "dropout": 0.0},
-            "lora": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-            "train": {"steps": 5, "batch_size": 4, "lr": 1e-3, "contrastive_weight": 0.1},
-        },
-    })
-
-
 @pytest.mark.slow
 def test_stage1_trains_saves_reloads_and_generates(tmp_path):
     from avitalk.data.synthtalk import generate
 
     generate(tmp_path / "d", 12, seed=1, workers=1, progress=False)
-    r = train_stage1(tiny_cfg(), tmp_path / "d", tmp_path / "ck", progress=False)
+    r = train_stage1(tiny_stage1_cfg(), tmp_path / "d", tmp_path / "ck", progress=False)
     ck = tmp_path / "ck"
     for need in ("tokenizer", "lm", "adapter", "qformer.safetensors", "stage1.yaml", "history.json"):
         assert (ck / need).exists(), need
-    model, _ = load_stage1(ck)
+    lean, hf = Instructor.load(ck), Instructor.load(ck, lean=False)  # plain-torch LM, and transformers + peft
+    assert lean.lean and not hf.lean
     f = torch.randn(2, 100, 32)
     m = torch.ones(2, 100, dtype=torch.bool)
-    greedy = model.generate(f, m, max_new_tokens=12)
+    greedy = lean.generate(f, m, max_new_tokens=12)
     assert len(greedy) == 2 and all(isinstance(t[0], str) for t in greedy)
-    assert model.generate(f, m, max_new_tokens=12) == greedy  # greedy is deterministic
-    sampled = model.generate(f[:1], m[:1], num_samples=3, do_sample=True, temperature=1.5, max_new_tokens=8, seed=0)
+    assert lean.generate(f, m, max_new_tokens=12) == greedy  # greedy is deterministic
+    assert hf.generate(f, m, max_new_tokens=12) == greedy  # both runtimes write the same text
+    sampled = lean.generate(f[:1], m[:1], num_samples=3, do_sample=True, temperature=1.5, max_new_tokens=8, seed=0)
     assert len(sampled[0]) == 3
-    beams = model.generate(f[:1], m[:1], num_beams=2, max_new_tokens=8)
+    beams = hf.generate(f[:1], m[:1], num_beams=2, max_new_tokens=8)
     assert len(beams[0]) == 1
+    with pytest.raises(ValueError, match="beam search"):
+        lean.generate(f[:1], m[:1], num_beams=2)
     # reloaded weights give the same text as the trained model
-    assert r["model"].eval().generate(f, m, max_new_tokens=12) == greedy
+    assert Instructor.from_model(r["model"].eval(), None).generate(f, m, max_new_tokens=12) == greedy
     # a broken adapter is a clear error
     (ck / "adapter" / "adapter_config.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="adapter"):
@@ -82,14 +69,14 @@ def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     from avitalk.data.synthtalk import generate
 
     generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
-    cfg = tiny_cfg()
+    cfg = tiny_stage1_cfg()
     cfg.stage1.prosody = True
     cfg.stage1.train.update(steps=4, checkpoint_every=2, qformer_warmup_steps=2, aux_weight=1.0, keyword_weight=3.0)
     full = train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck", progress=False)
     assert [h["step"] for h in full["history"]["adapter"]] == [0, 3]
     assert (tmp_path / "ck" / "loss_curves.png").is_file()
     f = torch.randn(1, 60, 36)
-    before = full["model"].generate(f, None, max_new_tokens=10)
+    before = Instructor.from_model(full["model"].eval(), None).generate(f, None, max_new_tokens=10)
 
     # the same run, killed right after the adapter phase saved its state at step 2
     save = t1._save_phase
@@ -107,4 +94,4 @@ def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     resumed = train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck2", resume=True, progress=False)
     assert resumed["history"]["qformer_warmup"] == warm  # the warm-up was not repeated
     assert [h["step"] for h in resumed["history"]["adapter"]] == [0, 3]
-    assert resumed["model"].generate(f, None, max_new_tokens=10) == before  # same result as the uninterrupted run
+    assert Instructor.from_model(resumed["model"].eval(), None).generate(f, None, max_new_tokens=10) == before  # same result as the uninterrupted run

@@ -13,45 +13,13 @@ from stage2_synthesis.prior import DiffusionPrior
 from stage2_synthesis.style_encoder import StyleEncoder
 from stage2_synthesis.synthesizer import Synthesizer
 
-TINY_WHISPER = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500)
-
-
-def tiny_cfg(**over):
-    cfg = OmegaConf.create({
-        "name": "test", "seed": 0, "flame_model": "standin",
-        "audio_encoder": {"spec": "whisper_hf", "kwargs": {"config": TINY_WHISPER, "device": "cpu"}},
-        "stage2": {
-            "text_encoder": {"spec": "random-bert", "config": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                               "num_attention_heads": 2, "intermediate_size": 64}},
-            "style_dim": 16,
-            "style_encoder": {"d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0},
-            "decoder": {"d_model": 32, "layers": 1, "heads": 2, "ff": 64, "dropout": 0.0, "window": 16, "overlap": 4},
-            "prior": {"d_model": 32, "layers": 1, "heads": 2, "n_tokens": 2, "timesteps": 20, "cond_drop": 0.2},
-            "sampling": {"steps": 5, "guidance_scale": 2.0},
-            "train": {
-                "lipsync": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 1, "crop_frames": 16, "coef_weight": 1.0,
-                            "vertex_weight": 1.0, "lip_weight": 3.0, "velocity_weight": 0.5, "face_vertices": 50},
-                "prior": {"steps": 4, "batch_size": 8, "lr": 1e-3, "warmup": 1, "contrastive_weight": 0.1},
-                "checkpoint_every": 2, "mixed_precision": "bf16",
-            },
-        },
-    })
-    return OmegaConf.merge(cfg, OmegaConf.create(over))
-
-
-def _wake_modulation(decoder):
-    """AdaLN modulation starts at zero (identity), so an untrained decoder ignores z; give it weights as training would."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for blk in decoder.blocks:
-            blk.mod.weight.copy_(torch.randn(blk.mod.weight.shape, generator=g) * 0.2)
-
+from .conftest import tiny_stage2_cfg, wake_modulation
 
 @pytest.fixture(scope="module")
 def synth():
     torch.manual_seed(0)
-    s = Synthesizer.build(tiny_cfg())
-    _wake_modulation(s.decoder)
+    s = Synthesizer.build(tiny_stage2_cfg())
+    wake_modulation(s.decoder)
     return s
 
 
@@ -76,7 +44,7 @@ def test_decoder_windows_cover_any_length():
     z0 = torch.randn(2, 16)
     same = dec.generate(torch.randn(10, 8), z0)
     assert torch.allclose(same[0], same[1])  # zero-initialised modulation: the identity at the start of training
-    _wake_modulation(dec)
+    wake_modulation(dec)
     a = torch.randn(10, 8)
     z = torch.randn(3, 16)
     short = dec.generate(a, z)
@@ -145,7 +113,7 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     from stage2_synthesis.train import train_stage2
 
     generate(tmp_path / "d", 12, seed=5, workers=1, progress=False)
-    cfg = tiny_cfg()
+    cfg = tiny_stage2_cfg()
     r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
     for f in ("style_encoder", "decoder", "prior"):
         assert (tmp_path / "ck" / f"{f}.safetensors").is_file()

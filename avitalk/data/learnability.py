@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..types import SAMPLE_RATE
+
 from ..vocab import EMOTIONS
 from .manifest import Clip, read_manifest
 
@@ -26,7 +28,7 @@ def _frames(x: np.ndarray) -> np.ndarray:
     return np.pad(x, (0, FRAME))[idx]
 
 
-def pitch_track(x: np.ndarray, sr: int = 16_000, fmin: float = 60, fmax: float = 400) -> tuple[np.ndarray, np.ndarray]:
+def pitch_track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 60, fmax: float = 400) -> tuple[np.ndarray, np.ndarray]:
     """F0 in Hz per 10 ms frame (0 where unvoiced) and the voicing strength, by normalised autocorrelation."""
     f = _frames(x) * np.hanning(FRAME)
     spec = np.fft.rfft(f, n=2 * FRAME)
@@ -40,7 +42,7 @@ def pitch_track(x: np.ndarray, sr: int = 16_000, fmin: float = 60, fmax: float =
     return np.where(voiced, sr / lag, 0.0), strength
 
 
-def audio_features(x: np.ndarray, sr: int = 16_000) -> np.ndarray:
+def audio_features(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     f0, strength = pitch_track(x, sr)
     fr = _frames(x)
     rms = np.sqrt((fr**2).mean(1)) + 1e-8

@@ -14,12 +14,11 @@ import numpy as np
 
 from ..audio import chunk_spans, stitch
 from ..errors import AudioError
-from ..types import MOTION_FPS, SAMPLE_RATE, Audio
+from ..types import FEATURE_RATE, FEATURES_PER_FRAME, LISTEN_WINDOW_S, SAMPLE_RATE, Audio
 
 log = logging.getLogger(__name__)
 
-FEATURE_RATE = 50  # Hz: Whisper's encoder emits one vector per 20 ms
-WINDOW_S = 30.0
+WINDOW_S = LISTEN_WINDOW_S
 OVERLAP_S = 2.0
 HOP = 160  # log-mel hop at 16 kHz (10 ms)
 
@@ -105,50 +104,7 @@ def fit_length(f: np.ndarray, n: int) -> np.ndarray:
 
 def to_motion_rate(features: np.ndarray, num_frames: int) -> np.ndarray:
     """50 Hz features [N, D] -> 25 fps [num_frames, D] by averaging each pair (edge-padded to fit)."""
-    f = fit_length(features, 2 * num_frames)
-    return f.reshape(num_frames, 2, -1).mean(1)
+    f = fit_length(features, FEATURES_PER_FRAME * num_frames)
+    return f.reshape(num_frames, FEATURES_PER_FRAME, -1).mean(1)
 
 
-def build_encoder(spec: str = "whisper_ct2", **kwargs) -> AudioEncoder:
-    """``whisper_ct2`` (embedded tiny.en), ``whisper_layers`` (the same weights in torch: middle + last layers and
-    prosody channels), ``whisper_hf:<path or hub id>``, or ``whisper_hf`` with ``config=``."""
-    name, _, arg = spec.partition(":")
-    if name == "whisper_ct2":
-        from .whisper_ct2 import WhisperCT2Encoder
-
-        return WhisperCT2Encoder(model_path=arg or None, **kwargs)
-    if name == "whisper_hf":
-        from .whisper_hf import WhisperHFEncoder
-
-        return WhisperHFEncoder(arg or None, **kwargs)
-    if name == "whisper_layers":
-        from .whisper_layers import WhisperLayersEncoder
-
-        return WhisperLayersEncoder(model_path=arg or None, **kwargs)
-    if name == "prosody":
-        from .prosody import ProsodyEncoder
-
-        return ProsodyEncoder()
-    raise ValueError(f"unknown audio encoder {spec!r} (whisper_ct2, whisper_layers, whisper_hf:<path>, prosody)")
-
-
-def encoder_prosody_dim(spec) -> int:
-    """How many trailing channels of an encoder spec's features are prosody (``whisper_layers``: 4, else 0); read
-    from the spec alone, without loading the encoder."""
-    kwargs = {}
-    if not isinstance(spec, str):
-        kwargs, spec = dict(spec.get("kwargs") or {}), spec.spec
-    return 4 if str(spec).split(":")[0] == "whisper_layers" and bool(kwargs.get("prosody", True)) else 0
-
-
-def audio_encoder_from_config(spec) -> AudioEncoder:
-    """``audio_encoder`` of a config: a spec string (``whisper_ct2``), or ``{spec, kwargs}``."""
-    if isinstance(spec, str):
-        return build_encoder(spec)
-    from omegaconf import DictConfig, OmegaConf
-
-    kwargs = spec.get("kwargs") or {}
-    return build_encoder(spec.spec, **(OmegaConf.to_container(kwargs) if isinstance(kwargs, DictConfig) else dict(kwargs)))
-
-
-assert MOTION_FPS * 2 == FEATURE_RATE

@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..types import MOTION_FPS
+
 # --------------------------------------------------------------------------------------------------- layout
 N_COLS = 72
 Y_EYE = 0.0225
@@ -835,7 +837,7 @@ def expression_from_activations(activations: dict[str, float] | np.ndarray) -> n
     return np.asarray(activations, np.float32) @ M
 
 
-def demo_sequence(seconds: float = 4.0, fps: float = 25.0):
+def demo_sequence(seconds: float = 4.0, fps: float = MOTION_FPS):
     """A hand-made clip on the stand-in head: the jaw opens and closes (syllable rhythm, about 4 Hz) for the first
     half, then a smile grows with a blink in the middle. Used by the demo and the render tests."""
     from ..types import FlameSequence

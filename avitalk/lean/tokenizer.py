@@ -15,6 +15,8 @@ def _token_text(v) -> str | None:
 
 
 class LeanTokenizer:
+    lean = True  # tells shared code (stage 1's prompt building) which tokenizer API it has
+
     def __init__(self, directory: str | Path):
         from tokenizers import Tokenizer
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import RenderError
 from ..io import atomic_path
-from ..types import Audio
+from ..types import MOTION_FPS, Audio
 
 AAC_FRAME = 1024
 
@@ -23,7 +23,7 @@ def _fps_fraction(fps: float) -> Fraction:
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
-    fps: float = 25.0,
+    fps: float = MOTION_FPS,
     audio: Audio | None = None,
     crf: int = 20,
     preset: str = "veryfast",
