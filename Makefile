@@ -9,6 +9,10 @@ PIN := -c constraints.txt
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
 	$(PIP) install $(PIN) -e ".[dev,app]"
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix build/web --no-audit --no-fund --silent three@0.170.0 \
+	    || echo "warning: could not install three.js; the glTF browser test will be skipped"; \
+	else echo "warning: npm not found; the glTF browser test (three.js) will be skipped"; fi
 	$(PYTHON) -c "import torch, moderngl, av, smplx, soxr, soundfile, yaml, espeakng_loader; print('avitalk setup ok: torch', torch.__version__)"
 
 # Offscreen rendering needs an EGL driver (Mesa's llvmpipe on CPU machines); the web app's browser test drives

@@ -83,6 +83,22 @@ class AppSession:
         body = (text or "A person speaks").strip().rstrip(".")
         return f"{body}, and {phrase}." if " with " in body else f"{body} with {phrase}."
 
+    @staticmethod
+    def parsed_table(text: str | None) -> str:
+        """The instruction's parsed fields as a compact Markdown table (what stage 2's vocabulary reads in the text);
+        recomputed on every edit, no synthesis needed."""
+        from .errors import InstructionError
+        from .vocab import as_instruction
+
+        try:
+            ins = as_instruction(text or "")
+        except InstructionError as e:
+            return f"*{e}*"
+        acts = ", ".join(f"{a.split('_', 1)[-1].replace('_', ' ')} ({d})" for a, d in ins.actions) or "none found"
+        return ("| parsed | |\n|---|---|\n"
+                f"| emotion | {ins.emotion or 'none found'} |\n| intensity | {ins.intensity or '-'} |\n"
+                f"| facial actions | {acts} |")
+
     def history_choices(self) -> list[str]:
         return [f"#{h['index']}: {h['text'][:80]}" for h in self.history]
 
@@ -166,7 +182,7 @@ def build_app(session: AppSession):
             r = session.listen(path)
         except AvitalkError as e:
             raise gr.Error(str(e))
-        return r["text"], r["parsed"], gr.update(choices=r["alternatives"], value=None)
+        return r["text"], gr.update(choices=r["alternatives"], value=None)
 
     def on_pick(alt, text):
         return alt or text
@@ -188,7 +204,9 @@ def build_app(session: AppSession):
             r = session.synthesize(path, text, samples, seed, guidance)
         except AvitalkError as e:
             raise gr.Error(str(e))
-        vids = [str(v) for v in r["videos"]] + [None] * (MAX_VIDEOS - len(r["videos"]))
+        said = text if len(text) <= 70 else text[:67] + "..."
+        vids = [gr.update(value=str(v), label=f"#{r['index']} sample {k}: {said}") for k, v in enumerate(r["videos"])]
+        vids += [gr.update(value=None, label=f"sample {k}") for k in range(len(r["videos"]), MAX_VIDEOS)]
         files = [str(p) for p in r["npz"] + r["glb"] + r["videos"]]
         rows = [[h["index"], h["text"], h["samples"], h["seed"], round(h["first_video_s"], 2)] for h in session.history]
         choices = session.history_choices()
@@ -196,7 +214,7 @@ def build_app(session: AppSession):
 
     with gr.Blocks(title="avitalk") as page:
         gr.Markdown("# avitalk\nSpeech -> an instruction you can read and edit -> a 3D talking face. "
-                    "The default model is trained on synthetic speech only.")
+                    "The default model is trained on synthetic speech and on RAVDESS actors (its weights: CC BY-NC-SA 4.0).")
         with gr.Row():
             with gr.Column():
                 speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"],
@@ -204,7 +222,7 @@ def build_app(session: AppSession):
                 listen = gr.Button("Listen", variant="primary", elem_id="listen")
             with gr.Column():
                 text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
-                parsed = gr.JSON(label="parsed")
+                parsed = gr.Markdown(session.parsed_table(""), elem_id="parsed")
                 alts = gr.Dropdown(label="alternatives (sampled)", choices=[], interactive=True)
                 with gr.Row():
                     emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
@@ -219,8 +237,10 @@ def build_app(session: AppSession):
             seed = gr.Number(value=0, precision=0, label="seed")
             guidance = gr.Slider(0.0, 4.0, value=1.5, step=0.1, label="guidance scale")
             synth = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
-        with gr.Row():
-            videos = [gr.Video(label=f"sample {k}", elem_id=f"video{k}") for k in range(MAX_VIDEOS)]
+        with gr.Row():  # the first sample large, the others beside it
+            videos = [gr.Video(label="sample 0", elem_id="video0", height=520, scale=3)]
+            with gr.Column(scale=1):
+                videos += [gr.Video(label=f"sample {k}", elem_id=f"video{k}", height=250) for k in range(1, MAX_VIDEOS)]
         plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
         files = gr.File(label="downloads (npz, glb, mp4)", file_count="multiple")
         history = gr.Dataframe(headers=["#", "instruction", "samples", "seed", "first video (s)"], label="history")
@@ -232,7 +252,8 @@ def build_app(session: AppSession):
             with gr.Column():
                 pick_b = gr.Dropdown(label="entry", choices=[], interactive=True)
                 video_b = gr.Video(label="entry B")
-        listen.click(on_listen, [speech], [text, parsed, alts])
+        listen.click(on_listen, [speech], [text, alts])
+        text.change(session.parsed_table, [text], [parsed], show_progress="hidden", queue=False)
         alts.change(on_pick, [alts, text], [text])
         rewrite.click(on_rewrite, [text, emotion, intensity], [text])
         add.click(on_add_action, [text, action, strength], [text])

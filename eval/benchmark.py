@@ -159,11 +159,13 @@ def set_metrics(evaluator, clips: list, gen: dict[str, list[np.ndarray]], gt: li
 
     from .fid_kid import fid_kid
 
-    # features scaled by one number (the real set's overall std) so FID / KID live at unit scale, where KID's cubic
-    # kernel is numerically sound; the same scale for every row
+    # features centred on the real set's mean and scaled by one number (its overall std), the same for every row: FID
+    # does not change under a common shift, and KID's cubic kernel (x.y/d + 1)^3 needs centred, unit-scale features
+    # (uncentred, the offsets dominate x.y and KID's subsets scatter by far more than the differences it measures)
     real_feats = evaluator.features(gt)
-    scale = float(real_feats.std()) or 1.0
-    real_feats = real_feats / scale
+    centre = real_feats.mean(0, keepdims=True)
+    scale = float((real_feats - centre).std()) or 1.0
+    real_feats = (real_feats - centre) / scale
     y = np.array([EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1 for c in clips])
     table: dict[str, dict[str, Any]] = {}
     per_emotion: dict[str, dict[str, float]] = {}
@@ -171,7 +173,7 @@ def set_metrics(evaluator, clips: list, gen: dict[str, list[np.ndarray]], gt: li
         motions = gen[row]
         r: dict[str, Any] = {}
         try:
-            fk = fid_kid(real_feats, evaluator.features(motions) / scale, subset_size=min(100, len(motions)))
+            fk = fid_kid(real_feats, (evaluator.features(motions) - centre) / scale, subset_size=min(100, len(motions)))
             r.update(fid=fk.fid, kid=fk.kid_mean, kid_std=fk.kid_std)
         except SequenceError as e:
             notes.append(f"{row}: FID/KID skipped ({e})")
@@ -425,6 +427,67 @@ def _seq(motion: np.ndarray):
 
 
 # ------------------------------------------------------------------------------------------------ report
+ROW_MEANINGS = {
+    "pipeline": "the whole pipeline: stage 1 writes the instruction from the speech, stage 2 animates it",
+    "pipeline_gt_instruction": "stage 2 alone, given the clip's reference instruction (stage 1's errors removed)",
+    "no_prior": "stage 2 with the deterministic text -> style mapper instead of the diffusion prior (one style per text)",
+    "neutral_face": "a baseline: no motion at all",
+    "mean_motion": "a baseline: the training split's mean pose on every frame",
+}
+
+
+def _column_notes(result: dict[str, Any]) -> list[str]:
+    """What each row and column measures, one sentence each."""
+    n = result["clips"]
+    kid_n = min(100, n)
+    lines = ["Rows:"] + [f"- **{ROW_NAMES[r]}**: {ROW_MEANINGS[r]}." for r in result["table"]]
+    lines += ["", "Columns:",
+              "- **FID**: Frechet distance between Gaussians fitted to the evaluator's 128-d motion features of the "
+              "generated and the ground-truth clips (lower is closer; the features are centred on the ground truth's "
+              "mean and divided by its overall standard deviation, so FID is in those units, squared).",
+              f"- **KID**: the unbiased squared MMD of the same features, standardised per dimension by the ground "
+              f"truth's mean and std, with the cubic kernel (x·y/128 + 1)³ (dimensionless; the kernel of a point with "
+              f"itself is about 8); mean ± standard deviation over 50 random subsets of {kid_n} clips per side. The "
+              "unbiased estimator can be negative on small sets: a value within its std of 0 means the two sets cannot "
+              "be told apart at this size (on a few hundred clips of 128 correlated features that std is large: "
+              "read FID first).",
+              "- **Div**: mean pairwise L2 distance between 10 prior samples' style vectors for one instruction "
+              "(AVI-Talking's diversity; 0 for a deterministic row).",
+              "- **LSE-D / LSE-C**: lip-sync distance (lower is better) and confidence (higher) of our offline sync "
+              "expert between the motion and the speech.",
+              "- **LVE sq-max**: per frame the largest squared lip-vertex error, mean over frames (FaceFormer / "
+              "CodeTalker convention, mm²); **LVE max**: the same with the Euclidean error (mm).",
+              "- **MVE**: mean error over all vertices (mm); **FDD**: how much less the upper face moves than in the "
+              "ground truth (std over time of its displacement, mm²; 0 is the ground truth's own dynamics).",
+              "- **emotion acc**: how often the evaluator's emotion head reads the clip's true emotion from the motion."]
+    return lines
+
+
+def _tradeoff(result: dict[str, Any]) -> list[str]:
+    """The prior-vs-mapper trade-off in words, from this run's numbers."""
+    t = result["table"]
+    if "pipeline_gt_instruction" not in t or "no_prior" not in t:
+        return []
+    p, m = t["pipeline_gt_instruction"], t["no_prior"]
+    out = ["Trade-off, with the reference instruction:"]
+    if p.get("fid") is not None and m.get("fid") is not None:
+        why = ("the mapper returns each text's average style, which sits near the middle of the real styles; the "
+               "prior samples around it, and its spread costs FID" if m["fid"] < p["fid"] else
+               "the prior's samples spread like the real styles of a text; the mapper's one average style per text "
+               "misses that spread")
+        better = "the mapper" if m["fid"] < p["fid"] else "the prior"
+        out.append(f"- FID: the deterministic mapper {m['fid']:.2f}, the diffusion prior {p['fid']:.2f}: {better} is "
+                   f"closer to the ground truth's distribution ({why}).")
+    lp, lm = p.get("lve_euclidean_max_mm"), m.get("lve_euclidean_max_mm")
+    if lp is not None and lm is not None:
+        out.append(f"- LVE: prior {lp:.2f} mm, mapper {lm:.2f} mm ({'the prior' if lp < lm else 'the mapper'} is "
+                   "closer on the lips).")
+    if p.get("diversity_style") is not None:
+        out.append(f"- Diversity: only the prior gives several styles for one instruction ({p['diversity_style']:.2f} "
+                   "in style space; the mapper's is 0 by construction).")
+    return out
+
+
 def _fmt(v, digits: int = 2) -> str:
     if v is None:
         return "-"
@@ -443,7 +506,8 @@ def write_report(run: BenchmarkRun, out: str | os.PathLike, model=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     result, gen, gt = run.result, run.generated, run.ground_truth
     atomic_write_json(out / "metrics.json", result)
-    cols = [("FID", "fid", 2), ("KID", "kid", 3), ("Div", "diversity_style", 2), ("LSE-D", "lse_d", 3),
+    shown = result["table"]
+    cols = [("FID", "fid", 2), ("KID (± std)", "kid", 3), ("Div", "diversity_style", 2), ("LSE-D", "lse_d", 3),
             ("LSE-C", "lse_c", 3), ("LVE sq-max mm²", "lve_squared_max_mm2", 2), ("LVE max mm", "lve_euclidean_max_mm", 2),
             ("MVE mm", "mve_mm", 2), ("FDD mm²", "fdd_mm2", 2), ("emotion acc", "emotion_accuracy", 3)]
     lines = [f"# avitalk evaluation: {result['checkpoint']}", "",
@@ -452,8 +516,11 @@ def write_report(run: BenchmarkRun, out: str | os.PathLike, model=None) -> Path:
     if result.get("syncnet"):
         cols[5:5] = [("LSE-D SyncNet", "lse_d_syncnet", 3), ("LSE-C SyncNet", "lse_c_syncnet", 3)]
     lines += ["| method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    for row, r in result["table"].items():
-        lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(_fmt(r.get(k), d) for _, k, d in cols) + " |")
+    for row, r in shown.items():
+        cells = [_fmt(r.get(k), d) + (f" ± {_fmt(r.get('kid_std'), d)}" if k == "kid" and r.get(k) is not None
+                                      else "") for _, k, d in cols]
+        lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(cells) + " |")
+    lines += ["", *_column_notes(result), "", *_tradeoff(result)]
     lines += ["", f"- evaluator emotion accuracy on ground-truth motion: {result['ground_truth_emotion_accuracy']:.3f}",
               f"- controllability (emotion word replaced, read back from the motion): "
               f"{result['controllability_edited_emotion']:.3f}"]

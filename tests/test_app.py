@@ -105,3 +105,13 @@ def test_app_command_removes_its_temporary_folder(tmp_path):
         finally:
             p.kill()
         assert not [d.name for d in tmp_path.iterdir() if d.name.startswith("avitalk-app-")], sig
+
+
+def test_parsed_table_reads_the_text_as_stage_2_will():
+    from avitalk.app import AppSession
+
+    t = AppSession.parsed_table("A furious man speaks with brow strongly lowered and lip slightly pressed.")
+    assert "| emotion | angry |" in t and "| intensity | strong |" in t
+    assert "| facial actions | brow lower (strongly), lip press (slightly) |" in t
+    assert "none found" in AppSession.parsed_table("Someone mumbles")
+    assert "empty" in AppSession.parsed_table("  ")

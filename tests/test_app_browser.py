@@ -65,6 +65,9 @@ def test_edit_loop_in_a_browser(tmp_path):
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.DELETE)
         box.send_keys(edited)
+        # the parsed view follows the text as it is typed, before any synthesis
+        wait.until(lambda d: "happy" in d.find_element(By.CSS_SELECTOR, "#parsed").text)
+        assert not session.history
         driver.find_element(By.CSS_SELECTOR, "#synthesize").click()
         video = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#video0 video"))
         duration = wait.until(lambda d: d.execute_script(

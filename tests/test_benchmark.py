@@ -52,6 +52,11 @@ def test_benchmark_report_has_every_row_and_column(corpus, tmp_path):
     text = (out / "report.md").read_text()
     assert "| neutral face |" in text and "LSE-D SyncNet" in text and "not comparable" in text.lower()
     assert "ground-truth motion LSE-D" in text
+    # the report says what KID's numbers are, what each row and column measures, and the prior-vs-mapper trade-off
+    assert "KID (± std)" in text and "can be negative" in text and "50 random subsets" in text
+    assert "Rows:" in text and "**FID**" in text and "Trade-off, with the reference instruction:" in text
+    fid_p, fid_m = res["table"]["pipeline_gt_instruction"]["fid"], res["table"]["no_prior"]["fid"]
+    assert f"the deterministic mapper {fid_m:.2f}, the diffusion prior {fid_p:.2f}" in text
     m = json.loads((out / "metrics.json").read_text())
     assert m["clips"] == res["clips"] and m["table"].keys() == res["table"].keys()
     for png in ("per_emotion.png", "curves.png", "frames.png"):

@@ -70,12 +70,14 @@ def test_fid_and_kid_against_formulas():
     s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
     fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
     assert r.fid == pytest.approx(fid, rel=1e-3)
-    # KID with subsets of all 150 fake samples: compare with the unbiased MMD^2 (cubic polynomial kernel) computed
+    # KID with subsets of all 150 fake samples: compare with the unbiased MMD^2 (cubic polynomial kernel, on features
+    # standardised by the real set) computed
     # independently on the same number of samples; different real subsets only move it a little
     def k(a, b):
         return (a @ b.T / a.shape[1] + 1) ** 3
 
-    x, y = real[:150], fake
+    mu, sd = real.mean(0), real.std(0, ddof=1)  # KID reads per-dimension z-scores of the real set
+    x, y = (real[:150] - mu) / sd, (fake - mu) / sd
     m = len(x)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     mmd = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()

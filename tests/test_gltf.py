@@ -39,6 +39,27 @@ def test_glb_rebuilds_the_animation(tmp_path, layout):
         assert "min" in doc["accessors"][t["POSITION"]]
 
 
+def test_glb_carries_the_heads_colours_and_region_materials(tmp_path):
+    from avitalk.render.gltf import srgb_to_linear
+
+    model = FlameModel.standin()
+    export_glb(demo_sequence(0.5), tmp_path / "face.glb", model)
+    doc, blob = read_glb(tmp_path / "face.glb")
+    prims = doc["meshes"][0]["primitives"]
+    names = [doc["materials"][p["material"]]["name"] for p in prims]
+    assert names == ["skin", "eyes", "teeth", "lips", "mouth"]
+    colours = accessor_array(doc, blob, prims[0]["attributes"]["COLOR_0"])
+    np.testing.assert_allclose(colours, srgb_to_linear(model.vertex_colors), atol=1e-6)  # glTF colours are linear
+    assert all(p["attributes"] == prims[0]["attributes"] and p["targets"] == prims[0]["targets"] for p in prims)
+    faces = np.concatenate([accessor_array(doc, blob, p["indices"]).reshape(-1, 3) for p in prims])
+    assert sorted(map(tuple, faces)) == sorted(map(tuple, np.asarray(model.faces).astype(np.uint32)))  # each face once
+    ratio = lambda ids: np.median(colours[ids, 1] / colours[ids, 0])  # noqa: E731 - green / red: ivory ~1, skin < 0.7
+    assert ratio(model.region("teeth")) > 0.85 and ratio(model.region("forehead")) < 0.7
+    for m in doc["materials"]:
+        assert m["pbrMetallicRoughness"]["metallicFactor"] == 0.0
+    assert srgb_to_linear([0.5])[0] == pytest.approx(0.214, abs=1e-3)
+
+
 def test_glb_opens_in_trimesh_and_auto_picks_a_layout(tmp_path):
     import trimesh
 

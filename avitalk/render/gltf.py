@@ -11,6 +11,12 @@ Two layouts:
   one-hot weights; exact for any motion, larger. ``layout="auto"`` bakes when the morph layout would be off by more
   than ``tolerance_mm``.
 
+Looks like the render: the vertex colours the renderer uses (skin, hair, brows, lips, eyes, teeth, mouth inside)
+go in ``COLOR_0`` (converted to linear light, as glTF defines vertex colours), and the mesh is split into one
+primitive per region (skin, lips, eyes, teeth and tongue, mouth lining) sharing the same vertices and morph targets,
+each with its own PBR material (non-metallic; glossier eyes and teeth, a matte mouth inside). A model without vertex
+colours gets the renderer's skin colour as its material's base colour.
+
 Written by hand from the glTF 2.0 specification (no extra dependency): a JSON chunk and a BIN chunk, each 4-byte
 aligned; POSITION accessors carry min / max as the specification requires; target names go in ``mesh.extras``.
 """
@@ -29,9 +35,14 @@ import torch
 from ..errors import SequenceError
 from ..io import atomic_path
 from ..types import FlameSequence
+from .renderer import SKIN
 
 JAW_REF = (0.15, 0.08, 0.08)  # rotations (rad) about x (open), y, z from which the jaw targets are fitted
 FLOAT, UINT32 = 5126, 5125
+# region -> (material name, roughness); faces go to the first region that holds all three of their vertices
+MATERIALS = (("eyes", ("left_eyeball", "right_eyeball"), 0.15), ("teeth", ("teeth", "tongue"), 0.35),
+             ("lips", ("lips",), 0.45), ("mouth", ("mouth_interior",), 0.85))
+SKIN_ROUGHNESS = 0.6
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
@@ -129,8 +140,18 @@ def export_glb(seq: FlameSequence, path: str | os.PathLike, model=None, layout: 
     faces = faces.astype(np.uint32)
     pos = b.add(base, FLOAT, "VEC3", ARRAY_BUFFER, minmax=True)
     nrm = b.add(_normals(base, faces.astype(np.int64)), FLOAT, "VEC3", ARRAY_BUFFER)
-    idx = b.add(faces.reshape(-1), UINT32, "SCALAR", ELEMENT_ARRAY_BUFFER)
+    attributes = {"POSITION": pos, "NORMAL": nrm}
+    if model.vertex_colors is not None:
+        attributes["COLOR_0"] = b.add(srgb_to_linear(model.vertex_colors), FLOAT, "VEC3", ARRAY_BUFFER)
     tgt = [{"POSITION": b.add(t, FLOAT, "VEC3", ARRAY_BUFFER, minmax=True)} for t in targets]
+    materials, primitives = [], []
+    for name, faces_k, rough in _split_faces(model, faces):
+        base_color = [1.0, 1.0, 1.0, 1.0] if model.vertex_colors is not None else [*srgb_to_linear(SKIN).tolist(), 1.0]
+        materials.append({"name": name, "pbrMetallicRoughness": {"baseColorFactor": base_color, "metallicFactor": 0.0,
+                                                                 "roughnessFactor": rough}})
+        primitives.append({"attributes": attributes, "indices": b.add(faces_k.reshape(-1), UINT32, "SCALAR",
+                                                                      ELEMENT_ARRAY_BUFFER),
+                           "targets": tgt, "mode": 4, "material": len(materials) - 1})
     times = b.add((np.arange(T, dtype=np.float32) / float(seq.fps))[:, None], FLOAT, "SCALAR", minmax=True)
     wts = b.add(weights.reshape(-1, 1), FLOAT, "SCALAR")
     samplers = [{"input": times, "output": wts, "interpolation": "LINEAR" if layout == "morph" else "STEP"}]
@@ -149,9 +170,9 @@ def export_glb(seq: FlameSequence, path: str | os.PathLike, model=None, layout: 
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "head"}],
-        "meshes": [{"name": "head", "primitives": [{"attributes": {"POSITION": pos, "NORMAL": nrm}, "indices": idx,
-                                                    "targets": tgt, "mode": 4}],
-                    "weights": [0.0] * len(tgt), "extras": {"targetNames": names}}],
+        "meshes": [{"name": "head", "primitives": primitives, "weights": [0.0] * len(tgt),
+                    "extras": {"targetNames": names}}],
+        "materials": materials,
         "animations": [{"name": "speech", "samplers": samplers, "channels": channels}],
         "buffers": [{"byteLength": 0}],
         "bufferViews": b.views,
@@ -170,6 +191,31 @@ def export_glb(seq: FlameSequence, path: str | os.PathLike, model=None, layout: 
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(blob)
     return GltfInfo(path, layout, T, len(tgt), err, len(blob))
+
+
+def srgb_to_linear(c) -> np.ndarray:
+    """sRGB-encoded colours in 0..1 (what the renderer shows) -> linear light (what glTF's COLOR_0 and base colour
+    factors hold)."""
+    c = np.clip(np.asarray(c, np.float64), 0, 1)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _split_faces(model, faces: np.ndarray) -> list[tuple[str, np.ndarray, float]]:
+    """(material name, faces, roughness) per region the model has (``MATERIALS``), the rest as skin."""
+    left = np.ones(len(faces), bool)
+    out = []
+    for name, regions, rough in MATERIALS:
+        have = [r for r in regions if r in model.regions]
+        if not have:
+            continue
+        mask = np.zeros(model.num_vertices, bool)
+        for r in have:
+            mask[model.region(r)] = True
+        take = left & mask[faces].all(1)
+        if take.any():
+            out.append((name, faces[take], rough))
+            left &= ~take
+    return [("skin", faces[left], SKIN_ROUGHNESS)] + out
 
 
 def _axis_angle_to_quat(aa: np.ndarray) -> np.ndarray:
