@@ -353,14 +353,10 @@ def data_mead(
 
 
 def _load_config(path: Path, overrides: list[str] | None):
-    from omegaconf import OmegaConf
+    """The config checked against the schema (avitalk/config.py): a misspelt key is one error line naming it."""
+    from .config import load_config
 
-    if not path.is_file():
-        _fail(f"{path}: no such config file")
-    cfg = OmegaConf.load(path)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return cfg
+    return load_config(path, overrides)
 
 
 @train_app.command("stage2")

@@ -24,7 +24,10 @@ from avitalk.vocab import EMOTIONS
 
 def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", limit: int | None = None,
                     seed: int = 0, num_samples: int = 10, diversity_clips: int = 30,
-                    guidance_scale: float | None = None) -> dict[str, Any]:
+                    guidance_scale: float | None = None, sampler: str | None = None, steps: int | None = None,
+                    evaluator=None, synth=None) -> dict[str, Any]:
+    """``sampler`` / ``steps`` / ``guidance_scale`` override the checkpoint's sampling; ``evaluator`` (a trained
+    MotionEvaluator) and ``synth`` (a loaded Synthesizer) skip training / loading them again (sweeps)."""
     from avitalk.data.dataset import FeatureCache
     from avitalk.flame import FlameModel
     from avitalk.vocab import load_vocabulary
@@ -36,9 +39,14 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
     from .vertex import lve_euclidean_max
 
     data = Path(data)
-    synth = Synthesizer.load(ckpt)
+    synth = synth or Synthesizer.load(ckpt)
+    samp = synth.cfg.stage2.sampling
     if guidance_scale is not None:
-        synth.cfg.stage2.sampling.guidance_scale = float(guidance_scale)
+        samp.guidance_scale = float(guidance_scale)
+    if sampler is not None:
+        samp.sampler = sampler
+    if steps is not None:
+        samp.steps = int(steps)
     cache = FeatureCache(data / "features", synth.audio_encoder.key)
     train = ClipBank(data, "train", cache)
     test = ClipBank(data, split, cache, limit)
@@ -88,8 +96,9 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
     lve = {k: float(np.mean(v)) for k, v in lve.items()}
 
     # emotion read by the benchmark's evaluator network, trained on ground-truth training motion
-    clf = train_evaluator(train.motion, [lab["emotion"] for lab in train.labels],
-                          synth.text_encoder.encode([ins[0] for ins in train.instructions]), steps=600, seed=seed)
+    clf = evaluator or train_evaluator(train.motion, [lab["emotion"] for lab in train.labels],
+                                       synth.text_encoder.encode([ins[0] for ins in train.instructions]), steps=600,
+                                       seed=seed)
     classify = lambda motions: clf.classify(motions)  # noqa: E731
     y = np.array([EMOTIONS.index(lab["emotion"]) for lab in test.labels])
     y_edit = np.array([EMOTIONS.index(t) for t in targets])
@@ -136,7 +145,8 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
     return {
         "split": split,
         "clips": len(test),
-        "guidance_scale": float(synth.cfg.stage2.sampling.guidance_scale),
+        "guidance_scale": float(samp.guidance_scale),
+        "sampler": str(samp.get("sampler", "ddim")), "steps": int(samp.steps),
         "lve_mm": lve,
         "lve_ratio_to_best_baseline": lve["model"] / min(lve["neutral"], lve["mean_motion"]),
         "emotion_accuracy": acc,
@@ -146,6 +156,18 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
         "speed": {"synthesize_10s_s": float(np.median(times)), "audio_encoder_s_per_speech_s": enc_s / 10.0,
                   "eval_synthesis_s": t_synth},
     }
+
+
+def stage2_evaluator(synth, data: str | Path, seed: int = 0):
+    """The evaluator :func:`evaluate_stage2` trains on the training split's ground-truth motion (for reuse in sweeps)."""
+    from avitalk.data.dataset import FeatureCache
+    from stage2_synthesis.clips import ClipBank
+
+    from .evaluator import train_evaluator
+
+    train = ClipBank(Path(data), "train", FeatureCache(Path(data) / "features", synth.audio_encoder.key))
+    return train_evaluator(train.motion, [lab["emotion"] for lab in train.labels],
+                           synth.text_encoder.encode([ins[0] for ins in train.instructions]), steps=600, seed=seed)
 
 
 if __name__ == "__main__":  # python -m eval.stage2 CKPT DATA [SPLIT]

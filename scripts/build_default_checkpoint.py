@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from avitalk.data.real import import_ravdess
     from avitalk.data.synthtalk import generate
+    from avitalk.config import load_config
     from avitalk.io import atomic_write_json
     from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
     from eval.end_to_end import evaluate_end_to_end
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(a.out) if a.out else DEFAULT_CHECKPOINT
-    cfg = OmegaConf.load(a.config)
+    cfg = load_config(a.config)  # checked against the schema: a misspelt key fails here, naming it
     cfg.seed = a.seed
     progress = not a.quiet
     times_path = work / "build_times.json"  # seconds per step, kept across resumed builds

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     from stage1_instruct.train import train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = OmegaConf.merge(OmegaConf.load(a.config), OmegaConf.from_dotlist(a.set))
+    from avitalk.config import load_config
+
+    cfg = load_config(a.config, a.set)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     real = Path(a.real)

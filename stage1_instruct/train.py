@@ -53,16 +53,18 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     for d in extra_data:
         read_manifest(d, "train")
     out.mkdir(parents=True, exist_ok=True)
+    from avitalk.config import merge_config
+
+    cfg = merge_config(cfg, source="the stage-1 training config")  # a checked copy with every default: never the caller's
     s1 = cfg.stage1
     torch.manual_seed(int(cfg.seed))
     rng = np.random.default_rng(int(cfg.seed))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     enc = audio_encoder_from_config(cfg.audio_encoder)
-    OmegaConf.set_struct(cfg, False)
     cfg.audio_dim = int(enc.dim)
     tc = s1.train
-    copies = int(tc.get("augment_copies", 0))
+    copies = int(tc.augment_copies)
     sources = []
     for d in (data, *extra_data):
         cache = cache_dataset_features(d, enc, progress=progress)
@@ -70,8 +72,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
         sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
     train = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
-    real_fraction = float(tc.get("real_fraction", 0.5)) if extra_data else 0.0
-    augment_p = float(tc.get("augment_p", 0.5)) if copies else 0.0
+    real_fraction = float(tc.real_fraction) if extra_data else 0.0
+    augment_p = float(tc.augment_p) if copies else 0.0
     timings["features_s"] = time.perf_counter() - t0
     texts = [[t for t in c.instructions] for c in train.clips]
     history: dict[str, list] = {"lm": []}
@@ -111,11 +113,11 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     flat = sorted({x for ts in texts for x in ts})
     emb = dict(zip(flat, torch.as_tensor(te.encode(flat))))
     acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      mixed_precision=str(tc.get("mixed_precision", "bf16")) if torch.cuda.is_available() else "no")
+                      mixed_precision=str(tc.mixed_precision) if torch.cuda.is_available() else "no")
     dev = acc.device
     model.to(dev)
     emb = {k: v.to(dev) for k, v in emb.items()}
-    every = int(tc.get("checkpoint_every", 200))
+    every = int(tc.checkpoint_every)
     prompts = load_prompts()
     vocab = load_vocabulary()
     spans = [[vocab.emotion_spans(x) for x in ts] for ts in texts]
@@ -141,15 +143,15 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     # (2a) Q-Former warm-up without the LLM: queries that already separate emotions and intensities (classification)
     # and match the instruction's sentence embedding (contrastive) give the LoRA stage something to read.
     t = time.perf_counter()
-    warm = int(tc.get("qformer_warmup_steps", 0))
+    warm = int(tc.qformer_warmup_steps)
     if warm:
         qparams = [*model.qformer.parameters(), *model.align.parameters(), *model.aux.parameters(), model.logit_scale]
-        qopt = torch.optim.AdamW(qparams, lr=float(tc.get("qformer_warmup_lr", 2e-3)), weight_decay=0.01)
+        qopt = torch.optim.AdamW(qparams, lr=float(tc.qformer_warmup_lr), weight_decay=0.01)
         qsched = torch.optim.lr_scheduler.LambdaLR(qopt, lambda s: 1.0)
-        crop = tc.get("qformer_warmup_crop")
+        crop = tc.qformer_warmup_crop
 
         def warm_step() -> dict[str, torch.Tensor]:
-            idx = train.sample(int(tc.get("qformer_warmup_batch_size", 32)), rng, real_fraction)
+            idx = train.sample(int(tc.qformer_warmup_batch_size), rng, real_fraction)
             f, m = train.batch(idx, int(crop) if crop else None, rng, augment_p)
             k = [int(rng.integers(len(texts[i]))) for i in idx]
             emo, inten = train.labels(idx)
@@ -179,8 +181,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         emo, inten = train.labels(idx)
         return model(f.to(dev), m.to(dev), tx, torch.stack([emb[x] for x in tx]), pr,
                      contrastive_weight=float(tc.contrastive_weight), emotion=emo.to(dev), intensity=inten.to(dev),
-                     aux_weight=float(tc.get("aux_weight", 0.0)), keyword_spans=[spans[i][j] for i, j in zip(idx, k)],
-                     keyword_weight=float(tc.get("keyword_weight", 1.0)))
+                     aux_weight=float(tc.aux_weight), keyword_spans=[spans[i][j] for i, j in zip(idx, k)],
+                     keyword_weight=float(tc.keyword_weight))
 
     run_phase("adapter", steps, params, opt, sched, adapter_step)
     model.eval().cpu()

@@ -3,7 +3,7 @@
 A small transformer denoises z (split into a few tokens) given a text token and a timestep token, predicting the
 clean sample x0. Trained with diffusers' DDPMScheduler (100 steps), the condition dropped 20% of the time for
 classifier-free guidance, plus a contrastive (InfoNCE) loss that aligns a projection of the text embedding with
-the style of the same clip. Sampled with DDIM (:mod:`.ddim`, the same steps as diffusers' DDIMScheduler); different seeds give different styles. A deterministic
+the style of the same clip. Sampled with DDIM or DPM-Solver++(2M) (:mod:`.samplers`, the same steps as diffusers' schedulers); different seeds give different styles. A deterministic
 text -> z mapper is trained alongside as the "no prior" baseline.
 """
 
@@ -86,9 +86,10 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, text: torch.Tensor, num_samples: int = 1, steps: int = 25, guidance_scale: float = 2.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Styles [B, num_samples, style_dim] for text embeddings [B, text_dim] (DDIM, classifier-free guidance)."""
-        from .ddim import cosine_alphas_cumprod, ddim_step, ddim_timesteps
+               generator: torch.Generator | None = None, sampler: str = "ddim") -> torch.Tensor:
+        """Styles [B, num_samples, style_dim] for text embeddings [B, text_dim] (classifier-free guidance; ``sampler``
+        ``ddim`` or ``dpmpp2m``, see :mod:`.samplers`; ``steps`` network calls, each on a doubled batch when guided)."""
+        from .samplers import cosine_alphas_cumprod, sample
 
         n = max(1, min(int(steps), self.timesteps))
         if not hasattr(self, "_abar"):
@@ -98,16 +99,15 @@ class DiffusionPrior(nn.Module):
         null = self.null_text.expand_as(cond)
         gdev = generator.device if generator is not None else text.device  # a CPU generator serves any device
         x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=gdev).to(text.device)
-        abar = self._abar.to(text.device)
-        for t in ddim_timesteps(self.timesteps, n):
-            tt = torch.full((x.shape[0],), t, device=text.device)
+
+        def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            tt = torch.full((x_t.shape[0],), t, device=text.device)
             if guidance_scale == 1.0:
-                x0 = self.denoise(x, tt, cond)
-            else:
-                both = self.denoise(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]))
-                c, u = both.chunk(2)
-                x0 = u + guidance_scale * (c - u)
-            x = ddim_step(x0, t, x, abar, n)
+                return self.denoise(x_t, tt, cond)
+            c, u = self.denoise(torch.cat([x_t, x_t]), torch.cat([tt, tt]), torch.cat([cond, null])).chunk(2)
+            return u + guidance_scale * (c - u)
+
+        x = sample(denoise, x, self._abar.to(text.device), n, sampler)
         return normalize_style(x).view(B, num_samples, self.style_dim)
 
     @torch.no_grad()

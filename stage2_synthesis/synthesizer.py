@@ -156,15 +156,18 @@ class Synthesizer:
         return self.audio_encoder.encode(audio)
 
     def styles(self, texts: Sequence[str], num_samples: int = 1, seed: int | None = None,
-               guidance_scale: float | None = None, steps: int | None = None, use_prior: bool = True) -> torch.Tensor:
-        """Style vectors [len(texts), num_samples, style_dim] for instruction texts."""
+               guidance_scale: float | None = None, steps: int | None = None, use_prior: bool = True,
+               sampler: str | None = None) -> torch.Tensor:
+        """Style vectors [len(texts), num_samples, style_dim] for instruction texts. ``steps`` / ``sampler`` /
+        ``guidance_scale`` default to the config's ``stage2.sampling`` (sampler ``ddim`` when it names none)."""
         samp = self.cfg.stage2.sampling
         emb = torch.as_tensor(self.text_encoder.encode(list(texts))).to(self.device)
         if not use_prior:
             return self.prior.map(emb)[:, None].expand(-1, num_samples, -1)
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         return self.prior.sample(emb, num_samples, steps or int(samp.steps),
-                                 float(samp.guidance_scale if guidance_scale is None else guidance_scale), g)
+                                 float(samp.guidance_scale if guidance_scale is None else guidance_scale), g,
+                                 sampler=sampler or str(samp.get("sampler", "ddim")))
 
     @torch.no_grad()
     def synthesize(
@@ -177,6 +180,7 @@ class Synthesizer:
         steps: int | None = None,
         use_prior: bool = True,
         num_frames: int | None = None,
+        sampler: str | None = None,
     ) -> list[FlameSequence]:
         """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences."""
         from avitalk.encoders import to_motion_rate
@@ -196,7 +200,7 @@ class Synthesizer:
                 raise AudioError(f"features must be [N >= 2, D], got {feats.shape}")
             T = num_frames or feats.shape[0] // FEATURES_PER_FRAME
         a = torch.as_tensor(to_motion_rate(feats, T)).to(self.device)
-        z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior)[0]
+        z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior, sampler)[0]
         motion = self.decoder.generate(a, z).numpy()
         meta = {"instruction": text, "seed": seed, "use_prior": use_prior}
         return [FlameSequence.from_motion(m, fps=MOTION_FPS, meta={**meta, "sample": k}) for k, m in enumerate(motion)]

@@ -102,7 +102,7 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     vel = ((vel_p - vel_t) ** 2 * mv).sum() / (mv.sum().clamp_min(1) * pred.shape[-1])
     B, T, M = pred.shape
     # vertices of a random quarter of the real frames: the same expected loss for a quarter of the cost
-    flat_m = mask.reshape(-1) & (torch.rand(B * T, device=mask.device) < float(w.get("vertex_frame_fraction", 0.25)))
+    flat_m = mask.reshape(-1) & (torch.rand(B * T, device=mask.device) < float(w.vertex_frame_fraction))
     pp, tt = pred.reshape(-1, M)[flat_m], target.reshape(-1, M)[flat_m]
     vp = subset(pp[:, :-3], pp[:, -3:])
     vt = subset(tt[:, :-3], tt[:, -3:])
@@ -112,13 +112,13 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     vert = (err * weights).sum(1).mean() / weights.sum()
     total = float(w.coef_weight) * coef + float(w.vertex_weight) * vert * 1e-2 + float(w.velocity_weight) * vel
     out = {"coef": coef, "vertex_mm2": vert, "velocity": vel}
-    if gap_ids is not None and float(w.get("gap_weight", 0.0)) > 0 and len(vp):
+    if gap_ids is not None and float(w.gap_weight) > 0 and len(vp):
         # the lip gap (mm) itself, with frames where the lips touch in the data counted closed_weight times more: a
         # bilabial is a short, all-or-nothing event that a plain vertex loss lets an uncertain model half-close
         from avitalk.flame import FlameModel
 
         gp, gt = FlameModel.lip_gap(vp, *gap_ids), FlameModel.lip_gap(vt, *gap_ids)
-        wt = 1.0 + float(w.get("closed_weight", 0.0)) * (gt < 1.0).to(gp.dtype)
+        wt = 1.0 + float(w.closed_weight) * (gt < 1.0).to(gp.dtype)
         out["gap_mm2"] = (wt * (gp - gt) ** 2).sum() / wt.sum()
         total = total + float(w.gap_weight) * out["gap_mm2"] * 1e-2
     return {"loss": total, **out}
@@ -207,6 +207,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     read_manifest(data, "train")  # a clear error before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
+    from avitalk.config import merge_config
+
+    cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
     acc = Accelerator(cpu=not torch.cuda.is_available(),
                       mixed_precision=str(tc.mixed_precision) if torch.cuda.is_available() else "no")
@@ -217,11 +220,10 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     synth = Synthesizer.build(cfg)
     cfg = synth.cfg
-    OmegaConf.set_struct(cfg, False)
     cfg.audio_dim, cfg.text_dim = int(synth.audio_encoder.dim), int(synth.text_encoder.dim)
     t = time.perf_counter()
     cache = cache_dataset_features(data, synth.audio_encoder, progress=progress and acc.is_main_process)
-    copies = int(tc.get("augment_copies", 0))
+    copies = int(tc.augment_copies)
     acache = None
     if copies:
         from avitalk.encoders.cache import cache_augmented_features
@@ -252,7 +254,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         subset = model.subset(ids).to(acc.device)
         lip_ids = torch.arange(len(lips), device=acc.device)
         gap_ids = None
-        if float(lc.get("gap_weight", 0.0)) > 0 and len(lips):
+        if float(lc.gap_weight) > 0 and len(lips):
             up, lo = model.lip_midline()
             gap_ids = (torch.as_tensor(np.flatnonzero(np.isin(lips, up)), device=acc.device),
                        torch.as_tensor(np.flatnonzero(np.isin(lips, lo)), device=acc.device))
@@ -268,7 +270,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         for step in bar:
             idx = rng.integers(0, len(train), int(lc.batch_size))
             b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), rng,
-                                                               float(lc.get("augment_p", 0.0))).items()}
+                                                               float(lc.augment_p)).items()}
             z = enc(b["partner"], b["partner_mask"])
             pred = dec(b["feats"], z, b["mask"])
             losses = lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids)
@@ -299,15 +301,15 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                 m, mask = _pad(train.motion[s : s + 64])
                 Z.append(synth.style_encoder.eval()(m.to(acc.device), mask.to(acc.device)).cpu())
             Z = torch.cat(Z)
-        texts = [list(ins) + augmented_instructions(lab, rng, int(pc.get("partial_instructions", 2)))
+        texts = [list(ins) + augmented_instructions(lab, rng, int(pc.partial_instructions))
                  for ins, lab in zip(train.instructions, train.labels)]
-        n_conf = int(pc.get("conflicting_instructions", 0))
+        n_conf = int(pc.conflicting_instructions)
         conflicts: list[list[str]] = [[] for _ in range(len(train))]
         for i, lab in enumerate(train.labels):
             others = [j for j in rng.integers(0, len(train), 16) if train.labels[j]["emotion"] != lab["emotion"]]
             conflicts[i] = [conflicting_instruction(lab, train.labels[j], rng) for j in others[:n_conf]]
         flat_conf = [t for ts in conflicts for t in ts]
-        p_conf = float(pc.get("conflict_probability", 0.0))
+        p_conf = float(pc.conflict_probability)
         flat = sorted({t for ts in texts for t in ts} | set(flat_conf))
         emb = dict(zip(flat, torch.as_tensor(synth.text_encoder.encode(flat))))
         prior = synth.prior

@@ -90,3 +90,27 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     edited = pipe(data / clip.audio, "A terrified woman speaks with brow strongly raised.", seed=0)
     assert edited.instruction.emotion == "fear"
     assert not np.allclose(edited.sequences[0].expression, seq.expression)
+
+
+def test_configs_are_checked_against_the_schema(tmp_path, cli):
+    from avitalk.config import ConfigError, load_config
+
+    for name in ("tiny", "base", "paper"):  # the shipped configs fit, and every default is filled in
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.stage2.sampling.sampler in ("ddim", "dpmpp2m") and cfg.stage1.train.checkpoint_every > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage2:\n  train:\n    lipsync: {stpes: 3}\n")
+    with pytest.raises(ConfigError, match="unknown key 'stage2.train.lipsync.stpes'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown key 'stage2.decoder.layres'"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layres=3"])
+    with pytest.raises(ConfigError, match="stage2.decoder.layers"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layers=abc"])
+    bad.write_text("stage2: [unclosed\n")
+    with pytest.raises(ConfigError, match="not a readable YAML"):
+        load_config(bad)
+    # through the CLI: one line, exit 2, nothing trained
+    code, _, err = cli("train", "stage2", "--config", ROOT / "configs" / "tiny.yaml", "--data", tmp_path, "--out",
+                       tmp_path / "ck", "--set", "stage2.train.lipsync.stpes=3")
+    assert code == 2 and "unknown key 'stage2.train.lipsync.stpes'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ck").exists()

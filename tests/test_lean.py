@@ -123,7 +123,7 @@ def test_llama_lite_with_lora_matches_transformers_and_peft(tmp_path, model_type
 def test_ddim_matches_diffusers():
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from stage2_synthesis.ddim import cosine_alphas_cumprod, ddim_step, ddim_timesteps
+    from stage2_synthesis.samplers import cosine_alphas_cumprod, ddim_step, ddim_timesteps
 
     for T, n in ((100, 25), (100, 7), (1000, 50)):
         train = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
@@ -139,6 +139,32 @@ def test_ddim_matches_diffusers():
             x = sched.step(x0, t, x, eta=0.0).prev_sample
             ours = ddim_step(torch.tanh(0.3 * ours + t / T), t, ours, abar, n)
         assert torch.allclose(ours, x, atol=1e-5)
+
+
+def test_dpmpp2m_matches_diffusers():
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+    from stage2_synthesis.samplers import cosine_alphas_cumprod, dpmpp2m_timesteps, sample
+
+    for T, n in ((100, 5), (100, 12), (1000, 20)):
+        train = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                              clip_sample=False)
+        sched = DPMSolverMultistepScheduler.from_config(train.config, algorithm_type="dpmsolver++", solver_order=2)
+        sched.set_timesteps(n)
+        assert sched.timesteps.tolist() == dpmpp2m_timesteps(T, n)
+        x0 = torch.randn(3, 8)
+        calls = []
+
+        def denoise(x, t):
+            calls.append(t)
+            return torch.tanh(0.3 * x + t / T)
+
+        x = x0.clone()
+        for t in sched.timesteps:
+            x = sched.step(denoise(x, int(t)), t, x).prev_sample
+        calls.clear()
+        assert torch.allclose(sample(denoise, x0.clone(), cosine_alphas_cumprod(T), n, "dpmpp2m"), x, atol=1e-5)
+        assert len(calls) == n  # one network call per step
 
 
 def test_instructor_lean_and_transformers_paths_agree():
@@ -159,8 +185,8 @@ def test_instructor_lean_and_transformers_paths_agree():
     assert lean.describe() == hf.describe()
 
 
-# The embedded default's outputs on a fixed signal, recorded with the transformers / peft / diffusers path before the
-# lean runtimes replaced it (rebuilding the default checkpoint changes them: record them again then).
+# The embedded default's outputs on a fixed signal (25 DDIM steps), recorded with the transformers / peft / diffusers
+# path before the lean runtimes replaced it (rebuilding the default checkpoint changes them: record them again then).
 PINNED_INSTRUCTION = ("A heartbroken person talks with inner brow strongly raised, lip corner clearly depressed, brow fairly "
                       "furrowed, and chin mildly pushed up.")
 PINNED_MOTION = [0.48031651973724365, 0.9983417391777039, 0.024661341682076454]
@@ -173,7 +199,7 @@ from avitalk.pipeline import AVITalkingPipeline
 from avitalk.types import Audio
 from tests.conftest import speechlike
 pipe = AVITalkingPipeline.from_pretrained()
-out = pipe(Audio(speechlike(3.0), 16000), seed=0)
+out = pipe(Audio(speechlike(3.0), 16000), seed=0, steps=25)  # the sampling the pins were recorded with
 e = out.sequences[0].expression
 print(json.dumps({"instruction": out.instruction.text, "motion": [float(e[:, :5].mean()), float(e[:, :5].std()),
                   float(out.sequences[0].jaw_pose[:, 0].mean())],

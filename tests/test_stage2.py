@@ -114,7 +114,11 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
 
     generate(tmp_path / "d", 12, seed=5, workers=1, progress=False)
     cfg = tiny_stage2_cfg()
+    given = OmegaConf.to_yaml(cfg)
     r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
+    assert OmegaConf.to_yaml(cfg) == given  # training works on its own checked copy
+    saved = OmegaConf.load(tmp_path / "ck" / "stage2.yaml")  # the resolved config, every default written out
+    assert saved.audio_dim == 32 and saved.stage2.sampling.sampler == "ddim" and "gap_weight" in saved.stage2.train.lipsync
     for f in ("style_encoder", "decoder", "prior"):
         assert (tmp_path / "ck" / f"{f}.safetensors").is_file()
     assert (tmp_path / "ck" / "loss_curves.png").is_file() and any((tmp_path / "ck" / "logs").iterdir())

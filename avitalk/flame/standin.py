@@ -3,10 +3,11 @@
 Real FLAME files are licence-gated; this head makes every part of avitalk work without them. It is built from
 code alone (no outside data) and has what a talking face needs:
 
-* a closed surface (~5k vertices): skull, face, neck, with a nose, brow ridges, cheekbones, chin and lips;
+* a closed surface (~6.7k vertices): skull, face, neck, with a nose, brow ridges, cheekbones, chin and lips;
 * a mouth that really opens: the lips are split along a slit (separate upper and lower lip vertices) whose hole
-  continues into a closed mouth cavity (lip lining, a band of teeth, a dark throat); the lower face is skinned to
-  the jaw joint, so a jaw rotation (positive x) opens the mouth;
+  continues into a closed mouth cavity (lip lining darkening into the throat) holding upper and lower teeth and a
+  tongue (open shells, added last so the other vertex ids never moved); the lower face, the lower teeth and the
+  tongue are skinned to the jaw joint, so a jaw rotation (positive x) opens the mouth, the lips as a smooth lens;
 * eyes: slits with lids that open around an eyeball on FLAME's left/right eye joints (closed sockets behind);
 * 5 joints as in FLAME (global, neck, jaw, left eye, right eye) and a J_regressor that places them;
 * 10 identity components and 50 expression components, orthonormalised in vertex space.

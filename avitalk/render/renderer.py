@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = 512
 SKIN = (0.86, 0.68, 0.58)
 
-# Lighting is evaluated per vertex (the meshes are dense, ~5k vertices on the face) so the fragment stage, which
+# Lighting is evaluated per vertex (the meshes are dense, thousands of vertices on the face) so the fragment stage, which
 # dominates on a software rasteriser, only interpolates a colour.
 _VERT = """
 #version 330

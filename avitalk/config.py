@@ -1,0 +1,229 @@
+"""Typed configs: one structured schema (dataclasses read by OmegaConf) for everything a config file may say, with
+every default here and nowhere else.
+
+``load_config("configs/tiny.yaml", ["stage2.train.lipsync.steps=200"])`` merges the file and the ``--set`` overrides
+into the schema: a misspelt or unknown key, or a value of the wrong type, is a :class:`ConfigError` naming the key
+and the file. The result is a DictConfig with every key present, so code reads ``cfg.stage2.train.lipsync.steps``
+and never guesses a default. Training copies the config it is given (it adds the encoders' dimensions to its own
+copy) and writes the resolved config into the checkpoint once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import AvitalkError
+
+
+class ConfigError(AvitalkError):
+    """A config file or override that does not fit the schema (unknown key, wrong type, unreadable YAML)."""
+
+
+# ------------------------------------------------------------------------------------------------------- stage 2
+@dataclass
+class StyleEncoderConfig:
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class DecoderConfig:
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+    ff: int = 256
+    dropout: float = 0.1
+    window: int = 64  # frames per decoder window (overlapping windows cover any length)
+    overlap: int = 16
+
+
+@dataclass
+class PriorConfig:
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+    n_tokens: int = 4
+    timesteps: int = 100
+    cond_drop: float = 0.2
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 25
+    guidance_scale: float = 1.5
+    sampler: str = "ddim"  # ddim | dpmpp2m (stage2_synthesis/samplers.py)
+
+
+@dataclass
+class LipsyncTrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1.0e-3
+    warmup: int = 100
+    crop_frames: int = 64
+    coef_weight: float = 1.0
+    vertex_weight: float = 1.0
+    lip_weight: float = 3.0
+    velocity_weight: float = 0.5
+    face_vertices: int = 400
+    vertex_frame_fraction: float = 0.25
+    augment_p: float = 0.0  # chance a batch row reads the clip through an augmented copy
+    gap_weight: float = 0.0  # loss on the lip gap itself (mm)
+    closed_weight: float = 0.0  # frames where the data's lips touch count this much more in it
+
+
+@dataclass
+class PriorTrainConfig:
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 5.0e-4
+    warmup: int = 100
+    contrastive_weight: float = 0.1
+    partial_instructions: int = 2
+    conflicting_instructions: int = 0
+    conflict_probability: float = 0.0
+
+
+@dataclass
+class Stage2TrainConfig:
+    lipsync: LipsyncTrainConfig = field(default_factory=LipsyncTrainConfig)
+    prior: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    augment_copies: int = 0
+    checkpoint_every: int = 400
+    mixed_precision: str = "bf16"  # on GPUs only
+
+
+@dataclass
+class Stage2Config:
+    text_encoder: Any = "minilm"  # a spec string, or {spec, config} (random weights, tests)
+    style_dim: int = 128
+    style_encoder: StyleEncoderConfig = field(default_factory=StyleEncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
+
+
+# ------------------------------------------------------------------------------------------------------- stage 1
+@dataclass
+class TinyLMConfig:
+    vocab_size: int = 1024
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    ff: int = 512
+    max_positions: int = 256
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 3.0e-3
+
+
+@dataclass
+class QFormerConfig:
+    d_model: int = 192
+    num_queries: int = 32
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    conv_frontend: bool = False
+    pool: int = 1
+    stats: bool = False
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class Stage1TrainConfig:
+    steps: int = 800
+    batch_size: int = 16
+    lr: float = 1.0e-3
+    contrastive_weight: float = 0.1
+    aux_weight: float = 0.0
+    keyword_weight: float = 1.0
+    qformer_warmup_steps: int = 0
+    qformer_warmup_batch_size: int = 32
+    qformer_warmup_crop: Optional[int] = None
+    qformer_warmup_lr: float = 2.0e-3
+    real_fraction: float = 0.5
+    augment_copies: int = 0
+    augment_p: float = 0.5
+    checkpoint_every: int = 200
+    mixed_precision: str = "bf16"
+
+
+@dataclass
+class Stage1Config:
+    llm: str = "tiny"  # or a path / hub id of a causal LM
+    chat_template: bool = False
+    prosody: bool = False
+    tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: Stage1TrainConfig = field(default_factory=Stage1TrainConfig)
+
+
+@dataclass
+class AvitalkConfig:
+    name: str = "custom"
+    seed: int = 0
+    audio_encoder: Any = "whisper_ct2"  # a spec string, or {spec, kwargs}
+    flame_model: str = "standin"
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    audio_dim: Optional[int] = None  # written by training (the encoder's feature size), read at load time
+    text_dim: Optional[int] = None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None):
+    """The config file merged into the schema, then the ``key=value`` overrides; refused with a ConfigError that
+    names the offending key."""
+    from omegaconf import OmegaConf
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    try:
+        user = OmegaConf.load(p)
+    except Exception as e:  # noqa: BLE001 - YAML errors of any kind
+        raise ConfigError(f"{p}: not a readable YAML config ({' '.join(str(e).split())})") from e
+    return merge_config(user, overrides, source=str(p))
+
+
+def merge_config(user, overrides: list[str] | None = None, source: str = "config"):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = OmegaConf.structured(AvitalkConfig)
+    try:
+        cfg = OmegaConf.merge(schema, user)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: {_why(e)}") from e
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"--set {bad[0]!r}: write key=value (e.g. stage2.train.lipsync.steps=200)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"--set: {_why(e)}") from e
+    return cfg
+
+
+def _why(e) -> str:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        return f"unknown key {key!r} (misspelt? see avitalk/config.py for the keys a config may have)"
+    return f"{key}: {msg}" if key else msg
