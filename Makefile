@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench demo demo-checkpoint real-folds clean
+.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -38,6 +38,10 @@ test-fast:
 
 bench:
 	$(PYTHON) -m benchmarks.run
+
+# On a GPU machine (the CPU when there is none): equivalence with the CPU, latency, training step rates, peak memory.
+bench-gpu:
+	$(PYTHON) -m benchmarks.gpu
 
 # The main job on the embedded default checkpoint: a SynthTalk voice says a sentence (made here, offline), then
 # `avitalk run` writes the instruction, the FLAME motion and the video to out/demo/run/.

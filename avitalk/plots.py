@@ -22,8 +22,8 @@ def plot_history(history: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
     for ax, k in zip(axes[0], keys):
         steps = [h["step"] for h in history[k]]
-        for name in history[k][0]:
-            if name != "step":
+        for name, v in history[k][0].items():
+            if name != "step" and isinstance(v, (int, float)):  # (not e.g. the clips each process trained on)
                 ax.plot(steps, [h[name] for h in history[k]], label=name)
         ax.set_yscale("log")
         ax.set_title(k)

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from avitalk.types import FEATURE_RATE, SAMPLE_RATE
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,17 @@ def bench_stage1() -> dict:
 
     new_tokens = gen().shape[1]
     sec = _median(gen)
+    # the runtime `avitalk run` uses: the same weights on LlamaLite (plain torch, KV cache)
+    import tempfile
+
+    from avitalk.lean.llama import LlamaLite
+
+    with tempfile.TemporaryDirectory() as d:
+        model.llm.get_base_model().save_pretrained(d)
+        lite = LlamaLite.from_pretrained(d)
+    lean = _median(lambda: lite.generate(pre.detach(), att, max_new_tokens=n_new, eos_token_id=None))
     return {"name": "stage1", "generate_48_tokens_5s_speech_s": sec, "tokens_per_s": new_tokens / sec,
+            "lean_generate_48_tokens_5s_speech_s": lean, "lean_tokens_per_s": n_new / lean,
             "params_lm": sum(p.numel() for p in llm.parameters())}
 
 

@@ -85,10 +85,15 @@ class InstructionModel(nn.Module):
                 use_speech: bool = True, contrastive_weight: float = 0.1, emotion: torch.Tensor | None = None,
                 intensity: torch.Tensor | None = None, aux_weight: float = 0.0,
                 keyword_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                keyword_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                keyword_weight: float = 1.0, warmup: bool = False) -> dict[str, torch.Tensor]:
         """Losses: ``lm`` (mean cross-entropy on the instruction tokens), ``contrastive``, ``aux`` and the weighted
-        total ``loss``. Tokens inside ``keyword_spans`` (character spans of each text, e.g. its emotion word) count
+        total ``loss`` (``warmup=True``: the Q-Former warm-up's ``aux`` + ``contrastive`` only, no LLM). Tokens inside ``keyword_spans`` (character spans of each text, e.g. its emotion word) count
         ``keyword_weight`` times in the total: one word decides the emotion, thirty decide the phrasing."""
+        if warmup:  # the Q-Former's warm-up: its own heads only (emotion / intensity, and the text embedding)
+            _, q = self.qformer(feats, mask)
+            ls = self.speech_losses(q.mean(1).float(), text_emb, emotion, intensity)
+            ls["loss"] = ls.get("aux", 0.0) + ls["contrastive"]
+            return ls
         pre, pmask, pooled = self.prefix(feats, mask, prompts, use_speech)
         enc = self.tokenizer([" " + t for t in texts], add_special_tokens=False,
                              return_offsets_mapping=keyword_spans is not None)

@@ -36,8 +36,9 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     With ``stage1.train.augment_copies`` > 0, that many augmented copies of every training clip (noise, reverb, band
     limits, gain, codec) are encoded once and cached; a batch takes one with probability ``augment_p``; a batch
     holds ``real_fraction`` clips of the extra data."""
-    from accelerate import Accelerator
     from tqdm import tqdm
+
+    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
@@ -57,20 +58,24 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-1 training config")  # a checked copy with every default: never the caller's
     s1 = cfg.stage1
+    tc = s1.train
+    acc = accelerator(str(tc.mixed_precision), find_unused_parameters=True)  # the warm-up trains the Q-Former alone
+    rank, seed, main = acc.process_index, int(cfg.seed), acc.is_main_process
+    progress = progress and main
     torch.manual_seed(int(cfg.seed))
     rng = np.random.default_rng(int(cfg.seed))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     enc = audio_encoder_from_config(cfg.audio_encoder)
     cfg.audio_dim = int(enc.dim)
-    tc = s1.train
     copies = int(tc.augment_copies)
     sources = []
-    for d in (data, *extra_data):
-        cache = cache_dataset_features(d, enc, progress=progress)
-        pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
-        acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
-        sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
+    with acc.main_process_first():  # the main process encodes and caches; the others then read the cache
+        for d in (data, *extra_data):
+            cache = cache_dataset_features(d, enc, progress=progress)
+            pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
+            acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
+            sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
     train = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
     real_fraction = float(tc.real_fraction) if extra_data else 0.0
     augment_p = float(tc.augment_p) if copies else 0.0
@@ -92,9 +97,11 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             corpus = [x for ts in texts for x in ts] + load_prompts()
             tok = train_tokenizer(corpus, int(s1.tiny_lm.vocab_size))
             llm = tiny_llama(tok, **{k: v for k, v in OmegaConf.to_container(s1.tiny_lm).items() if k not in ("vocab_size", "steps", "batch_size", "lr")})
+            # every process trains the same tiny LM (seeded, on the same text); the main one writes it
             history["lm"] = pretrain_lm(llm, tok, [x for ts in texts for x in ts], int(s1.tiny_lm.steps),
                                         int(s1.tiny_lm.batch_size), float(s1.tiny_lm.lr), int(cfg.seed), progress)
-            save_lm(tok, llm, out)
+            if main:
+                save_lm(tok, llm, out)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,7 +111,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         if tok.bos_token_id is None:
             tok.bos_token = tok.eos_token
         llm = AutoModelForCausalLM.from_pretrained(str(s1.llm))
-        save_lm(tok, llm, out)
+        if main:
+            save_lm(tok, llm, out)
     timings["lm_s"] = time.perf_counter() - t
 
     # ---- (2) Q-Former + projection + LoRA
@@ -112,10 +120,9 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model = build_model(cfg, tok, llm, te.dim)
     flat = sorted({x for ts in texts for x in ts})
     emb = dict(zip(flat, torch.as_tensor(te.encode(flat))))
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      mixed_precision=str(tc.mixed_precision) if torch.cuda.is_available() else "no")
     dev = acc.device
     model.to(dev)
+    pmodel = acc.prepare_model(model)  # DDP on several processes: the losses below go through it
     emb = {k: v.to(dev) for k, v in emb.items()}
     every = int(tc.checkpoint_every)
     prompts = load_prompts()
@@ -123,22 +130,29 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     spans = [[vocab.emotion_spans(x) for x in ts] for ts in texts]
     model.train()
 
-    def run_phase(name: str, n_steps: int, params: list, opt, sched, step_fn) -> None:
+    def run_phase(name: str, phase_id: int, n_steps: int, params: list, opt, sched, step_fn) -> None:
         start = _resume_phase(out, name, model, opt, sched, rng, history) if resume else 0
+        opt, sched = acc.prepare_optimizer(opt), acc.prepare_scheduler(sched)
         bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=f"stage1 {name}",
                    disable=not progress or None)
         for step in bar:
+            brng = step_rng(seed, rank, phase_id, step)  # this process's own batch, the same after a resume
             with acc.autocast():
-                losses = step_fn()
+                losses, idx = step_fn(brng)
             opt.zero_grad(set_to_none=True)
             acc.backward(losses["loss"])
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            acc.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             if step % 20 == 0 or step == n_steps - 1:
-                history.setdefault(name, []).append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
+                vals = {k: acc.reduce(v.detach().float(), "mean") if acc.num_processes > 1 else v.detach().float()
+                        for k, v in losses.items()}
+                history.setdefault(name, []).append({"step": step, **{k: float(v) for k, v in vals.items()},
+                                                     "clips_by_rank": ranks_log(acc, [train.clips[i].id for i in idx[:4]])})
             if (step + 1) % every == 0 or step + 1 == n_steps:
-                _save_phase(out, name, step + 1, model, opt, sched, rng, history)
+                if main:
+                    _save_phase(out, name, step + 1, model, opt, sched, rng, history)
+                maybe_stop(acc, name, step + 1)
 
     # (2a) Q-Former warm-up without the LLM: queries that already separate emotions and intensities (classification)
     # and match the instruction's sentence embedding (contrastive) give the LoRA stage something to read.
@@ -150,18 +164,15 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         qsched = torch.optim.lr_scheduler.LambdaLR(qopt, lambda s: 1.0)
         crop = tc.qformer_warmup_crop
 
-        def warm_step() -> dict[str, torch.Tensor]:
-            idx = train.sample(int(tc.qformer_warmup_batch_size), rng, real_fraction)
-            f, m = train.batch(idx, int(crop) if crop else None, rng, augment_p)
-            k = [int(rng.integers(len(texts[i]))) for i in idx]
+        def warm_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+            idx = train.sample(int(tc.qformer_warmup_batch_size), brng, real_fraction)
+            f, m = train.batch(idx, int(crop) if crop else None, brng, augment_p)
+            k = [int(brng.integers(len(texts[i]))) for i in idx]
             emo, inten = train.labels(idx)
-            _, q = model.qformer(f.to(dev), m.to(dev))
-            ls = model.speech_losses(q.mean(1).float(), torch.stack([emb[texts[i][j]] for i, j in zip(idx, k)]),
-                                     emo.to(dev), inten.to(dev))
-            ls["loss"] = ls.get("aux", 0.0) + ls["contrastive"]
-            return ls
+            return pmodel(f.to(dev), m.to(dev), None, torch.stack([emb[texts[i][j]] for i, j in zip(idx, k)]),
+                          emotion=emo.to(dev), intensity=inten.to(dev), warmup=True), idx
 
-        run_phase("qformer_warmup", warm, qparams, qopt, qsched, warm_step)
+        run_phase("qformer_warmup", 1, warm, qparams, qopt, qsched, warm_step)
         timings["qformer_warmup_s"] = time.perf_counter() - t
         t = time.perf_counter()
 
@@ -172,31 +183,33 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
 
-    def adapter_step() -> dict[str, torch.Tensor]:
-        idx = train.sample(int(tc.batch_size), rng, real_fraction)
-        f, m = train.batch(idx, None, rng, augment_p)
-        k = [int(rng.integers(len(texts[i]))) for i in idx]
+    def adapter_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        idx = train.sample(int(tc.batch_size), brng, real_fraction)
+        f, m = train.batch(idx, None, brng, augment_p)
+        k = [int(brng.integers(len(texts[i]))) for i in idx]
         tx = [texts[i][j] for i, j in zip(idx, k)]
-        pr = [prompts[int(rng.integers(len(prompts)))] for _ in idx]
+        pr = [prompts[int(brng.integers(len(prompts)))] for _ in idx]
         emo, inten = train.labels(idx)
-        return model(f.to(dev), m.to(dev), tx, torch.stack([emb[x] for x in tx]), pr,
-                     contrastive_weight=float(tc.contrastive_weight), emotion=emo.to(dev), intensity=inten.to(dev),
-                     aux_weight=float(tc.aux_weight), keyword_spans=[spans[i][j] for i, j in zip(idx, k)],
-                     keyword_weight=float(tc.keyword_weight))
+        return pmodel(f.to(dev), m.to(dev), tx, torch.stack([emb[x] for x in tx]), pr,
+                      contrastive_weight=float(tc.contrastive_weight), emotion=emo.to(dev), intensity=inten.to(dev),
+                      aux_weight=float(tc.aux_weight), keyword_spans=[spans[i][j] for i, j in zip(idx, k)],
+                      keyword_weight=float(tc.keyword_weight)), idx
 
-    run_phase("adapter", steps, params, opt, sched, adapter_step)
-    model.eval().cpu()
+    run_phase("adapter", 2, steps, params, opt, sched, adapter_step)
+    model = acc.unwrap_model(pmodel).eval().cpu()
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    save_stage1(model, out, cfg)
-    atomic_write_json(out / "history.json", history)
-    from avitalk.plots import plot_history
+    if main:  # one checkpoint, written by the main process
+        save_stage1(model, out, cfg)
+        atomic_write_json(out / "history.json", history)
+        from avitalk.plots import plot_history
 
-    plot_history(history, out / "loss_curves.png")
-    atomic_write_json(out / "train_info.json", {
-        "timings": timings, "train_clips": len(train.clips), "real_train_clips": int(train.real.sum()),
-        "data": [str(d) for d in (data, *extra_data)], "excluded_speakers": sorted(exclude_speakers),
-        "augment_copies": copies})
+        plot_history(history, out / "loss_curves.png")
+        atomic_write_json(out / "train_info.json", {
+            "timings": timings, "train_clips": len(train.clips), "real_train_clips": int(train.real.sum()),
+            "data": [str(d) for d in (data, *extra_data)], "excluded_speakers": sorted(exclude_speakers),
+            "augment_copies": copies, "processes": acc.num_processes})
+    acc.wait_for_everyone()
     return {"model": model, "timings": timings, "history": history}
 
 

@@ -59,6 +59,10 @@ class DiffusionPrior(nn.Module):
         h = self.body(tokens + self.pos)
         return self.z_out(self.norm(h[:, 2:])).reshape(B, self.style_dim)
 
+    def forward(self, z: torch.Tensor, text: torch.Tensor, scheduler=None, **kwargs) -> dict[str, torch.Tensor]:
+        """The training losses (what a DDP-wrapped prior computes when called)."""
+        return self.losses(z, text, scheduler, **kwargs)
+
     def losses(self, z: torch.Tensor, text: torch.Tensor, scheduler=None, generator: torch.Generator | None = None,
                contrastive_weight: float = 0.1, mapper_weight: float = 1.0) -> dict[str, torch.Tensor]:
         sched = scheduler or self.train_scheduler()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -124,13 +123,7 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return {"loss": total, **out}
 
 
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return f
+from avitalk.training import warmup_cosine as lr_lambda  # noqa: E402 - the shared schedule (kept under its old name)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -177,20 +170,27 @@ def resume_phase(out: Path, phase: str, modules: dict[str, torch.nn.Module], opt
     return start
 
 
-def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tensor], writer, bar, show: str) -> None:
-    rec = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}}
+def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tensor], writer, bar, show: str,
+             acc=None, clips_by_rank: list | None = None) -> None:
+    """One history record: the losses averaged over the processes (one process: its own), and what each process
+    trained on (a few clip ids per process: they must differ)."""
+    vals = {k: v.detach().float() for k, v in losses.items()}
+    if acc is not None and acc.num_processes > 1:
+        vals = {k: acc.reduce(v.to(acc.device), "mean") for k, v in vals.items()}
+    rec = {"step": step, **{k: float(v) for k, v in vals.items()}}
+    if clips_by_rank is not None:
+        rec["clips_by_rank"] = clips_by_rank
     history[phase].append(rec)
     bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", show)})
     if writer:
         for k, v in rec.items():
-            if k != "step":
+            if k not in ("step", "clips_by_rank"):
                 writer.add_scalar(f"{phase}/{k}", v, step)
 
 
 # ------------------------------------------------------------------------------------------------ main
 def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
                  resume: bool = False, progress: bool = True, limit: int | None = None) -> dict[str, Any]:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -211,9 +211,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      mixed_precision=str(tc.mixed_precision) if torch.cuda.is_available() else "no")
-    set_seed(int(cfg.seed))
+    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng
+
+    acc = accelerator(str(tc.mixed_precision))
+    rank, seed = acc.process_index, int(cfg.seed)
+    set_seed(int(cfg.seed))  # the same initial weights on every process (DDP also broadcasts them)
     rng = np.random.default_rng(int(cfg.seed))
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -268,8 +270,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         t = time.perf_counter()
         bar = tqdm(range(start, int(lc.steps)), desc="stage2 lipsync", disable=not (progress and acc.is_main_process) or None)
         for step in bar:
-            idx = rng.integers(0, len(train), int(lc.batch_size))
-            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), rng,
+            brng = step_rng(seed, rank, 1, step)  # this process's own batch, the same after a resume
+            idx = brng.integers(0, len(train), int(lc.batch_size))
+            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), brng,
                                                                float(lc.augment_p)).items()}
             z = enc(b["partner"], b["partner_mask"])
             pred = dec(b["feats"], z, b["mask"])
@@ -280,12 +283,14 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             opt.step()
             sched.step()
             if step % 20 == 0 or step == int(lc.steps) - 1:
-                log_step(history, "lipsync", step, losses, writer, bar, "vertex_mm2")
+                log_step(history, "lipsync", step, losses, writer, bar, "vertex_mm2", acc,
+                         ranks_log(acc, [train.ids[i] for i in idx[:4]]))
             if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(lc.steps):
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(enc), out / "style_encoder.safetensors")
                     save_module(acc.unwrap_model(dec), out / "decoder.safetensors")
                     save_state(out, "lipsync", step + 1, opt, sched, history, rng)
+                maybe_stop(acc, "lipsync", step + 1)
         timings["lipsync_s"] = time.perf_counter() - t
         synth.style_encoder, synth.decoder = acc.unwrap_model(enc).eval(), acc.unwrap_model(dec).eval()
     else:
@@ -322,23 +327,26 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         t = time.perf_counter()
         bar = tqdm(range(start, int(pc.steps)), desc="stage2 prior", disable=not (progress and acc.is_main_process) or None)
         for step in bar:
-            idx = rng.integers(0, len(train), int(pc.batch_size))
-            pick = [conflicts[i][int(rng.integers(len(conflicts[i])))] if conflicts[i] and rng.random() < p_conf
-                    else texts[i][int(rng.integers(len(texts[i])))] for i in idx]
+            brng = step_rng(seed, rank, 2, step)
+            idx = brng.integers(0, len(train), int(pc.batch_size))
+            pick = [conflicts[i][int(brng.integers(len(conflicts[i])))] if conflicts[i] and brng.random() < p_conf
+                    else texts[i][int(brng.integers(len(texts[i])))] for i in idx]
             tx = torch.stack([emb[t] for t in pick]).to(acc.device)
-            losses = acc.unwrap_model(prior).losses(Z[idx].to(acc.device), tx, ddpm,
-                                                    contrastive_weight=float(pc.contrastive_weight))
+            # through the prepared module (its forward is the losses), so DDP synchronises the gradients
+            losses = prior(Z[idx].to(acc.device), tx, ddpm, contrastive_weight=float(pc.contrastive_weight))
             opt.zero_grad(set_to_none=True)
             acc.backward(losses["loss"])
             acc.clip_grad_norm_(prior.parameters(), 1.0)
             opt.step()
             sched.step()
             if step % 20 == 0 or step == int(pc.steps) - 1:
-                log_step(history, "prior", step, losses, writer, bar, "diffusion")
+                log_step(history, "prior", step, losses, writer, bar, "diffusion", acc,
+                         ranks_log(acc, [train.ids[i] for i in idx[:4]]))
             if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(prior), out / "prior.safetensors")
                     save_state(out, "prior", step + 1, opt, sched, history, rng)
+                maybe_stop(acc, "prior", step + 1)
         timings["prior_s"] = time.perf_counter() - t
         synth.prior = acc.unwrap_model(prior).eval()
 

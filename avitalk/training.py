@@ -1,0 +1,67 @@
+"""What both stages' training loops share, correct on one process or many (``accelerate launch`` / ``torchrun``):
+
+* :func:`step_rng`: every process draws its own batches, and a resumed run draws exactly what the uninterrupted run
+  would: the batch generator (and torch's, for noise and dropout) is seeded from (seed, process, phase, step).
+* :func:`warmup_cosine`: the learning-rate schedule (linear warm-up, cosine decay).
+* :func:`accelerator`: one Accelerator per run (DDP that may tolerate parameters a phase does not use).
+* :func:`ranks_log`: what every process trained on at a logged step, gathered on the main process (for the history).
+* :func:`maybe_stop`: ``AVITALK_TRAIN_STOP_AT=phase:step`` stops every process right after the checkpoint of that
+  step is written (exit code 75): how the tests interrupt a multi-process run to check that ``--resume`` continues it
+  exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def step_rng(seed: int, rank: int, phase: int, step: int) -> np.random.Generator:
+    """The generator for one training step of one process; also seeds torch's global generator the same way."""
+    import torch
+
+    ss = np.random.SeedSequence([int(seed), int(rank), int(phase), int(step)])
+    torch.manual_seed(int(ss.generate_state(1, np.uint64)[0] % (2**63 - 1)))
+    return np.random.default_rng(ss)
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LambdaLR factor: linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return f
+
+
+def accelerator(mixed_precision: str = "bf16", find_unused_parameters: bool = False):
+    """``find_unused_parameters``: for a model whose phases train only some of its parameters (stage 1's warm-up)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    gpu = torch.cuda.is_available()
+    return Accelerator(cpu=not gpu, mixed_precision=mixed_precision if gpu else "no",
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
+
+
+def ranks_log(acc, items: Any) -> list:
+    """``items`` of every process, in process order (on every process; a list of one item on a single process)."""
+    if acc.num_processes == 1:
+        return [items]
+    from accelerate.utils import gather_object
+
+    return gather_object([items])
+
+
+def maybe_stop(acc, phase: str, step: int) -> None:
+    """Stop all processes after the checkpoint of ``phase`` at ``step`` when ``AVITALK_TRAIN_STOP_AT`` says so."""
+    import os
+
+    want = os.environ.get("AVITALK_TRAIN_STOP_AT", "")
+    if want and want == f"{phase}:{step}":
+        acc.wait_for_everyone()
+        raise SystemExit(75)

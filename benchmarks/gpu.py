@@ -1,0 +1,222 @@
+"""`make bench-gpu` (``python -m benchmarks.gpu [--device cuda] [--small]``): what a GPU does with this code.
+
+1. Equivalence: the embedded default pipeline on the device against the CPU (the same instruction text; the motion's
+   largest difference).
+2. Latency: stage 1 (the default's instruction, its tokens/s), stage 2 on 10 s, 60 s and 600 s of speech by sampler
+   and steps (encoder excluded: random features of the right size).
+3. Training step rates and peak memory with random weights: stage 2 lip-sync and prior steps, stage 1 LLM + LoRA
+   steps, for the tiny, base and paper shapes (``--small``: tiny only, a Llama of a few layers standing in for the
+   LLMs: what the test suite runs on a CPU).
+
+Writes ``benchmarks/results/gpu.json`` (``--out``) and prints a table; needs only the project's own packages and the
+embedded checkpoint (no network, no datasets), so it runs on a bare GPU machine with this tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avitalk.types import FEATURE_RATE, MOTION_FPS, SAMPLE_RATE
+
+ROOT = Path(__file__).resolve().parents[1]
+LLM_SHAPES = {  # the stage-1 LLMs of base and paper (random weights of the same shape)
+    "base": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
+    "paper": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+}
+AUDIO_DIM = {"tiny": 772, "base": 512, "paper": 1280}
+TEXT_DIM = {"tiny": 384, "base": 384, "paper": 768}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, dev: torch.device, reps: int = 5) -> float:
+    fn()
+    _sync(dev)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _peak_reset(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak_gb(dev: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(dev) / 1e9 if dev.type == "cuda" else None
+
+
+def equivalence(dev: torch.device) -> dict:
+    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.types import Audio
+
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    x = (0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    a = Audio(x + 0.003 * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32))
+    cpu = AVITalkingPipeline.from_pretrained()(a, seed=0)
+    pipe = AVITalkingPipeline.from_pretrained().to(dev)
+    on = pipe(a, seed=0)
+    return {"same_instruction": cpu.instruction.text == on.instruction.text,
+            "motion_max_abs_diff": float(np.abs(cpu.sequences[0].motion() - on.sequences[0].motion()).max())}
+
+
+def latency(dev: torch.device, small: bool) -> dict:
+    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.types import Audio
+
+    pipe = AVITalkingPipeline.from_pretrained().to(dev)
+    out: dict = {}
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE
+    a = Audio((0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32))
+    feats = pipe.encode(a)
+    ins = pipe.instruct(a, features=feats)
+    n_tok = len(pipe.instructor.token_ids(ins.text)) + 1
+    sec = _time(lambda: pipe.instruct(a, features=feats), dev)
+    out["stage1"] = {"instruct_5s_s": sec, "tokens": n_tok, "tokens_per_s": n_tok / sec}
+    dim = pipe.audio_encoder_dim
+    text = "A furious man speaks with brow strongly lowered."
+    s2 = {}
+    for secs in ((10, 60) if small else (10, 60, 600)):
+        f = np.random.default_rng(0).standard_normal((secs * FEATURE_RATE, dim)).astype(np.float32)
+        for sampler, steps in (("ddim", 5), ("ddim", 25), ("ddim", 50), ("dpmpp2m", 10)):
+            s2[f"{secs}s_{sampler}{steps}"] = _time(
+                lambda: pipe.synthesizer.synthesize(f, text, seed=0, steps=steps, sampler=sampler), dev, 3)
+    out["stage2_s"] = s2
+    return out
+
+
+def train_rates(dev: torch.device, small: bool) -> dict:
+    from avitalk.config import load_config
+    from stage2_synthesis.synthesizer import build_modules
+
+    out = {}
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for name in (("tiny",) if small else ("tiny", "base", "paper")):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        s2 = cfg.stage2
+        torch.manual_seed(0)
+        mods = build_modules(cfg, AUDIO_DIM[name], TEXT_DIM[name])
+        enc, dec, prior = (mods[k].to(dev).train() for k in ("style_encoder", "decoder", "prior"))
+        B = 4 if small else int(s2.train.lipsync.batch_size)
+        T = int(s2.train.lipsync.crop_frames)
+        feats = torch.randn(B, T, AUDIO_DIM[name], device=dev)
+        motion = torch.randn(B, T, 53, device=dev)
+        mask = torch.ones(B, T, dtype=torch.bool, device=dev)
+        opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=1e-4)
+
+        def lipsync_step():
+            with amp:
+                pred = dec(feats, enc(motion, mask), mask)
+                loss = torch.nn.functional.mse_loss(pred.float(), motion)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        _peak_reset(dev)
+        r = {"lipsync_s_per_step": _time(lipsync_step, dev, 3), "lipsync_batch": B, "lipsync_peak_gb": _peak_gb(dev)}
+        Bp = 8 if small else int(s2.train.prior.batch_size)
+        z, tx = torch.randn(Bp, int(s2.style_dim), device=dev), torch.randn(Bp, TEXT_DIM[name], device=dev)
+        popt = torch.optim.AdamW(prior.parameters(), lr=1e-4)
+        ddpm = prior.train_scheduler()
+
+        def prior_step():
+            with amp:
+                loss = prior(z, tx, ddpm)["loss"]
+            popt.zero_grad(set_to_none=True)
+            loss.backward()
+            popt.step()
+
+        _peak_reset(dev)
+        r.update(prior_s_per_step=_time(prior_step, dev, 3), prior_batch=Bp, prior_peak_gb=_peak_gb(dev))
+        r.update(_llm_rate(name, cfg, dev, small, amp))
+        steps = {"lipsync": int(s2.train.lipsync.steps), "prior": int(s2.train.prior.steps), "stage1": int(cfg.stage1.train.steps)}
+        r["hours_for_the_configs_steps"] = {
+            "stage2_lipsync": r["lipsync_s_per_step"] * steps["lipsync"] / 3600,
+            "stage2_prior": r["prior_s_per_step"] * steps["prior"] / 3600,
+            "stage1": r["stage1_s_per_step"] * steps["stage1"] / 3600}
+        out[name] = r
+        del enc, dec, prior, opt, popt
+    return out
+
+
+def _llm_rate(name: str, cfg, dev: torch.device, small: bool, amp) -> dict:
+    """One LoRA training step of the stage-1 LLM shape on a prefix of 32 speech tokens + 64 text tokens."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = dict(model_type="llama", hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1024) if name == "tiny" else dict(LLM_SHAPES[name])
+    if small and name != "tiny":
+        shape["num_hidden_layers"] = 2
+    mt = shape.pop("model_type")
+    torch.manual_seed(0)
+    lm_cfg = AutoConfig.for_model(mt, **shape)
+    dtype = torch.bfloat16 if dev.type == "cuda" and name != "tiny" else torch.float32
+    _peak_reset(dev)
+    lm = AutoModelForCausalLM.from_config(lm_cfg).to(dev, dtype)
+    lm.requires_grad_(False)
+    lm = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    B = 2 if small else int(cfg.stage1.train.batch_size)
+    emb = torch.randn(B, 96, shape["hidden_size"], device=dev, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, shape["vocab_size"], (B, 96), device=dev)
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        with amp:
+            loss = lm(inputs_embeds=emb, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    sec = _time(step, dev, 3)
+    return {"stage1_s_per_step": sec, "stage1_batch": B, "stage1_layers": shape["num_hidden_layers"],
+            "stage1_peak_gb": _peak_gb(dev)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--small", action="store_true", help="tiny shapes only (the test suite's CPU run)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    a = ap.parse_args(argv)
+    dev = torch.device(a.device)
+    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+           "torch": torch.__version__, "small": a.small, "motion_fps": MOTION_FPS,
+           "equivalence": equivalence(dev), "latency": latency(dev, a.small), "training": train_rates(dev, a.small)}
+    from avitalk.io import atomic_write_json
+
+    atomic_write_json(a.out, res)
+    eq, lat = res["equivalence"], res["latency"]
+    print(f"{res['device']} (torch {res['torch']})")
+    print(f"  equivalence with the CPU: same instruction {eq['same_instruction']}, motion max diff "
+          f"{eq['motion_max_abs_diff']:.2e}")
+    print(f"  stage 1: {lat['stage1']['tokens_per_s']:.0f} tokens/s ({lat['stage1']['instruct_5s_s']:.3f} s for 5 s)")
+    for k, v in lat["stage2_s"].items():
+        print(f"  stage 2, {k}: {v:.3f} s")
+    for name, r in res["training"].items():
+        print(f"  train {name}: lip-sync {r['lipsync_s_per_step']:.3f} s/step, prior {r['prior_s_per_step']:.3f} s/step, "
+              f"stage 1 {r['stage1_s_per_step']:.3f} s/step ({r['stage1_layers']} layers)"
+              + (f"; peak {max(v for k, v in r.items() if k.endswith('_gb') and v):.1f} GB" if r['lipsync_peak_gb'] else ""))
+    print(f"wrote {a.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
