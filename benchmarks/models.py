@@ -85,9 +85,11 @@ def bench_stage1() -> dict:
 
     from avitalk.lean.llama import LlamaLite
 
+    from stage1_instruct.instructor import save_lm
+
     with tempfile.TemporaryDirectory() as d:
-        model.llm.get_base_model().save_pretrained(d)
-        lite = LlamaLite.from_pretrained(d)
+        save_lm(None, model.llm, Path(d))  # the frozen LM alone (the adapter is zero-initialised: no LoRA needed)
+        lite = LlamaLite.from_pretrained(Path(d) / "lm")
     lean = _median(lambda: lite.generate(pre.detach(), att, max_new_tokens=n_new, eos_token_id=None))
     return {"name": "stage1", "generate_48_tokens_5s_speech_s": sec, "tokens_per_s": new_tokens / sec,
             "lean_generate_48_tokens_5s_speech_s": lean, "lean_tokens_per_s": n_new / lean,
