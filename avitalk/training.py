@@ -2,7 +2,8 @@
 
 * :func:`step_rng`: every process draws its own batches, and a resumed run draws exactly what the uninterrupted run
   would: the batch generator (and torch's, for noise and dropout) is seeded from (seed, process, phase, step).
-* :func:`warmup_cosine`: the learning-rate schedule (linear warm-up, cosine decay).
+* :func:`warmup_cosine`: the learning-rate schedule (linear warm-up, cosine decay); :func:`crop_start`: random
+  windows of clips.
 * :func:`accelerator`: one Accelerator per run (DDP that may tolerate parameters a phase does not use).
 * :func:`ranks_log`: what every process trained on at a logged step, gathered on the main process (for the history).
 * :func:`maybe_stop`: ``AVITALK_TRAIN_STOP_AT=phase:step`` stops every process right after the checkpoint of that
@@ -27,14 +28,22 @@ def step_rng(seed: int, rank: int, phase: int, step: int) -> np.random.Generator
     return np.random.default_rng(ss)
 
 
-def warmup_cosine(warmup: int, total: int):
-    """LambdaLR factor: linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
+def warmup_cosine(warmup: int, total: int, decay_from_start: bool = False):
+    """LambdaLR factor: linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``total``
+    (``decay_from_start``: the cosine runs over all ``total`` steps, multiplied by the warm-up ramp: stage 1's LMs)."""
     def f(step: int) -> float:
+        if decay_from_start:
+            return min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
         if step < warmup:
             return (step + 1) / max(1, warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
     return f
+
+
+def crop_start(n: int, length: int, rng: np.random.Generator) -> int:
+    """A uniformly random start for a window of ``length`` frames in ``n`` (0, drawing nothing, when it all fits)."""
+    return int(rng.integers(0, n - length + 1)) if n > length else 0
 
 
 def accelerator(mixed_precision: str = "bf16", find_unused_parameters: bool = False):

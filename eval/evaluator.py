@@ -94,6 +94,8 @@ def train_evaluator(motions: list[np.ndarray], emotions: list[str], text_emb: np
     embedding of each clip's instruction (``text_emb`` [N, D])."""
     from tqdm import tqdm
 
+    from avitalk.training import crop_start
+
     if len(motions) < 2:
         raise DatasetError(f"the evaluator needs at least 2 training clips, got {len(motions)}")
     rng = np.random.default_rng(seed)
@@ -111,7 +113,7 @@ def train_evaluator(motions: list[np.ndarray], emotions: list[str], text_emb: np
         crops = []
         for i in idx:
             T = len(motions[i])
-            s = int(rng.integers(0, T - crop + 1)) if T > crop else 0
+            s = crop_start(T, crop, rng)
             crops.append(motions[i][s : s + crop])
         m, mask = pad(crops, crop)
         f = model(m, mask)

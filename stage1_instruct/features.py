@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from avitalk.errors import DatasetError
+from avitalk.training import crop_start
 from avitalk.vocab import EMOTIONS
 
 
@@ -86,7 +87,7 @@ class FeatureBank:
             if augment_p > 0 and len(vs) > 1 and rng is not None and rng.random() < augment_p:
                 f = vs[1 + int(rng.integers(len(vs) - 1))]
             if crop is not None and len(f) > crop:
-                s = int((rng or np.random.default_rng()).integers(0, len(f) - crop + 1))
+                s = crop_start(len(f), crop, rng or np.random.default_rng())
                 f = f[s : s + crop]
             parts.append(np.asarray(f, np.float32))
         from avitalk.data.dataset import pad_arrays

@@ -4,7 +4,6 @@ us on the instruction text of the training split, then frozen and LoRA-tuned lik
 from __future__ import annotations
 
 import logging
-import math
 from typing import Sequence
 
 import numpy as np
@@ -49,8 +48,9 @@ def pretrain_lm(model, tokenizer, texts: Sequence[str], steps: int = 600, batch_
     rng = np.random.default_rng(seed)
     texts = list(texts)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    from avitalk.training import warmup_cosine
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(50, steps, decay_from_start=True))
     model.train()
     curve = []
     for step in tqdm(range(steps), desc="stage1 lm", disable=not progress or None):

@@ -10,7 +10,6 @@ stage 2. Checkpoint: ``tokenizer/``, ``lm/`` (safetensors), ``adapter/`` (peft),
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     holds ``real_fraction`` clips of the extra data."""
     from tqdm import tqdm
 
-    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng
+    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng, warmup_cosine
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
@@ -180,8 +179,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(tc.lr), weight_decay=0.01)
     steps = int(tc.steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(50, steps, decay_from_start=True))
 
     def adapter_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         idx = train.sample(int(tc.batch_size), brng, real_fraction)

@@ -29,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from avitalk.errors import CheckpointError, DatasetError
 from avitalk.io import atomic_path, atomic_write_json
 
+from avitalk.training import crop_start
+
 from .clips import ClipBank
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Gen
     feats, motion, partners = [], [], []
     for i in idx:
         T = len(bank.motion[i])
-        s = int(rng.integers(0, T - crop + 1)) if T > crop else 0
+        s = crop_start(T, crop, rng)
         src = bank.feats[i]
         if augment_p > 0 and bank.variants[i] and rng.random() < augment_p:
             src = bank.variants[i][int(rng.integers(len(bank.variants[i])))].astype(np.float32)
@@ -55,7 +57,7 @@ def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Gen
         motion.append(bank.motion[i][s : s + crop])
         p = bank.partners[i]
         pm = bank.motion[p[int(rng.integers(len(p)))]]
-        ps = int(rng.integers(0, len(pm) - crop + 1)) if len(pm) > crop else 0
+        ps = crop_start(len(pm), crop, rng)
         partners.append(pm[ps : ps + crop])
     f, mask = _pad(feats, crop)
     m, _ = _pad(motion, crop)
