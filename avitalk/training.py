@@ -6,6 +6,9 @@
   windows of clips.
 * :func:`accelerator`: one Accelerator per run (DDP that may tolerate parameters a phase does not use).
 * :func:`ranks_log`: what every process trained on at a logged step, gathered on the main process (for the history).
+* :func:`save_phase` / :func:`load_phase`: one resume layout for both stages: ``OUT/train_state/<phase>.safetensors``
+  (the phase's trainable weights) and ``<phase>.pt`` (step, optimizer, schedule: tensors only, read with
+  ``weights_only=True``), written atomically by the main process.
 * :func:`maybe_stop`: ``AVITALK_TRAIN_STOP_AT=phase:step`` stops every process right after the checkpoint of that
   step is written (exit code 75): how the tests interrupt a multi-process run to check that ``--resume`` continues it
   exactly.
@@ -74,3 +77,43 @@ def maybe_stop(acc, phase: str, step: int) -> None:
     if want and want == f"{phase}:{step}":
         acc.wait_for_everyone()
         raise SystemExit(75)
+
+
+def save_phase(out, phase: str, step: int, weights: dict, opt, sched, history: dict) -> None:
+    """The state a phase resumes from (see the module docstring), plus the history so far."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .io import atomic_path, atomic_write_json
+
+    d = Path(out) / "train_state"
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(d / f"{phase}.safetensors") as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+    with atomic_path(d / f"{phase}.pt") as tmp:
+        torch.save({"phase": phase, "step": int(step), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                   tmp)
+    atomic_write_json(Path(out) / "history.json", history)
+
+
+def load_phase(out, phase: str):
+    """``(step, weights, state)`` of a phase's last save, or None when there is none; a damaged state is a
+    CheckpointError."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from .errors import CheckpointError
+
+    d = Path(out) / "train_state"
+    if not (d / f"{phase}.pt").is_file() or not (d / f"{phase}.safetensors").is_file():
+        return None
+    try:
+        st = torch.load(d / f"{phase}.pt", map_location="cpu", weights_only=True)
+        weights = load_file(str(d / f"{phase}.safetensors"))
+    except Exception as e:  # noqa: BLE001 - any unreadable state
+        raise CheckpointError(f"{d / phase}: cannot resume from it ({e})") from e
+    return int(st["step"]), weights, st

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from avitalk.errors import CheckpointError
-from avitalk.io import atomic_path, atomic_write_json
+from avitalk.io import atomic_write_json
 from avitalk.vocab import load_vocabulary
 
 from .features import FeatureBank
@@ -37,7 +37,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     holds ``real_fraction`` clips of the extra data."""
     from tqdm import tqdm
 
-    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng, warmup_cosine
+    from avitalk.training import accelerator, maybe_stop, ranks_log, save_phase, step_rng, warmup_cosine
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
@@ -62,7 +62,6 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     rank, seed, main = acc.process_index, int(cfg.seed), acc.is_main_process
     progress = progress and main
     torch.manual_seed(int(cfg.seed))
-    rng = np.random.default_rng(int(cfg.seed))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     enc = audio_encoder_from_config(cfg.audio_encoder)
@@ -130,7 +129,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model.train()
 
     def run_phase(name: str, phase_id: int, n_steps: int, params: list, opt, sched, step_fn) -> None:
-        start = _resume_phase(out, name, model, opt, sched, rng, history) if resume else 0
+        start = _resume_phase(out, name, model, opt, sched, history) if resume else 0
         opt, sched = acc.prepare_optimizer(opt), acc.prepare_scheduler(sched)
         bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=f"stage1 {name}",
                    disable=not progress or None)
@@ -150,7 +149,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                                      "clips_by_rank": ranks_log(acc, [train.clips[i].id for i in idx[:4]])})
             if (step + 1) % every == 0 or step + 1 == n_steps:
                 if main:
-                    _save_phase(out, name, step + 1, model, opt, sched, rng, history)
+                    save_phase(out, name, step + 1, {n: p for n, p in model.named_parameters() if p.requires_grad},
+                               opt, sched, history)
                 maybe_stop(acc, name, step + 1)
 
     # (2a) Q-Former warm-up without the LLM: queries that already separate emotions and intensities (classification)
@@ -211,42 +211,20 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     return {"model": model, "timings": timings, "history": history}
 
 
-def _save_phase(out: Path, phase: str, step: int, model, opt, sched, rng: np.random.Generator, history: dict) -> None:
-    """Trainable weights (safetensors) + optimizer / schedule / random state (torch, tensors only), atomically."""
-    from safetensors.torch import save_file
-
-    d = out / "train_state"
-    d.mkdir(parents=True, exist_ok=True)
-    weights = {n: p.detach().float().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    with atomic_path(d / f"{phase}.safetensors") as tmp:
-        save_file(weights, str(tmp))
-    state = {"phase": phase, "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}
-    with atomic_path(d / f"{phase}.pt") as tmp:
-        torch.save(state, tmp)
-    atomic_write_json(out / "history.json", history)
-
-
-def _resume_phase(out: Path, phase: str, model, opt, sched, rng: np.random.Generator, history: dict) -> int:
+def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:
     """Restore a phase's last saved state; the step to continue from (0 when there is none)."""
-    from safetensors.torch import load_file
+    from avitalk.training import load_phase
 
-    d = out / "train_state"
-    if not (d / f"{phase}.pt").is_file() or not (d / f"{phase}.safetensors").is_file():
+    got = load_phase(out, phase)
+    if got is None:
         return 0
-    try:
-        st = torch.load(d / f"{phase}.pt", map_location="cpu", weights_only=True)
-        weights = load_file(str(d / f"{phase}.safetensors"))
-    except Exception as e:  # noqa: BLE001 - any unreadable state
-        raise CheckpointError(f"{d / phase}: cannot resume from it ({e})") from e
+    step, weights, st = got
     own = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != own:
-        raise CheckpointError(f"{d / phase}.safetensors: saved weights do not match the configured model "
-                              f"({len(set(weights) ^ own)} names differ); train into a new folder")
+        raise CheckpointError(f"{out / 'train_state' / phase}.safetensors: saved weights do not match the configured "
+                              f"model ({len(set(weights) ^ own)} names differ); train into a new folder")
     model.load_state_dict(weights, strict=False)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
-    torch.set_rng_state(st["torch_rng"])
-    rng.bit_generator.state = json.loads(st["numpy_rng"])
-    history[phase] = [h for h in history.get(phase, []) if h["step"] < int(st["step"])]
-    return int(st["step"])
+    history[phase] = [h for h in history.get(phase, []) if h["step"] < step]
+    return step

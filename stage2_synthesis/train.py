@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from avitalk.errors import CheckpointError, DatasetError
-from avitalk.io import atomic_path, atomic_write_json
+from avitalk.io import atomic_write_json
 
 from avitalk.training import crop_start
 
@@ -129,47 +129,30 @@ from avitalk.training import warmup_cosine as lr_lambda  # noqa: E402 - the shar
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def save_state(out: Path, phase: str, step: int, optimizer, scheduler, history: dict, rng: np.random.Generator) -> None:
-    state = {
-        "phase": phase,
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-    }
-    with atomic_path(out / f"train_state_{phase}.pt") as tmp:
-        torch.save(state, tmp)
-    atomic_write_json(out / "history.json", history)
+def resume_phase(out: Path, phase: str, modules: dict[str, torch.nn.Module], opt, sched, history: dict) -> int:
+    """Restore a phase's weights, optimizer and schedule; returns the step to continue from (0 if none)."""
+    from avitalk.training import load_phase
 
-
-def load_state(out: Path, phase: str) -> dict | None:
-    p = out / f"train_state_{phase}.pt"
-    if not p.is_file():
-        return None
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{p}: cannot resume from it ({e})") from e
-
-
-def resume_phase(out: Path, phase: str, modules: dict[str, torch.nn.Module], opt, sched, rng: np.random.Generator,
-                 history: dict) -> int:
-    """Restore a phase's weights, optimizer, schedule and random state; returns the step to continue from (0 if none)."""
-    from .synthesizer import load_module
-
-    st = load_state(out, phase)
-    if st is None:
+    got = load_phase(out, phase)
+    if got is None:
         return 0
+    start, weights, st = got
     for name, m in modules.items():
-        load_module(m, out / f"{name}.safetensors", name)
+        own = m.state_dict()
+        mine = {k[len(name) + 1 :]: v.to(own[k[len(name) + 1 :]].dtype) for k, v in weights.items()
+                if k.startswith(name + ".") and k[len(name) + 1 :] in own}
+        if set(mine) != set(own):
+            raise CheckpointError(f"{out / 'train_state' / phase}.safetensors: {name} does not match the configured "
+                                  "model; train into a new folder")
+        m.load_state_dict(mine)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
-    torch.set_rng_state(st["torch_rng"])
-    rng.bit_generator.state = json.loads(st["numpy_rng"])
-    start = int(st["step"])
     history[phase] = [h for h in history[phase] if h["step"] <= start]
     return start
+
+
+def _phase_weights(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
 
 
 def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tensor], writer, bar, show: str,
@@ -213,7 +196,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
-    from avitalk.training import accelerator, maybe_stop, ranks_log, step_rng
+    from avitalk.training import accelerator, maybe_stop, ranks_log, save_phase, step_rng
 
     acc = accelerator(str(tc.mixed_precision))
     rank, seed = acc.process_index, int(cfg.seed)
@@ -266,7 +249,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(lc.warmup), int(lc.steps)))
         mods = {"style_encoder": synth.style_encoder, "decoder": synth.decoder}
-        start = resume_phase(out, "lipsync", mods, opt, sched, rng, history) if resume else 0
+        start = resume_phase(out, "lipsync", mods, opt, sched, history) if resume else 0
         enc, dec, opt, sched = acc.prepare(synth.style_encoder, synth.decoder, opt, sched)
         enc.train(), dec.train()
         t = time.perf_counter()
@@ -291,7 +274,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(enc), out / "style_encoder.safetensors")
                     save_module(acc.unwrap_model(dec), out / "decoder.safetensors")
-                    save_state(out, "lipsync", step + 1, opt, sched, history, rng)
+                    save_phase(out, "lipsync", step + 1, _phase_weights({"style_encoder": acc.unwrap_model(enc),
+                                                                         "decoder": acc.unwrap_model(dec)}),
+                               opt, sched, history)
                 maybe_stop(acc, "lipsync", step + 1)
         timings["lipsync_s"] = time.perf_counter() - t
         synth.style_encoder, synth.decoder = acc.unwrap_model(enc).eval(), acc.unwrap_model(dec).eval()
@@ -322,7 +307,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         prior = synth.prior
         opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(pc.warmup), int(pc.steps)))
-        start = resume_phase(out, "prior", {"prior": prior}, opt, sched, rng, history) if resume else 0
+        start = resume_phase(out, "prior", {"prior": prior}, opt, sched, history) if resume else 0
         prior, opt, sched = acc.prepare(prior, opt, sched)
         prior.train()
         ddpm = acc.unwrap_model(prior).train_scheduler()
@@ -347,7 +332,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
                 if acc.is_main_process:
                     save_module(acc.unwrap_model(prior), out / "prior.safetensors")
-                    save_state(out, "prior", step + 1, opt, sched, history, rng)
+                    save_phase(out, "prior", step + 1, _phase_weights({"prior": acc.unwrap_model(prior)}), opt, sched,
+                               history)
                 maybe_stop(acc, "prior", step + 1)
         timings["prior_s"] = time.perf_counter() - t
         synth.prior = acc.unwrap_model(prior).eval()

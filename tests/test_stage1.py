@@ -65,7 +65,6 @@ def test_stage1_trains_saves_reloads_and_generates(tmp_path):
 
 @pytest.mark.slow
 def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
-    import stage1_instruct.train as t1
     from avitalk.data.synthtalk import generate
 
     generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
@@ -78,18 +77,13 @@ def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     f = torch.randn(1, 60, 36)
     before = Instructor.from_model(full["model"].eval(), None).generate(f, None, max_new_tokens=10)
 
-    # the same run, killed right after the adapter phase saved its state at step 2
-    save = t1._save_phase
-
-    def crash(out, phase, step, *a):
-        save(out, phase, step, *a)
-        if phase == "adapter" and step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t1, "_save_phase", crash)
-    with pytest.raises(KeyboardInterrupt):
+    # the same run, stopped right after the adapter phase saved its state at step 2
+    monkeypatch.setenv("AVITALK_TRAIN_STOP_AT", "adapter:2")
+    with pytest.raises(SystemExit):
         train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck2", progress=False)
-    monkeypatch.setattr(t1, "_save_phase", save)
+    monkeypatch.delenv("AVITALK_TRAIN_STOP_AT")
+    assert sorted(p.name for p in (tmp_path / "ck2" / "train_state").iterdir()) == [
+        "adapter.pt", "adapter.safetensors", "qformer_warmup.pt", "qformer_warmup.safetensors"]
     warm = json.loads((tmp_path / "ck2" / "history.json").read_text())["qformer_warmup"]
     resumed = train_stage1(cfg.copy(), tmp_path / "d", tmp_path / "ck2", resume=True, progress=False)
     assert resumed["history"]["qformer_warmup"] == warm  # the warm-up was not repeated
