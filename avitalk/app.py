@@ -122,7 +122,7 @@ class AppSession:
         samples = max(1, min(int(samples), MAX_VIDEOS))
         seqs = self.pipe.synthesize(a, text, num_samples=samples, seed=int(seed), guidance_scale=guidance_scale)
         run = Path(tempfile.mkdtemp(prefix=f"run{len(self.history):03d}-", dir=self.out_dir))
-        model = FlameModel.from_spec(self.pipe.cfg.get("flame_model", "standin"))
+        model = FlameModel.from_spec(self.pipe.cfg.flame_model)
         videos, npzs, glbs = [], [], []
         first_video_s = None
         with renderer_for_model(model, size=self.size) as r:

@@ -513,7 +513,7 @@ def eval_cmd(
                         syncnet=str(syncnet) if syncnet else None, progress=not quiet, syncnet_crop=syncnet_crop)
     if run is None:  # not the main process of an `accelerate launch` run: it reports
         return
-    write_report(run, out, FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    write_report(run, out, FlameModel.from_spec(pipe.cfg.flame_model))
     res = run.result
     for row, r in res["table"].items():
         typer.echo(f"{ROW_NAMES[row]:<48} FID {r.get('fid', float('nan')):7.2f}  LVE {r['lve_euclidean_max_mm']:5.2f} mm  "
@@ -582,7 +582,7 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
     if not no_render:  # the head is only needed for the video
         from .flame import FlameModel
 
-        model = FlameModel.from_spec(flame_model or pipe.cfg.get("flame_model", "standin"))
+        model = FlameModel.from_spec(flame_model or pipe.cfg.flame_model)
     timings["load_checkpoint_s"] = time.perf_counter() - t
     say(f"checkpoint: {pipe.source} ({timings['load_checkpoint_s']:.1f} s)")
     res = pipe(speech_audio, text, num_samples=samples, seed=seed)
@@ -618,7 +618,7 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
             timings["total_s"] = time.perf_counter() - t_all
             info = {
                 "avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "checkpoint": pipe.source, "flame_model": str(flame_model or pipe.cfg.get("flame_model", "standin")),
+                "checkpoint": pipe.source, "flame_model": str(flame_model or pipe.cfg.flame_model),
                 "speech": {"path": str(speech), "duration_s": speech_audio.duration},
                 "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
                                 "stage1_listened_s": res.listened_s},

@@ -227,3 +227,35 @@ def _why(e) -> str:
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         return f"unknown key {key!r} (misspelt? see avitalk/config.py for the keys a config may have)"
     return f"{key}: {msg}" if key else msg
+
+
+def resolve_config(cfg, source: str = "checkpoint config"):
+    """A schema-complete copy of a config read from a checkpoint (or built in code): every default filled in, so
+    code reads attributes and never guesses. Keys the schema does not know (a checkpoint from another version) are
+    dropped with a warning instead of refusing to load it."""
+    import logging
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is AvitalkConfig:
+        return cfg  # already resolved (shared by the parts of one pipeline)
+    schema = OmegaConf.structured(AvitalkConfig)
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    dropped: list[str] = []
+
+    def keep(node: dict, ref, prefix: str) -> dict:
+        out = {}
+        for k, v in node.items():
+            if k not in ref:
+                dropped.append(prefix + str(k))
+                continue
+            sub = ref[k]
+            out[k] = keep(v, sub, f"{prefix}{k}.") if isinstance(v, dict) and isinstance(sub, DictConfig) and \
+                OmegaConf.get_type(sub) is not dict else v
+        return out
+
+    plain = keep(plain, schema, "")
+    if dropped:
+        logging.getLogger(__name__).warning("%s: ignoring keys this version does not know: %s", source,
+                                            ", ".join(dropped[:5]))
+    return merge_config(plain, source=source)

@@ -60,7 +60,9 @@ class AVITalkingPipeline:
     """Both stages behind one object. ``instructor`` (stage 1) may be None: then an instruction must be given."""
 
     def __init__(self, cfg: DictConfig, synthesizer, instructor=None, audio_encoder=None, source: str | None = None):
-        self.cfg = cfg
+        from .config import resolve_config
+
+        self.cfg = resolve_config(cfg, source or "pipeline config")
         self.synthesizer = synthesizer
         if instructor is not None and not hasattr(instructor, "instruct"):  # a (training) InstructionModel
             from stage1_instruct.instructor import Instructor
@@ -89,6 +91,9 @@ class AVITalkingPipeline:
         for need in ("audio_encoder", "stage2"):
             if need not in cfg:
                 raise CheckpointError(f"{d / 'config.yaml'}: no {need} section")
+        from .config import resolve_config
+
+        cfg = resolve_config(cfg, str(d / "config.yaml"))  # once, shared by both stages
         synth = Synthesizer.load(d, cfg=cfg)
         instructor = None
         if stage1 and any((d / p).exists() for p in STAGE1_PARTS):

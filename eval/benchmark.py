@@ -210,7 +210,7 @@ def _setup(pipe, data: Path, split: str, limit: int | None, seed: int, state, pr
     notes: list[str] = []
     info_path = data / "dataset.json"
     ds_model = json.loads(info_path.read_text()).get("flame_model", "standin") if info_path.is_file() else None
-    ck_model = str(pipe.cfg.get("flame_model", "standin"))
+    ck_model = str(pipe.cfg.flame_model)
     model = FlameModel.from_spec(ck_model)
     if ds_model is not None and Path(str(ds_model)).name != Path(ck_model).name:
         raise DatasetError(f"{data}: motion was fitted to the FLAME model {ds_model!r}, the checkpoint uses "
@@ -306,7 +306,7 @@ def run_benchmark(pipe, data: str | os.PathLike, split: str = "test", samples: i
     y_edit = np.array([EMOTIONS.index(t) for t in edited_targets])
     result: dict[str, Any] = {
         "split": split, "clips": len(clips), "samples": samples, "seed": seed,
-        "checkpoint": pipe.source, "flame_model": str(pipe.cfg.get("flame_model", "standin")),
+        "checkpoint": pipe.source, "flame_model": str(pipe.cfg.flame_model),
         "table": table,
         "emotion_accuracy_per_emotion": per_emotion,
         "ground_truth_emotion_accuracy": float((evaluator.classify(gt) == y).mean()),

@@ -145,7 +145,7 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
         from avitalk.errors import DatasetError
 
         raise DatasetError(f"{data}: no clips to evaluate (split {split}, speakers {speakers})")
-    gap = LipGap(FlameModel.from_spec(pipe.cfg.get("flame_model", "standin")))
+    gap = LipGap(FlameModel.from_spec(pipe.cfg.flame_model))
     aligner = bl.WordAligner() if bilabial else None
     said, texts, per_clip = [], [], []
     mouth = {"stage1": [], "neutral": []}

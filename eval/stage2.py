@@ -146,7 +146,7 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
         "split": split,
         "clips": len(test),
         "guidance_scale": float(samp.guidance_scale),
-        "sampler": str(samp.get("sampler", "ddim")), "steps": int(samp.steps),
+        "sampler": str(samp.sampler), "steps": int(samp.steps),
         "lve_mm": lve,
         "lve_ratio_to_best_baseline": lve["model"] / min(lve["neutral"], lve["mean_motion"]),
         "emotion_accuracy": acc,

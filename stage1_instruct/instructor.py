@@ -47,7 +47,7 @@ def prosody_dim(cfg: DictConfig) -> int:
     has none of its own)."""
     from avitalk.encoders import encoder_prosody_dim
 
-    return PROSODY_DIM if bool(cfg.stage1.get("prosody", False)) and not encoder_prosody_dim(cfg.audio_encoder) else 0
+    return PROSODY_DIM if bool(cfg.stage1.prosody) and not encoder_prosody_dim(cfg.audio_encoder) else 0
 
 
 def speech_features(cfg: DictConfig, audio: Audio, encoder=None, encoded: np.ndarray | None = None) -> np.ndarray:
@@ -65,12 +65,14 @@ def speech_features(cfg: DictConfig, audio: Audio, encoder=None, encoded: np.nda
 
 
 def build_qformer(cfg: DictConfig, llm_dim: int):
+    from avitalk.config import resolve_config
     from avitalk.encoders import encoder_prosody_dim
 
+    cfg = resolve_config(cfg, "stage-1 config")
     from .qformer import QFormer
 
     enc_p = encoder_prosody_dim(cfg.audio_encoder)  # the encoder's own trailing prosody channels get their projection
-    return QFormer(feature_dim=int(cfg.get("audio_dim", 384)) - enc_p, llm_dim=llm_dim,
+    return QFormer(feature_dim=int(cfg.audio_dim or 384) - enc_p, llm_dim=llm_dim,
                    prosody_dim=prosody_dim(cfg) + enc_p, **OmegaConf.to_container(cfg.stage1.qformer))
 
 
@@ -92,12 +94,15 @@ def to_instruction(text: str) -> Instruction:
 # ---------------------------------------------------------------------------- the transformers + peft model (training)
 def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int):
     """A trainable InstructionModel around a transformers causal LM (LoRA added by peft) and a new Q-Former."""
+    from avitalk.config import resolve_config
+
     from .model import InstructionModel
 
+    cfg = resolve_config(cfg, "stage-1 config")
     s1 = cfg.stage1
     return InstructionModel(llm, tokenizer, build_qformer(cfg, llm.config.hidden_size), load_prompts()[0],
                             text_dim=text_dim, lora=OmegaConf.to_container(s1.lora),
-                            chat_template=bool(s1.get("chat_template", False)))
+                            chat_template=bool(s1.chat_template))
 
 
 def save_stage1(model, out: Path, cfg: DictConfig) -> None:
@@ -188,7 +193,9 @@ class Instructor:
     def __init__(self, cfg: DictConfig, qformer, lm, tokenizer, prompt: str, chat_template: bool = False,
                  heads: dict[str, torch.Tensor] | None = None, adapter_config: dict | None = None,
                  tokenizer_files: dict[str, bytes] | None = None):
-        self.cfg = cfg
+        from avitalk.config import resolve_config
+
+        self.cfg = None if cfg is None else resolve_config(cfg, "stage-1 config")
         self.qformer = qformer.eval()
         self.lm = lm
         self.tokenizer = tokenizer
@@ -219,6 +226,9 @@ class Instructor:
                 raise CheckpointError(f"{d}: missing stage-1 component {need}")
         if cfg is None:
             cfg = OmegaConf.load(d / "stage1.yaml")
+        from avitalk.config import resolve_config
+
+        cfg = resolve_config(cfg, str(d))
         if lean:
             from avitalk.lean.llama import LlamaLite, UnsupportedModel
             from avitalk.lean.tokenizer import LeanTokenizer
@@ -226,7 +236,7 @@ class Instructor:
             try:
                 lm = LlamaLite.from_pretrained(d / "lm", d / "adapter")
                 tok = LeanTokenizer(d / "tokenizer")
-                if bool(cfg.stage1.get("chat_template", False)) or tok.bos_token_id is None:
+                if bool(cfg.stage1.chat_template) or tok.bos_token_id is None:
                     raise UnsupportedModel("chat template or no BOS token")
             except (UnsupportedModel, OSError, ValueError, KeyError) as e:
                 log.info("stage 1 LM on transformers (%s)", e)

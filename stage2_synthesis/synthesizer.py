@@ -70,7 +70,9 @@ class Synthesizer:
     """Stage 2. Build with :meth:`build` (random weights) or :meth:`load` (a trained directory)."""
 
     def __init__(self, cfg: DictConfig, modules: dict[str, torch.nn.Module], text_encoder=None, audio_encoder=None):
-        self.cfg = cfg
+        from avitalk.config import resolve_config
+
+        self.cfg = resolve_config(cfg, "stage-2 config")  # every key present (defaults from avitalk/config.py)
         self.style_encoder: StyleEncoder = modules["style_encoder"].eval()
         self.decoder: TalkingDecoder = modules["decoder"].eval()
         self.prior: DiffusionPrior = modules["prior"].eval()
@@ -80,6 +82,9 @@ class Synthesizer:
     # ---------------------------------------------------------------- construction
     @classmethod
     def build(cls, cfg: DictConfig, text_encoder=None, audio_encoder=None) -> "Synthesizer":
+        from avitalk.config import resolve_config
+
+        cfg = resolve_config(cfg, "stage-2 config")
         te = text_encoder or cls._make_text_encoder(cfg)
         ae = audio_encoder or cls._make_audio_encoder(cfg)
         return cls(cfg, build_modules(cfg, ae.dim, te.dim), te, ae)
@@ -143,7 +148,10 @@ class Synthesizer:
             cfg = OmegaConf.load(d / "stage2.yaml")
         te = text_encoder or cls._make_text_encoder(cfg)
         ae = audio_encoder
-        audio_dim = ae.dim if ae is not None else int(cfg.get("audio_dim", 384))
+        from avitalk.config import resolve_config
+
+        cfg = resolve_config(cfg, f"{d}")
+        audio_dim = ae.dim if ae is not None else int(cfg.audio_dim or 384)
         if "text_dim" in cfg and int(cfg.text_dim) != te.dim:
             raise CheckpointError(f"{d}: the prior expects {cfg.text_dim}-d text embeddings, the text encoder gives {te.dim}")
         mods = build_modules(cfg, audio_dim, te.dim)
@@ -167,7 +175,7 @@ class Synthesizer:
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         return self.prior.sample(emb, num_samples, steps or int(samp.steps),
                                  float(samp.guidance_scale if guidance_scale is None else guidance_scale), g,
-                                 sampler=sampler or str(samp.get("sampler", "ddim")))
+                                 sampler=sampler or str(samp.sampler))
 
     @torch.no_grad()
     def synthesize(
