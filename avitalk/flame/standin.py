@@ -525,13 +525,14 @@ def _build() -> _Head:
     weights[:, 1] = 1.0 - weights.sum(1)
 
     # ---- regions
-    frontal = (z > 0.02) & ~eyeball
+    inner = np.isin(part, ["teeth_up", "teeth_lo", "tongue"])  # inside the mouth: in mouth_interior, not lips or face
+    frontal = (z > 0.02) & ~eyeball & ~inner
     lips = ((np.abs(x) < MOUTH_HALF_W + 0.004) & (np.abs(y - Y_MOUTH) < 0.011) & frontal) | (bag & (a["bag_t"] <= 0.2))
     eye_reg = lambda e: (  # noqa: E731
         (np.abs(x - e * EYE_X) < 0.024) & (y > Y_EYE - 0.014) & (y < Y_EYE + 0.02) & frontal
     ) | (eyeball & (a["eye"] == e)) | ((part == "socket") & (np.sign(x) == e))
     forehead = (y > 0.04) & (y < 0.1) & (np.abs(x) < 0.055) & (z > 0.03) & ~eyeball
-    face = (y > -0.095) & (y < 0.09) & (np.abs(np.arctan2(x, z)) < np.deg2rad(70)) & ~eyeball & (z > 0)
+    face = (y > -0.095) & (y < 0.09) & (np.abs(np.arctan2(x, z)) < np.deg2rad(70)) & ~eyeball & (z > 0) & ~inner
     nose = (np.abs(x) < 0.02) & (y > -0.022) & (y < 0.035) & (z > 0.07)
     regions = {
         "lips": np.flatnonzero(lips),
