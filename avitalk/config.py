@@ -222,10 +222,12 @@ def merge_config(user, overrides: list[str] | None = None, source: str = "config
 
 
 def _why(e) -> str:
+    from omegaconf.errors import ConfigKeyError
+
     key = getattr(e, "full_key", None)
-    msg = str(e).splitlines()[0]
-    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+    if isinstance(e, ConfigKeyError):
         return f"unknown key {key!r} (misspelt? see avitalk/config.py for the keys a config may have)"
+    msg = str(e).splitlines()[0]
     return f"{key}: {msg}" if key else msg
 
 

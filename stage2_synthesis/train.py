@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from avitalk.errors import CheckpointError, DatasetError
 from avitalk.io import atomic_write_json
 
-from avitalk.training import crop_start
+from avitalk.training import crop_start, warmup_cosine
 
 from .clips import ClipBank
 
@@ -123,9 +123,6 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         out["gap_mm2"] = (wt * (gp - gt) ** 2).sum() / wt.sum()
         total = total + float(w.gap_weight) * out["gap_mm2"] * 1e-2
     return {"loss": total, **out}
-
-
-from avitalk.training import warmup_cosine as lr_lambda  # noqa: E402 - the shared schedule (kept under its old name)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -247,7 +244,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                        torch.as_tensor(np.flatnonzero(np.isin(lips, lo)), device=acc.device))
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(lc.warmup), int(lc.steps)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(lc.warmup), int(lc.steps)))
         mods = {"style_encoder": synth.style_encoder, "decoder": synth.decoder}
         start = resume_phase(out, "lipsync", mods, opt, sched, history) if resume else 0
         enc, dec, opt, sched = acc.prepare(synth.style_encoder, synth.decoder, opt, sched)
@@ -306,7 +303,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         emb = dict(zip(flat, torch.as_tensor(synth.text_encoder.encode(flat))))
         prior = synth.prior
         opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(pc.warmup), int(pc.steps)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(pc.warmup), int(pc.steps)))
         start = resume_phase(out, "prior", {"prior": prior}, opt, sched, history) if resume else 0
         prior, opt, sched = acc.prepare(prior, opt, sched)
         prior.train()

@@ -24,18 +24,16 @@ class LeanTokenizer:
         self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tok.no_padding()
         self.tok.no_truncation()
-        special: dict = {}
+        conf: dict = {}  # special tokens and options; tokenizer_config.json wins over special_tokens_map.json
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             if (d / name).is_file():
-                special.update({k: _token_text(v) for k, v in json.loads((d / name).read_text()).items()
-                                if k.endswith("_token")})
+                conf.update(json.loads((d / name).read_text()))
+        special = {k: _token_text(v) for k, v in conf.items() if k.endswith("_token")}
         self.special = special
-        self.clean_up = bool(json.loads((d / "tokenizer_config.json").read_text()).get("clean_up_tokenization_spaces",
-                                                                                         False)) \
-            if (d / "tokenizer_config.json").is_file() else False
+        self.clean_up = bool(conf.get("clean_up_tokenization_spaces", False))
         ids = {k: self.tok.token_to_id(v) for k, v in special.items() if isinstance(v, str)}
         self.bos_token_id, self.eos_token_id = ids.get("bos_token"), ids.get("eos_token")
-        self.pad_token_id = ids.get("pad_token", 0) if ids.get("pad_token") is not None else 0
+        self.pad_token_id = ids.get("pad_token") if ids.get("pad_token") is not None else 0
         self.vocab_size = self.tok.get_vocab_size()
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
