@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -197,6 +197,18 @@ class AVITalkingPipeline:
                  features: np.ndarray | None = None) -> Instruction:
         return self.instructions(audio, 1, seed, features)[0]
 
+    def instruct_many(self, audios: Sequence[Audio | str | os.PathLike],
+                      features: Sequence[np.ndarray | None] | None = None, batch_size: int = 32) -> list[Instruction]:
+        """One greedy instruction per clip, batched (evaluation over many clips): equal to ``instruct`` clip by clip."""
+        if self.instructor is None:
+            raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
+        auds = [_as_audio(a) for a in audios]
+        feats = list(features) if features is not None else [None] * len(auds)
+        if len(feats) != len(auds):
+            raise ValueError(f"{len(auds)} clips but {len(feats)} feature arrays")
+        feats = [f if f is not None else self.encode(a) for a, f in zip(auds, feats)]
+        return self.instructor.instruct_many(auds, feats, batch_size)
+
     # ------------------------------------------------------------------ stage 2
     def synthesize(self, audio: Audio | str | os.PathLike, instruction: Instruction | str, num_samples: int = 1,
                    seed: int | None = None, guidance_scale: float | None = None, steps: int | None = None,
@@ -207,6 +219,24 @@ class AVITalkingPipeline:
             features = self.encode(a)
         return self.synthesizer.synthesize(features, ins, num_samples=num_samples, seed=seed,
                                            guidance_scale=guidance_scale, steps=steps, num_frames=a.num_frames())
+
+    def synthesize_many(self, audios: Sequence[Audio | str | os.PathLike], instructions: Sequence[Instruction | str],
+                        seeds: Sequence[int | None] | None = None, num_samples: int = 1,
+                        guidance_scale: float | None = None, steps: int | None = None,
+                        features: Sequence[np.ndarray | None] | None = None,
+                        batch_size: int = 64) -> list[list[FlameSequence]]:
+        """Motion for many clips at once (evaluation): equal to ``synthesize(audios[i], instructions[i],
+        seed=seeds[i])`` clip by clip, with stage 2's prior and decoder batched over clips."""
+        auds = [_as_audio(a) for a in audios]
+        if len(instructions) != len(auds):
+            raise ValueError(f"{len(auds)} clips but {len(instructions)} instructions")
+        feats = list(features) if features is not None else [None] * len(auds)
+        if len(feats) != len(auds):
+            raise ValueError(f"{len(auds)} clips but {len(feats)} feature arrays")
+        feats = [f if f is not None else self.encode(a) for a, f in zip(auds, feats)]
+        return self.synthesizer.synthesize_many(feats, [as_instruction(i) for i in instructions],
+                                                [a.num_frames() for a in auds], seeds, num_samples, guidance_scale,
+                                                steps, batch_size=batch_size)
 
     # ------------------------------------------------------------------ both
     def __call__(self, audio: Audio | str | os.PathLike, instruction: Instruction | str | None = None,

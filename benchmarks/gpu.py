@@ -3,7 +3,8 @@
 1. Equivalence: the embedded default pipeline on the device against the CPU (the same instruction text; the motion's
    largest difference).
 2. Latency: stage 1 (the default's instruction, its tokens/s), stage 2 on 10 s, 60 s and 600 s of speech by sampler
-   and steps (encoder excluded: random features of the right size).
+   and steps (encoder excluded: random features of the right size); evaluation over many clips, one by one against
+   ``instruct_many`` / ``synthesize_many``.
 3. Training step rates and peak memory with random weights: stage 2 lip-sync and prior steps, stage 1 LLM + LoRA
    steps, for the tiny, base and paper shapes (``--small``: tiny only, a Llama of a few layers standing in for the
    LLMs: what the test suite runs on a CPU).
@@ -99,6 +100,9 @@ def latency(dev: torch.device, small: bool) -> dict:
             s2[f"{secs}s_{sampler}{steps}"] = _time(
                 lambda: pipe.synthesizer.synthesize(f, text, seed=0, steps=steps, sampler=sampler), dev, 3)
     out["stage2_s"] = s2
+    from benchmarks.pipeline import batched  # evaluation over many clips: one by one vs instruct_many / synthesize_many
+
+    out["batched"] = batched(pipe, clips=8 if small else 256, reps=1 if small else 3)
     return out
 
 
@@ -210,6 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  stage 1: {lat['stage1']['tokens_per_s']:.0f} tokens/s ({lat['stage1']['instruct_5s_s']:.3f} s for 5 s)")
     for k, v in lat["stage2_s"].items():
         print(f"  stage 2, {k}: {v:.3f} s")
+    b = lat["batched"]
+    print(f"  evaluation over {b['clips']} clips: stage 1 {b['stage1_one_by_one_s']:.2f} s one by one vs "
+          f"{b['stage1_batched_s']:.2f} s batched, stage 2 {b['stage2_one_by_one_s']:.2f} vs {b['stage2_batched_s']:.2f} s "
+          f"({b['same_instructions']}/{b['clips']} same texts, motion max diff {b['motion_max_diff']:.1e})")
     for name, r in res["training"].items():
         print(f"  train {name}: lip-sync {r['lipsync_s_per_step']:.3f} s/step, prior {r['prior_s_per_step']:.3f} s/step, "
               f"stage 1 {r['stage1_s_per_step']:.3f} s/step ({r['stage1_layers']} layers)"

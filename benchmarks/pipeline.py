@@ -55,9 +55,55 @@ def cold(reps: int = 5) -> dict:
             "import_torch_all_s": torch_s, "avitalk_run_all_s": run_s}
 
 
+def batched(pipe=None, clips: int = 64, reps: int = 3) -> dict:
+    """Evaluation over many clips: ``clips`` clips of 2.5-4.5 s (RAVDESS-like lengths), encoder features computed
+    once; stage 1 and stage 2 clip by clip (``instruct`` / ``synthesize``) against batched (``instruct_many`` /
+    ``synthesize_many``); medians of ``reps``; also whether both ways give the same texts and motion."""
+    import time
+
+    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.types import Audio
+
+    pipe = pipe or AVITalkingPipeline.from_pretrained()
+    with tempfile.TemporaryDirectory() as d:
+        from avitalk import audio as audio_io
+
+        x = audio_io.load(speech_10s(Path(d))).samples
+    rng = np.random.default_rng(0)
+    auds = []
+    for _ in range(clips):
+        n = int(rng.uniform(2.5, 4.5) * SAMPLE_RATE)
+        s = int(rng.integers(0, len(x) - n))
+        auds.append(Audio(x[s : s + n].copy()))
+    feats = [pipe.encode(a) for a in auds]
+    seeds = list(range(clips))
+
+    def med(fn) -> tuple[float, object]:
+        ts, out = [], None
+        for _ in range(reps):
+            t = time.perf_counter()
+            out = fn()
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts)), out
+
+    t1, one = med(lambda: [pipe.instruct(a, features=f) for a, f in zip(auds, feats)])
+    t1b, many = med(lambda: pipe.instruct_many(auds, feats))
+    t2, m1 = med(lambda: [pipe.synthesize(a, i, seed=s, features=f)[0].motion()
+                          for a, i, s, f in zip(auds, one, seeds, feats)])
+    t2b, m2 = med(lambda: [r[0].motion() for r in pipe.synthesize_many(auds, one, seeds=seeds, features=feats)])
+    return {"clips": clips, "speech_s": float(sum(a.duration for a in auds)), "device": str(pipe.device),
+            "stage1_one_by_one_s": t1, "stage1_batched_s": t1b, "stage1_speedup": t1 / t1b,
+            "stage2_one_by_one_s": t2, "stage2_batched_s": t2b, "stage2_speedup": t2 / t2b,
+            "same_instructions": sum(a.text == b.text for a, b in zip(one, many)),
+            "motion_max_diff": float(max(np.abs(a - b).max() for a, b in zip(m1, m2)))}
+
+
 def main() -> None:
     if sys.argv[1:] == ["cold"]:
         print(json.dumps(cold()))
+        return
+    if sys.argv[1:] == ["batched"]:
+        print(json.dumps(batched()))
         return
     from avitalk.cli import main as cli
 

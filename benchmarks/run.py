@@ -53,7 +53,8 @@ def main() -> None:
     atomic_write_json(RESULTS / "models.json", {"meta": meta, **models})
     pipe = _run("benchmarks.pipeline", "run")
     cold = _run("benchmarks.pipeline", "cold")
-    atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe, "cold_start": cold})
+    many = _run("benchmarks.pipeline", "batched")
+    atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe, "cold_start": cold, "batched": many})
     st = _run("benchmarks.synthtalk", "400")
     atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
     s = out["foundation"]["summary"]
@@ -90,6 +91,15 @@ def main() -> None:
                      "(target <= 3)"))
     elif "error" in cold:
         rows.append(("cold start", f"failed: {cold['error']}"))
+    if "stage1_speedup" in many:
+        rows.append((f"evaluation over {many['clips']} clips ({many['speech_s']:.0f} s): stage 1 one by one / batched",
+                     f"{many['stage1_one_by_one_s']:.2f} s / {many['stage1_batched_s']:.2f} s = {many['stage1_speedup']:.1f}x "
+                     f"({many['same_instructions']}/{many['clips']} same texts)"))
+        rows.append((f"evaluation over {many['clips']} clips: stage 2 one by one / batched",
+                     f"{many['stage2_one_by_one_s']:.2f} s / {many['stage2_batched_s']:.2f} s = {many['stage2_speedup']:.1f}x "
+                     f"(motion max diff {many['motion_max_diff']:.1e})"))
+    elif "error" in many:
+        rows.append(("batched evaluation", f"failed: {many['error']}"))
     if "clips_per_s" in st:
         rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
     w = max(len(r[0]) for r in rows)

@@ -378,5 +378,33 @@ class Instructor:
         texts = self.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
         return [to_instruction(t) for t in texts]
 
+    def instruct_many(self, audios: Sequence[Audio], features: Sequence[np.ndarray | None] | None = None,
+                      batch_size: int = 32, encoder=None) -> list[Instruction]:
+        """One greedy instruction per clip, clips batched (evaluation): the same texts as ``instruct`` clip by clip.
+        Clips are sorted by length so that a batch pads little; each reads its first :data:`MAX_LISTEN_S` seconds."""
+        feats = list(features) if features is not None else [None] * len(audios)
+        if len(feats) != len(audios):
+            raise ValueError(f"{len(audios)} clips but {len(feats)} feature arrays")
+        rows = []
+        for a, f in zip(audios, feats):
+            if a.duration > MAX_LISTEN_S:
+                a = Audio(a.samples[: int(MAX_LISTEN_S * a.sample_rate)], a.sample_rate, a.source)
+                f = None if f is None else f[: int(MAX_LISTEN_S * FEATURE_RATE)]
+            rows.append(np.asarray(speech_features(self.cfg, a, encoder, encoded=f), np.float32))
+        dev = next(self.qformer.parameters()).device
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out: list[Instruction | None] = [None] * len(rows)
+        for b in range(0, len(order), max(1, int(batch_size))):
+            idx = order[b : b + batch_size]
+            T = max(len(rows[i]) for i in idx)
+            f = torch.zeros((len(idx), T, rows[idx[0]].shape[1]))
+            m = torch.zeros((len(idx), T), dtype=torch.bool)
+            for k, i in enumerate(idx):
+                f[k, : len(rows[i])] = torch.from_numpy(rows[i])
+                m[k, : len(rows[i])] = True
+            for i, texts in zip(idx, self.generate(f.to(dev), m.to(dev))):
+                out[i] = to_instruction(texts[0])
+        return out  # type: ignore[return-value]
+
 
 __all__ = ["Instructor", "MAX_LISTEN_S", "load_prompts", "speech_features", "to_instruction", "cut_sentence"]

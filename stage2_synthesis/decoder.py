@@ -58,20 +58,33 @@ class TalkingDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, audio: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Any length: audio [T, audio_dim], z [N, style_dim] -> motion [N, T, n_motion], window by window."""
+        return self.generate_many([audio], [z])[0]
+
+    @torch.no_grad()
+    def generate_many(self, audios: list[torch.Tensor], zs: list[torch.Tensor],
+                      max_windows: int = 512) -> list[torch.Tensor]:
+        """Many clips at once: audios[i] [T_i, audio_dim], zs[i] [N_i, style_dim] -> motions[i] [N_i, T_i, n_motion].
+        Every window of every clip and sample goes through the network in batches of up to ``max_windows`` windows of
+        equal length (a clip shorter than the window is its own length), then each clip is stitched back; the same
+        result as one clip at a time, in far fewer network calls."""
         from avitalk.audio import chunk_spans, stitch
 
-        T = audio.shape[0]
-        spans = chunk_spans(T, self.window, self.overlap)
-        parts = []
-        # all windows of all samples in one batch (windows have equal length except a short clip's single one)
-        xs = torch.stack([audio[s:e] for s, e in spans]) if len({e - s for s, e in spans}) == 1 else None
-        if xs is not None:
-            N, W = z.shape[0], len(spans)
-            out = self.forward(xs.repeat(N, 1, 1), z.repeat_interleave(W, 0))  # [N * W, L, M]
-            out = out.view(N, W, -1, self.n_motion)
-            for n in range(N):
-                parts.append(stitch([o.cpu().numpy() for o in out[n]], spans, T))
-        else:  # pragma: no cover - chunk_spans makes equal windows whenever T >= window
+        if len(audios) != len(zs):
+            raise ValueError(f"{len(audios)} clips but {len(zs)} style sets")
+        spans = [chunk_spans(a.shape[0], self.window, self.overlap) for a in audios]
+        # (clip, sample, window) jobs grouped by window length
+        groups: dict[int, list[tuple[int, int, int]]] = {}
+        for i, (sp, z) in enumerate(zip(spans, zs)):
             for n in range(z.shape[0]):
-                parts.append(stitch([self.forward(audio[None, s:e], z[n : n + 1])[0].cpu().numpy() for s, e in spans], spans, T))
-        return torch.as_tensor(np.stack(parts))
+                for w, (s, e) in enumerate(sp):
+                    groups.setdefault(e - s, []).append((i, n, w))
+        out: dict[tuple[int, int, int], np.ndarray] = {}
+        for jobs in groups.values():
+            for k in range(0, len(jobs), max_windows):
+                part = jobs[k : k + max_windows]
+                x = torch.stack([audios[i][spans[i][w][0] : spans[i][w][1]] for i, _, w in part])
+                y = self.forward(x, torch.stack([zs[i][n] for i, n, _ in part])).cpu().numpy()
+                out.update(zip(part, y))
+        return [torch.as_tensor(np.stack([stitch([out[(i, n, w)] for w in range(len(sp))], sp, a.shape[0])
+                                          for n in range(z.shape[0])]))
+                for i, (a, z, sp) in enumerate(zip(audios, zs, spans))]

@@ -90,9 +90,12 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, text: torch.Tensor, num_samples: int = 1, steps: int = 25, guidance_scale: float = 2.0,
-               generator: torch.Generator | None = None, sampler: str = "ddim") -> torch.Tensor:
+               generator: torch.Generator | None = None, sampler: str = "ddim",
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """Styles [B, num_samples, style_dim] for text embeddings [B, text_dim] (classifier-free guidance; ``sampler``
-        ``ddim`` or ``dpmpp2m``, see :mod:`.samplers`; ``steps`` network calls, each on a doubled batch when guided)."""
+        ``ddim`` or ``dpmpp2m``, see :mod:`.samplers`; ``steps`` network calls, each on a doubled batch when guided).
+        ``noise`` [B * num_samples, style_dim]: the starting noise (drawn from ``generator`` when not given); both
+        samplers are deterministic from there, so rows seeded one by one can be sampled together."""
         from .samplers import cosine_alphas_cumprod, sample
 
         n = max(1, min(int(steps), self.timesteps))
@@ -102,7 +105,12 @@ class DiffusionPrior(nn.Module):
         cond = text.repeat_interleave(num_samples, 0)
         null = self.null_text.expand_as(cond)
         gdev = generator.device if generator is not None else text.device  # a CPU generator serves any device
-        x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=gdev).to(text.device)
+        if noise is None:
+            x = torch.randn((B * num_samples, self.style_dim), generator=generator, device=gdev).to(text.device)
+        else:
+            x = noise.to(text.device, text.dtype)
+            if x.shape != (B * num_samples, self.style_dim):
+                raise ValueError(f"noise must be [{B * num_samples}, {self.style_dim}], got {list(x.shape)}")
 
         def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
             tt = torch.full((x_t.shape[0],), t, device=text.device)

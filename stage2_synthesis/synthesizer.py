@@ -165,17 +165,26 @@ class Synthesizer:
 
     def styles(self, texts: Sequence[str], num_samples: int = 1, seed: int | None = None,
                guidance_scale: float | None = None, steps: int | None = None, use_prior: bool = True,
-               sampler: str | None = None) -> torch.Tensor:
+               sampler: str | None = None, seeds: Sequence[int | None] | None = None) -> torch.Tensor:
         """Style vectors [len(texts), num_samples, style_dim] for instruction texts. ``steps`` / ``sampler`` /
-        ``guidance_scale`` default to the config's ``stage2.sampling`` (sampler ``ddim`` when it names none)."""
+        ``guidance_scale`` default to the config's ``stage2.sampling`` (sampler ``ddim`` when it names none).
+        ``seeds``: one seed per text instead of ``seed`` for all: row i is then the same as ``styles([texts[i]],
+        seed=seeds[i])`` (its own starting noise), sampled in one batch."""
         samp = self.cfg.stage2.sampling
         emb = torch.as_tensor(self.text_encoder.encode(list(texts))).to(self.device)
         if not use_prior:
             return self.prior.map(emb)[:, None].expand(-1, num_samples, -1)
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        noise = None
+        if seeds is not None:
+            if len(seeds) != len(texts):
+                raise ValueError(f"{len(seeds)} seeds for {len(texts)} texts")
+            dim = self.prior.style_dim
+            noise = torch.cat([torch.randn((num_samples, dim), generator=None if sd is None else
+                                           torch.Generator().manual_seed(int(sd))) for sd in seeds])
         return self.prior.sample(emb, num_samples, steps or int(samp.steps),
                                  float(samp.guidance_scale if guidance_scale is None else guidance_scale), g,
-                                 sampler=sampler or str(samp.sampler))
+                                 sampler=sampler or str(samp.sampler), noise=noise)
 
     @torch.no_grad()
     def synthesize(
@@ -212,6 +221,53 @@ class Synthesizer:
         motion = self.decoder.generate(a, z).numpy()
         meta = {"instruction": text, "seed": seed, "use_prior": use_prior}
         return [FlameSequence.from_motion(m, fps=MOTION_FPS, meta={**meta, "sample": k}) for k, m in enumerate(motion)]
+
+    @torch.no_grad()
+    def synthesize_many(
+        self,
+        features: Sequence[np.ndarray],
+        instructions: Sequence[str | Instruction],
+        num_frames: Sequence[int | None] | None = None,
+        seeds: Sequence[int | None] | None = None,
+        num_samples: int = 1,
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        use_prior: bool = True,
+        sampler: str | None = None,
+        batch_size: int = 64,
+    ) -> list[list[FlameSequence]]:
+        """Many clips at once (evaluation): encoder features [N_i, D] at 50 Hz and an instruction per clip ->
+        ``num_samples`` sequences per clip, equal to ``synthesize(features[i], instructions[i], seed=seeds[i],
+        num_frames=num_frames[i])`` clip by clip (to float rounding), with the prior and the decoder batched over
+        ``batch_size`` clips."""
+        from avitalk.encoders import to_motion_rate
+
+        n = len(features)
+        if len(instructions) != n:
+            raise ValueError(f"{n} feature arrays but {len(instructions)} instructions")
+        if num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        frames = list(num_frames) if num_frames is not None else [None] * n
+        sds = list(seeds) if seeds is not None else [None] * n
+        if len(frames) != n or len(sds) != n:
+            raise ValueError(f"num_frames and seeds need one entry per clip ({n})")
+        texts = [i.text if isinstance(i, Instruction) else Instruction.from_text(i, truncate=True).text
+                 for i in instructions]
+        out: list[list[FlameSequence]] = []
+        for b in range(0, n, max(1, int(batch_size))):
+            audios = []
+            for f, T in zip(features[b : b + batch_size], frames[b : b + batch_size]):
+                f = np.asarray(f, np.float32)
+                if f.ndim != 2 or f.shape[0] < 2:
+                    raise AudioError(f"features must be [N >= 2, D], got {f.shape}")
+                audios.append(torch.as_tensor(to_motion_rate(f, T or f.shape[0] // FEATURES_PER_FRAME)).to(self.device))
+            z = self.styles(texts[b : b + batch_size], num_samples, None, guidance_scale, steps, use_prior, sampler,
+                            seeds=sds[b : b + batch_size])
+            for k, m in enumerate(self.decoder.generate_many(audios, list(z))):
+                meta = {"instruction": texts[b + k], "seed": sds[b + k], "use_prior": use_prior}
+                out.append([FlameSequence.from_motion(x, fps=MOTION_FPS, meta={**meta, "sample": j})
+                            for j, x in enumerate(m.numpy())])
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}

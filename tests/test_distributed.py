@@ -114,6 +114,8 @@ def test_gpu_benchmark_runs_on_the_cpu_at_small_sizes(tmp_path):
     res = json.loads((tmp_path / "gpu.json").read_text())
     assert res["equivalence"]["same_instruction"] and res["equivalence"]["motion_max_abs_diff"] == 0.0
     assert res["latency"]["stage1"]["tokens_per_s"] > 0 and res["latency"]["stage2_s"]["10s_ddim5"] > 0
+    b = res["latency"]["batched"]  # batched evaluation gives what clip-by-clip gives
+    assert b["same_instructions"] == b["clips"] == 8 and b["motion_max_diff"] < 1e-4
     t = res["training"]["tiny"]
     assert t["lipsync_s_per_step"] > 0 and t["prior_s_per_step"] > 0 and t["stage1_s_per_step"] > 0
     assert "train tiny:" in r.stdout

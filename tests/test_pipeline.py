@@ -46,6 +46,28 @@ def test_checkpoint_folder_is_complete_fp16_and_reloads(tiny_ckpt, speech):
     np.testing.assert_allclose(a.sequences[0].expression, b.sequences[0].expression, atol=1e-5)
 
 
+def test_batched_instructions_and_motion_equal_clip_by_clip(tiny_ckpt):
+    from .conftest import speechlike
+
+    pipe = AVITalkingPipeline.from_pretrained(tiny_ckpt)
+    auds = [Audio(speechlike(s, seed=k)) for k, s in enumerate((1.0, 2.3, 1.6, 3.1))]  # lengths differ: padding
+    feats = [pipe.encode(a) for a in auds]
+    one = [pipe.instruct(a, features=f).text for a, f in zip(auds, feats)]
+    assert [i.text for i in pipe.instruct_many(auds, feats, batch_size=3)] == one
+    texts = ["A happy person speaks.", "A sad person speaks.", "An angry person speaks.", "A person speaks."]
+    seeds = [3, 5, 11, 7]
+    many = pipe.synthesize_many(auds, texts, seeds=seeds, num_samples=2, features=feats, batch_size=3)
+    for k, (a, t, f) in enumerate(zip(auds, texts, feats)):
+        ref = pipe.synthesize(a, t, num_samples=2, seed=seeds[k], features=f)
+        assert len(many[k]) == 2 and many[k][0].num_frames == a.num_frames()
+        for x, y in zip(many[k], ref):
+            np.testing.assert_allclose(x.motion(), y.motion(), atol=1e-5)
+    assert not np.allclose(many[0][0].motion(), many[0][1].motion())  # samples still differ
+    assert len(pipe.synthesize_many(auds[:2], texts[:2])) == 2  # no seeds: drawn like synthesize(seed=None)
+    with pytest.raises(ValueError, match="2 clips but 3 instructions"):
+        pipe.synthesize_many(auds[:2], texts[:3])
+
+
 def test_given_instruction_replaces_stage1_and_samples_differ(tiny_ckpt, speech):
     pipe = AVITalkingPipeline.from_pretrained(tiny_ckpt, stage1=False)
     assert pipe.instructor is None
