@@ -134,6 +134,10 @@ class QFormerConfig:
     conv_frontend: bool = False
     pool: int = 1
     stats: bool = False
+    # the listener: an utterance-level network (convolutions + attentive statistics pooling) whose summary is added to
+    # every query and given to the LLM as one more speech token; 0 = off, else its width
+    listener: int = 0
+    listener_dropout: float = 0.3
 
 
 @dataclass

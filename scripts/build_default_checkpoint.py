@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     step("evaluate stage1", (s1 / "metrics.json").is_file(),
          lambda: atomic_write_json(s1 / "metrics.json", evaluate_stage1(s1, data)))
     pipe = AVITalkingPipeline.from_stages(s1, s2)
+    # sampling is an inference setting: the build config's (e.g. the sampler curve's 5 DDIM steps), whatever stage 2's
+    # training folder recorded when it was trained
+    pipe.cfg.stage2.sampling = cfg.stage2.sampling
+    pipe.synthesizer.cfg.stage2.sampling = cfg.stage2.sampling
     step("evaluate end to end", (work / "end_to_end.json").is_file(),
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
@@ -175,7 +179,7 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
 It is a demonstration and a test fixture; the face is the stand-in head's.
 
 - audio encoder: `{cfg.audio_encoder}` (Whisper tiny.en's layers 2 and 4 + prosody channels, frozen)
-- stage 1: Q-Former ({cfg.stage1.qformer.num_queries} queries) -> tiny Llama trained by us on the training
+- stage 1: Q-Former ({cfg.stage1.qformer.num_queries} queries{' + a listener: one utterance token' if cfg.stage1.qformer.listener else ''}) -> tiny Llama trained by us on the training
   instructions, frozen, LoRA r={cfg.stage1.lora.r}
 - stage 2: sentence encoder `{cfg.stage2.text_encoder}` (frozen) -> diffusion prior -> {cfg.stage2.style_dim}-d style
   -> lip-sync-pretrained decoder -> FLAME expression (50) + jaw (3) at 25 fps

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 said.append(to_instruction(o[0]).emotion)
             with torch.no_grad():  # the Q-Former's own emotion head (a diagnosis: what the LLM could read)
                 _, q = model.qformer(f, m)
-                aux += [EMOTIONS[j] for j in model.aux(q.mean(1))[:, : len(EMOTIONS)].argmax(-1).tolist()]
+                aux += [EMOTIONS[j] for j in model.aux(model.qformer.pooled(q))[:, : len(EMOTIONS)].argmax(-1).tolist()]
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))

@@ -37,11 +37,11 @@ class InstructionModel(nn.Module):
             lc.update(lora or {})
             self.llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", **lc))
         self.qformer = qformer
-        self.align = nn.Linear(qformer.queries.shape[1], text_dim)
+        self.align = nn.Linear(qformer.pooled_dim, text_dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
         # auxiliary heads on the pooled queries (used in training only, where the clip's labels are known)
         self.num_emotions = num_emotions
-        self.aux = nn.Linear(qformer.queries.shape[1], num_emotions + num_intensities)
+        self.aux = nn.Linear(qformer.pooled_dim, num_emotions + num_intensities)
         self.prompt = prompt
         self.chat_template = chat_template
 
@@ -91,7 +91,7 @@ class InstructionModel(nn.Module):
         ``keyword_weight`` times in the total: one word decides the emotion, thirty decide the phrasing."""
         if warmup:  # the Q-Former's warm-up: its own heads only (emotion / intensity, and the text embedding)
             _, q = self.qformer(feats, mask)
-            ls = self.speech_losses(q.mean(1).float(), text_emb, emotion, intensity)
+            ls = self.speech_losses(self.qformer.pooled(q).float(), text_emb, emotion, intensity)
             ls["loss"] = ls.get("aux", 0.0) + ls["contrastive"]
             return ls
         pre, pmask, pooled = self.prefix(feats, mask, prompts, use_speech)

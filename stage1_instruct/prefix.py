@@ -36,4 +36,4 @@ def speech_prefix(qformer, embed, bos_id: int, pids: Sequence[Sequence[int]], fe
         pad = P - len(pids[b])
         rows.append(torch.cat([row.new_zeros(pad, row.shape[1]), row]))
         masks.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(row), dtype=torch.long)]))
-    return torch.stack(rows), torch.stack(masks).to(dev), q.mean(1)
+    return torch.stack(rows), torch.stack(masks).to(dev), qformer.pooled(q)

@@ -223,6 +223,29 @@ def test_qformer_utterance_statistics_ignore_padding():
     assert not torch.allclose(q(f, m)[0], tokens)
 
 
+def test_qformer_listener_ignores_padding_and_reaches_the_tokens():
+    import torch
+
+    from stage1_instruct.qformer import QFormer
+
+    q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
+                conv_frontend=True, stats=True, listener=8).eval()
+    assert q.stats is None and q.pooled_dim == 32  # the listener replaces the plain statistics
+    f = torch.randn(2, 41, 16)
+    m = torch.ones(2, 41, dtype=torch.bool)
+    m[1, 20:] = False
+    f[1, 20:] = 50.0  # whatever sits in the padding must not matter
+    tokens, qs = q(f, m)
+    assert tokens.shape == (2, 5, 8) and q.pooled(qs).shape == (2, 32)  # 4 queries + the listener's summary token
+    alone, qa = q(f[1:2, :20], None)
+    torch.testing.assert_close(tokens[1:2], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q.listener(f[1:2], m[1:2]), q.listener(f[1:2, :20], None), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        q.listener.out[-1].weight.zero_()
+        q.listener.out[-1].bias.zero_()
+    assert not torch.allclose(q(f, m)[0], tokens)
+
+
 def _fake_ravdess(root, actors=("01", "02", "03"), emotions=("05", "04", "03")):
     import soundfile as sf
 
@@ -255,6 +278,7 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     cfg = s1_cfg()
     cfg.audio_encoder = "whisper_layers"
     cfg.stage1.prosody = True
+    cfg.stage1.qformer.listener = 8  # the default's listener: trained, saved and loaded with the rest
     cfg.stage1.train.update(augment_copies=1, augment_p=0.5, real_fraction=0.5, qformer_warmup_steps=2,
                             aux_weight=1.0)
     r = train_stage1(cfg, synth_clips, tmp_path / "s1", progress=False, extra_data=(real,),
@@ -262,9 +286,12 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     info = json.loads((tmp_path / "s1" / "train_info.json").read_text())
     assert info["real_train_clips"] == 6 and info["excluded_speakers"] == ["Actor_03"] and info["augment_copies"] == 1
     assert r["model"].qformer.prosody_dim == 4 and r["model"].qformer.feature_dim == 768
+    assert r["model"].qformer.listener is not None and r["model"].aux.in_features == 2 * 32
     aug = list((real / "features").glob("*-aug0*/*~aug0.npy"))
     assert len(aug) == 9  # every real clip's copy is cached (the excluded actor's too: the cache is per dataset)
-    assert isinstance(Instructor.load(tmp_path / "s1").generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
+    loaded = Instructor.load(tmp_path / "s1")
+    assert loaded.qformer.listener is not None
+    assert isinstance(loaded.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
 
     # stage 2 on a dataset holding clips with and without motion
     mixed = tmp_path / "mixed"
