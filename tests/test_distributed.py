@@ -19,15 +19,41 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, out: str, nproc: int, *sets: str, resume: bool = False, env: dict | None = None,
-           stage: str = "stage2"):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-                if nproc > 1 else [sys.executable])
+           stage: str = "stage2", launcher: list[str] | None = None):
+    launcher = launcher or ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(nproc)] if nproc > 1 else [sys.executable])
     cmd = [*launcher, "-m", "avitalk.cli", "train", stage, "--config", str(tmp_path / "cfg.yaml"), "--data",
            str(tmp_path / "d"), "--out", str(tmp_path / out), "-q", *(["--resume"] if resume else [])]
     for s in sets:
         cmd += ["--set", s]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_accelerate_launch_starts_two_cpu_processes(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs: two gloo processes (accelerate's
+    MULTI_CPU) that train on different clips and write one checkpoint (`--cpu` would start one process: accelerate
+    runs several CPU processes with --cpu only through MPI)."""
+    import shutil
+
+    from avitalk.data.synthtalk import generate
+
+    acc = shutil.which("accelerate")
+    if acc is None:
+        pytest.skip("the accelerate command is not on PATH")
+    generate(tmp_path / "d", 12, seed=6, workers=1, progress=False)
+    cfg = tiny_stage2_cfg()
+    cfg.stage2.train.lipsync.update(steps=12, batch_size=4, warmup=2)
+    cfg.stage2.train.prior.update(steps=12, batch_size=8, warmup=2)
+    OmegaConf.save(cfg, tmp_path / "cfg.yaml")
+    r = _train(tmp_path, "acc", 2, launcher=[acc, "launch", "--multi_gpu", "--num_processes", "2",
+                                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    h = json.loads((tmp_path / "acc" / "history.json").read_text())
+    for phase in ("lipsync", "prior"):
+        assert all(len(rec["clips_by_rank"]) == 2 and rec["clips_by_rank"][0] != rec["clips_by_rank"][1]
+                   for rec in h[phase])
+    assert (tmp_path / "acc" / "decoder.safetensors").is_file()
 
 
 def test_stage2_on_two_processes(tmp_path):
