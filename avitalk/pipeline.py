@@ -197,17 +197,20 @@ class AVITalkingPipeline:
                  features: np.ndarray | None = None) -> Instruction:
         return self.instructions(audio, 1, seed, features)[0]
 
+    def _features_of(self, auds: list[Audio], features: Sequence[np.ndarray | None] | None) -> list[np.ndarray]:
+        """Each clip's encoder features: the given ones, the rest encoded here."""
+        feats = list(features) if features is not None else [None] * len(auds)
+        if len(feats) != len(auds):
+            raise ValueError(f"{len(auds)} clips but {len(feats)} feature arrays")
+        return [f if f is not None else self.encode(a) for a, f in zip(auds, feats)]
+
     def instruct_many(self, audios: Sequence[Audio | str | os.PathLike],
                       features: Sequence[np.ndarray | None] | None = None, batch_size: int = 32) -> list[Instruction]:
         """One greedy instruction per clip, batched (evaluation over many clips): equal to ``instruct`` clip by clip."""
         if self.instructor is None:
             raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
         auds = [_as_audio(a) for a in audios]
-        feats = list(features) if features is not None else [None] * len(auds)
-        if len(feats) != len(auds):
-            raise ValueError(f"{len(auds)} clips but {len(feats)} feature arrays")
-        feats = [f if f is not None else self.encode(a) for a, f in zip(auds, feats)]
-        return self.instructor.instruct_many(auds, feats, batch_size)
+        return self.instructor.instruct_many(auds, self._features_of(auds, features), batch_size)
 
     # ------------------------------------------------------------------ stage 2
     def synthesize(self, audio: Audio | str | os.PathLike, instruction: Instruction | str, num_samples: int = 1,
@@ -230,11 +233,7 @@ class AVITalkingPipeline:
         auds = [_as_audio(a) for a in audios]
         if len(instructions) != len(auds):
             raise ValueError(f"{len(auds)} clips but {len(instructions)} instructions")
-        feats = list(features) if features is not None else [None] * len(auds)
-        if len(feats) != len(auds):
-            raise ValueError(f"{len(auds)} clips but {len(feats)} feature arrays")
-        feats = [f if f is not None else self.encode(a) for a, f in zip(auds, feats)]
-        return self.synthesizer.synthesize_many(feats, [as_instruction(i) for i in instructions],
+        return self.synthesizer.synthesize_many(self._features_of(auds, features), [as_instruction(i) for i in instructions],
                                                 [a.num_frames() for a in auds], seeds, num_samples, guidance_scale,
                                                 steps, batch_size=batch_size)
 

@@ -367,16 +367,21 @@ class Instructor:
                  encoder=None) -> list[Instruction]:
         """``num_samples`` instructions for one Audio (greedy for one, nucleus sampling for several); reads the first
         :data:`MAX_LISTEN_S` seconds. ``features``: the audio encoder's output if already computed."""
-        if audio.duration > MAX_LISTEN_S:
-            log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
-            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
-            if features is not None:
-                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
         dev = next(self.qformer.parameters()).device
-        f = torch.as_tensor(speech_features(self.cfg, audio, encoder, encoded=features))[None].to(dev)
+        f = torch.as_tensor(self._listened(audio, features, encoder, warn=True))[None].to(dev)
         m = torch.ones(f.shape[:2], dtype=torch.bool, device=dev)
         texts = self.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
         return [to_instruction(t) for t in texts]
+
+    def _listened(self, audio: Audio, features: np.ndarray | None, encoder, warn: bool) -> np.ndarray:
+        """Stage 1's input for one clip: its first :data:`MAX_LISTEN_S` seconds (encoder features + prosody)."""
+        if audio.duration > MAX_LISTEN_S:
+            if warn:
+                log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
+            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
+            if features is not None:
+                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
+        return np.asarray(speech_features(self.cfg, audio, encoder, encoded=features), np.float32)
 
     def instruct_many(self, audios: Sequence[Audio], features: Sequence[np.ndarray | None] | None = None,
                       batch_size: int = 32, encoder=None) -> list[Instruction]:
@@ -385,12 +390,7 @@ class Instructor:
         feats = list(features) if features is not None else [None] * len(audios)
         if len(feats) != len(audios):
             raise ValueError(f"{len(audios)} clips but {len(feats)} feature arrays")
-        rows = []
-        for a, f in zip(audios, feats):
-            if a.duration > MAX_LISTEN_S:
-                a = Audio(a.samples[: int(MAX_LISTEN_S * a.sample_rate)], a.sample_rate, a.source)
-                f = None if f is None else f[: int(MAX_LISTEN_S * FEATURE_RATE)]
-            rows.append(np.asarray(speech_features(self.cfg, a, encoder, encoded=f), np.float32))
+        rows = [self._listened(a, f, encoder, warn=False) for a, f in zip(audios, feats)]
         dev = next(self.qformer.parameters()).device
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out: list[Instruction | None] = [None] * len(rows)

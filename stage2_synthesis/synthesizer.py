@@ -199,28 +199,18 @@ class Synthesizer:
         num_frames: int | None = None,
         sampler: str | None = None,
     ) -> list[FlameSequence]:
-        """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences."""
-        from avitalk.encoders import to_motion_rate
-
-        # stage 2 reads the text only: a string is checked (Instruction's own rules), never parsed
-        text = instruction.text if isinstance(instruction, Instruction) else Instruction.from_text(instruction, truncate=True).text
-        if num_samples < 1:
-            raise ValueError("num_samples must be >= 1")
+        """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences (one clip of
+        :meth:`synthesize_many`)."""
+        if not isinstance(instruction, Instruction):  # checked before any audio work
+            instruction = Instruction.from_text(instruction, truncate=True)
         if isinstance(audio, Audio):
             if audio.num_frames() < 1 or audio.duration < 1 / MOTION_FPS:
                 raise AudioError(f"{audio.source or 'audio'}: shorter than one motion frame (40 ms)")
-            feats = self.features(audio)
-            T = num_frames or audio.num_frames()
+            feats, T = self.features(audio), num_frames or audio.num_frames()
         else:
-            feats = np.asarray(audio, np.float32)
-            if feats.ndim != 2 or feats.shape[0] < 2:
-                raise AudioError(f"features must be [N >= 2, D], got {feats.shape}")
-            T = num_frames or feats.shape[0] // FEATURES_PER_FRAME
-        a = torch.as_tensor(to_motion_rate(feats, T)).to(self.device)
-        z = self.styles([text], num_samples, seed, guidance_scale, steps, use_prior, sampler)[0]
-        motion = self.decoder.generate(a, z).numpy()
-        meta = {"instruction": text, "seed": seed, "use_prior": use_prior}
-        return [FlameSequence.from_motion(m, fps=MOTION_FPS, meta={**meta, "sample": k}) for k, m in enumerate(motion)]
+            feats, T = audio, num_frames
+        return self.synthesize_many([feats], [instruction], [T], [seed], num_samples, guidance_scale, steps, use_prior,
+                                    sampler)[0]
 
     @torch.no_grad()
     def synthesize_many(
@@ -251,6 +241,7 @@ class Synthesizer:
         sds = list(seeds) if seeds is not None else [None] * n
         if len(frames) != n or len(sds) != n:
             raise ValueError(f"num_frames and seeds need one entry per clip ({n})")
+        # stage 2 reads the text only: a string is checked (Instruction's own rules), never parsed
         texts = [i.text if isinstance(i, Instruction) else Instruction.from_text(i, truncate=True).text
                  for i in instructions]
         out: list[list[FlameSequence]] = []
