@@ -5,7 +5,10 @@
 2. Latency: stage 1 (the default's instruction, its tokens/s), stage 2 on 10 s, 60 s and 600 s of speech by sampler
    and steps (encoder excluded: random features of the right size); evaluation over many clips, one by one against
    ``instruct_many`` / ``synthesize_many``.
-3. Training step rates and peak memory with random weights: stage 2 lip-sync and prior steps, stage 1 LLM + LoRA
+3. Stage-1 decoding speed at the base and paper LLM shapes (random weights, bf16 on CUDA): tokens/s of one
+   instruction (batch 1) and of a batch of 32, with transformers' ``generate`` (eager) and with our runtime
+   (``avitalk.lean.llama``: growing KV cache; static KV cache; static KV cache replayed as a CUDA graph).
+4. Training step rates and peak memory with random weights: stage 2 lip-sync and prior steps, stage 1 LLM + LoRA
    steps, for the tiny, base and paper shapes (``--small``: tiny only, a Llama of a few layers standing in for the
    LLMs: what the test suite runs on a CPU).
 
@@ -55,6 +58,15 @@ def _time(fn, dev: torch.device, reps: int = 5) -> float:
     return statistics.median(ts)
 
 
+def _free(dev: torch.device) -> None:
+    """Let go of the last model's memory (transformers models hold reference cycles), so peaks after it are its own."""
+    import gc
+
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _peak_reset(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -78,7 +90,7 @@ def equivalence(dev: torch.device) -> dict:
             "motion_max_abs_diff": float(np.abs(cpu.sequences[0].motion() - on.sequences[0].motion()).max())}
 
 
-def latency(dev: torch.device, small: bool) -> dict:
+def latency(dev: torch.device, small: bool, speech: Path | None = None) -> dict:
     from avitalk.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
@@ -102,7 +114,55 @@ def latency(dev: torch.device, small: bool) -> dict:
     out["stage2_s"] = s2
     from benchmarks.pipeline import batched  # evaluation over many clips: one by one vs instruct_many / synthesize_many
 
-    out["batched"] = batched(pipe, clips=8 if small else 256, reps=1 if small else 3)
+    out["batched"] = batched(pipe, clips=8 if small else 128, reps=1 if small else 3, speech=speech)
+    return out
+
+
+def generation(dev: torch.device, small: bool, new_tokens: int = 64) -> dict:
+    """Tokens/s decoding ``new_tokens`` after a prefix of 33 speech tokens + 12 prompt tokens (no end token: every
+    row runs to the end), and whether our runtime wrote transformers' greedy tokens on the same weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from avitalk.lean.llama import LlamaLite
+
+    out: dict = {}
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    for name in ("base", "paper"):
+        shape = dict(LLM_SHAPES[name])
+        if small:
+            shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2 if name == "base" else 4, vocab_size=512)
+        mt = shape.pop("model_type")
+        torch.manual_seed(0)
+        with torch.device(dev):
+            hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **shape), dtype=dtype).eval()
+        lite = LlamaLite.from_transformers(hf)
+        r: dict = {"layers": shape["num_hidden_layers"], "dtype": str(dtype).replace("torch.", ""),
+                   "new_tokens": new_tokens}
+        for B in (1, 32):
+            emb = torch.randn(B, 45, shape["hidden_size"], device=dev, dtype=dtype) * 0.02
+            mask = torch.ones(B, 45, dtype=torch.long, device=dev)
+            if B > 1:
+                mask[::2, :5] = 0  # left padding in half the rows, as a batch of different clips has
+            ways = {"ours_static_graph": dict(static=True, graph=dev.type == "cuda"),
+                    "ours_static": dict(static=True, graph=False), "ours_growing": dict(static=False)}
+            toks = {}
+            for way, kw in ways.items():
+                toks[way] = lite.generate(emb, mask, new_tokens, **kw)
+                r[f"{way}_b{B}_tok_s"] = B * new_tokens / _time(lambda: lite.generate(emb, mask, new_tokens, **kw), dev, 3)
+            if B == 1:
+                with torch.no_grad():
+                    ref = hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+                    r["transformers_b1_tok_s"] = new_tokens / _time(
+                        lambda: hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
+                                            min_new_tokens=new_tokens, do_sample=False, pad_token_id=0), dev, 2)
+                same = (toks["ours_static_graph"] == ref).int().cumprod(1).sum(1)
+                r["same_tokens_as_transformers_b1"] = int(same.min())  # leading tokens equal (bf16 may drift later)
+            r[f"ways_agree_b{B}"] = all(torch.equal(toks["ours_growing"], t) for t in toks.values())
+        out[name] = r
+        del hf, lite, toks, emb, mask
+        _free(dev)
     return out
 
 
@@ -157,6 +217,7 @@ def train_rates(dev: torch.device, small: bool) -> dict:
             "stage1": r["stage1_s_per_step"] * steps["stage1"] / 3600}
         out[name] = r
         del enc, dec, prior, opt, popt
+        _free(dev)
     return out
 
 
@@ -174,7 +235,8 @@ def _llm_rate(name: str, cfg, dev: torch.device, small: bool, amp) -> dict:
     lm_cfg = AutoConfig.for_model(mt, **shape)
     dtype = torch.bfloat16 if dev.type == "cuda" and name != "tiny" else torch.float32
     _peak_reset(dev)
-    lm = AutoModelForCausalLM.from_config(lm_cfg).to(dev, dtype)
+    with torch.device(dev):  # initialised where it runs (a 7B model made on the CPU first takes minutes)
+        lm = AutoModelForCausalLM.from_config(lm_cfg, dtype=dtype)
     lm.requires_grad_(False)
     lm = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     B = 2 if small else int(cfg.stage1.train.batch_size)
@@ -190,8 +252,11 @@ def _llm_rate(name: str, cfg, dev: torch.device, small: bool, amp) -> dict:
         opt.step()
 
     sec = _time(step, dev, 3)
+    peak = _peak_gb(dev)
+    del lm, opt, emb
+    _free(dev)
     return {"stage1_s_per_step": sec, "stage1_batch": B, "stage1_layers": shape["num_hidden_layers"],
-            "stage1_peak_gb": _peak_gb(dev)}
+            "stage1_peak_gb": peak}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -199,29 +264,59 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--small", action="store_true", help="tiny shapes only (the test suite's CPU run)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    ap.add_argument("--sections", default="equivalence,latency,generation,training",
+                    help="which parts to run (comma-separated); the JSON keeps the others' results if --out has them")
+    ap.add_argument("--speech", type=Path, default=None,
+                    help="a wav to cut the evaluation clips from (default: SynthTalk speech made with espeak-ng)")
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
-    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "small": a.small, "motion_fps": MOTION_FPS,
-           "equivalence": equivalence(dev), "latency": latency(dev, a.small), "training": train_rates(dev, a.small)}
     from avitalk.io import atomic_write_json
 
-    atomic_write_json(a.out, res)
-    eq, lat = res["equivalence"], res["latency"]
+    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+           "torch": torch.__version__, "small": a.small, "motion_fps": MOTION_FPS}
+    sections = {"equivalence": lambda: equivalence(dev), "latency": lambda: latency(dev, a.small, a.speech),
+                "generation": lambda: generation(dev, a.small), "training": lambda: train_rates(dev, a.small)}
+    wanted = [x.strip() for x in a.sections.split(",") if x.strip()]
+    unknown = set(wanted) - set(sections)
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; choose from {list(sections)}")
+    if set(wanted) != set(sections) and Path(a.out).is_file():
+        old = json.loads(Path(a.out).read_text())
+        if old.get("device") == res["device"]:
+            res.update({k: v for k, v in old.items() if k in sections and k not in wanted})
+    for name, run in sections.items():
+        if name not in wanted:
+            continue  # written after each section: a failure late in a GPU lease keeps the rest
+        t = time.perf_counter()
+        res[name] = run()
+        print(f"[{name}: {time.perf_counter() - t:.0f} s] {json.dumps(res[name], default=str)}", flush=True)
+        atomic_write_json(a.out, res)
     print(f"{res['device']} (torch {res['torch']})")
-    print(f"  equivalence with the CPU: same instruction {eq['same_instruction']}, motion max diff "
-          f"{eq['motion_max_abs_diff']:.2e}")
-    print(f"  stage 1: {lat['stage1']['tokens_per_s']:.0f} tokens/s ({lat['stage1']['instruct_5s_s']:.3f} s for 5 s)")
-    for k, v in lat["stage2_s"].items():
-        print(f"  stage 2, {k}: {v:.3f} s")
-    b = lat["batched"]
-    print(f"  evaluation over {b['clips']} clips: stage 1 {b['stage1_one_by_one_s']:.2f} s one by one vs "
-          f"{b['stage1_batched_s']:.2f} s batched, stage 2 {b['stage2_one_by_one_s']:.2f} vs {b['stage2_batched_s']:.2f} s "
-          f"({b['same_instructions']}/{b['clips']} same texts, motion max diff {b['motion_max_diff']:.1e})")
-    for name, r in res["training"].items():
+    if "equivalence" in res:
+        eq = res["equivalence"]
+        print(f"  equivalence with the CPU: same instruction {eq['same_instruction']}, motion max diff "
+              f"{eq['motion_max_abs_diff']:.2e}")
+    if "latency" in res:
+        lat = res["latency"]
+        print(f"  stage 1: {lat['stage1']['tokens_per_s']:.0f} tokens/s ({lat['stage1']['instruct_5s_s']:.3f} s for 5 s)")
+        for k, v in lat["stage2_s"].items():
+            print(f"  stage 2, {k}: {v:.3f} s")
+        b = lat["batched"]
+        print(f"  evaluation over {b['clips']} clips: stage 1 {b['stage1_one_by_one_s']:.2f} s one by one vs "
+              f"{b['stage1_batched_s']:.2f} s batched, stage 2 {b['stage2_one_by_one_s']:.2f} vs "
+              f"{b['stage2_batched_s']:.2f} s ({b['same_instructions']}/{b['clips']} same texts, motion max diff "
+              f"{b['motion_max_diff']:.1e})")
+    for name, r in res.get("generation", {}).items():
+        print(f"  stage-1 decoding, {name} shape ({r['layers']} layers, {r['dtype']}): transformers "
+              f"{r['transformers_b1_tok_s']:.0f} tok/s; ours growing {r['ours_growing_b1_tok_s']:.0f}, static "
+              f"{r['ours_static_b1_tok_s']:.0f}, static+graph {r['ours_static_graph_b1_tok_s']:.0f} tok/s; batch 32: "
+              f"{r['ours_static_graph_b32_tok_s']:.0f} tok/s (first {r['same_tokens_as_transformers_b1']} tokens as "
+              f"transformers'; our three ways agree: {r['ways_agree_b1'] and r['ways_agree_b32']})")
+    for name, r in res.get("training", {}).items():
         print(f"  train {name}: lip-sync {r['lipsync_s_per_step']:.3f} s/step, prior {r['prior_s_per_step']:.3f} s/step, "
               f"stage 1 {r['stage1_s_per_step']:.3f} s/step ({r['stage1_layers']} layers)"
-              + (f"; peak {max(v for k, v in r.items() if k.endswith('_gb') and v):.1f} GB" if r['lipsync_peak_gb'] else ""))
+              + (f"; peak GB: lip-sync {r['lipsync_peak_gb']:.1f}, prior {r['prior_peak_gb']:.1f}, stage 1 "
+                 f"{r['stage1_peak_gb']:.1f}" if r['lipsync_peak_gb'] else ""))
     print(f"wrote {a.out}")
     return res
 

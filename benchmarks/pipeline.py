@@ -55,20 +55,21 @@ def cold(reps: int = 5) -> dict:
             "import_torch_all_s": torch_s, "avitalk_run_all_s": run_s}
 
 
-def batched(pipe=None, clips: int = 64, reps: int = 3) -> dict:
+def batched(pipe=None, clips: int = 64, reps: int = 3, speech: Path | None = None) -> dict:
     """Evaluation over many clips: ``clips`` clips of 2.5-4.5 s (RAVDESS-like lengths), encoder features computed
     once; stage 1 and stage 2 clip by clip (``instruct`` / ``synthesize``) against batched (``instruct_many`` /
-    ``synthesize_many``); medians of ``reps``; also whether both ways give the same texts and motion."""
+    ``synthesize_many``); medians of ``reps``; also whether both ways give the same texts and motion. The clips are
+    cut from ``speech`` (a wav; default: 10 s of SynthTalk speech made here with espeak-ng)."""
     import time
 
     from avitalk.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
     pipe = pipe or AVITalkingPipeline.from_pretrained()
-    with tempfile.TemporaryDirectory() as d:
-        from avitalk import audio as audio_io
+    from avitalk import audio as audio_io
 
-        x = audio_io.load(speech_10s(Path(d))).samples
+    with tempfile.TemporaryDirectory() as d:
+        x = audio_io.load(speech if speech is not None else speech_10s(Path(d))).samples
     rng = np.random.default_rng(0)
     auds = []
     for _ in range(clips):

@@ -212,3 +212,56 @@ print(json.dumps({"instruction": out.instruction.text, "motion": [float(e[:, :5]
     assert got["heavy"] == []
     assert got["instruction"] == PINNED_INSTRUCTION
     assert np.allclose(got["motion"], PINNED_MOTION, atol=1e-4)
+
+
+def test_llama_lite_static_cache_decodes_the_same_tokens():
+    """The static KV cache (the CUDA default; on a CPU it runs eagerly, the CUDA graph is the GPU run's) writes the
+    same tokens as the growing cache: greedy with left padding, sampling under a seed, workspace reused."""
+    from avitalk.lean.llama import LlamaLite
+
+    cfg = dict(model_type="qwen2", vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    lite = LlamaLite(cfg).eval()
+    with torch.no_grad():
+        for p in lite.parameters():
+            p.normal_(0, 0.3)
+    emb = torch.randn(3, 9, 64)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    grow = lite.generate(emb, mask, 20, static=False)
+    stat = lite.generate(emb, mask, 20, static=True)
+    assert grow.shape == (3, 20) and torch.equal(grow, stat)
+    assert len({tuple(r.tolist()) for r in grow}) == 3
+    assert torch.equal(lite.generate(emb, mask, 20, static=True), stat)  # the workspace is reused
+    assert len(lite._workspaces) == 1
+    eos = int(grow[1, 5])  # stops at an end token as the growing cache does (finished rows padded)
+    assert torch.equal(lite.generate(emb, mask, 20, eos_token_id=eos, pad_token_id=0, static=False),
+                       lite.generate(emb, mask, 20, eos_token_id=eos, pad_token_id=0, static=True))
+    torch.manual_seed(5)
+    a = lite.generate(emb[1:2], mask[1:2], 12, do_sample=True, top_p=0.9, num_return_sequences=3, static=False)
+    torch.manual_seed(5)
+    b = lite.generate(emb[1:2], mask[1:2], 12, do_sample=True, top_p=0.9, num_return_sequences=3, static=True)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="graph=True needs"):
+        lite.generate(emb, mask, 4, static=True, graph=True)
+
+
+def test_llama_lite_from_transformers_shares_weights_and_decodes_alike():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from avitalk.lean.llama import LlamaLite
+
+    cfg = AutoConfig.for_model("qwen2", vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(cfg).eval()
+    lite = LlamaLite.from_transformers(hf)
+    assert lite.model.layers[1].mlp.up_proj.base.weight.data_ptr() == hf.model.layers[1].mlp.up_proj.weight.data_ptr()
+    emb, mask = torch.randn(2, 7, 64), torch.ones(2, 7, dtype=torch.long)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        ref = hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=10, min_new_tokens=10,
+                          do_sample=False, pad_token_id=0)
+    assert torch.equal(lite.generate(emb, mask, 10, static=True), ref)

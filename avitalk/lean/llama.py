@@ -2,6 +2,11 @@
 positions, grouped-query attention, SwiGLU), with a peft LoRA adapter applied the way peft applies it
 (``base(x) + lora_B(lora_A(x)) * alpha / r``), a KV cache, greedy or nucleus sampling.
 
+Two ways to decode, the same tokens: a growing KV cache (``static=False``, the CPU default) and a static one
+(``static=True``, the CUDA default): key/value buffers of a fixed length written in place, so that one decoding step
+has fixed shapes and, on CUDA, is captured once as a CUDA graph and replayed for every new token (``graph=True``).
+A step then costs the GPU's work, not a few hundred Python-issued kernel launches.
+
 Covers ``model_type`` llama and qwen2 (q/k/v biases) with the default rotary embedding; anything else raises
 :class:`UnsupportedModel` and the caller falls back to transformers.
 """
@@ -67,7 +72,11 @@ class _Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        if cache is not None:
+        if isinstance(cache, _Slot):  # static: written in place at the step's columns, read whole (bias masks)
+            cache.k.index_copy_(2, cache.cols, k)
+            cache.v.index_copy_(2, cache.cols, v)
+            k, v = cache.k, cache.v
+        elif cache is not None:
             if cache[0] is not None:
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[0], cache[1] = k, v
@@ -75,6 +84,53 @@ class _Attention(nn.Module):
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         y = F.scaled_dot_product_attention(q, k, v, bias)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class _Slot:
+    """One layer's static key/value buffers [B, kv_heads, L, head_dim]; ``cols`` (a tensor) says where a step writes."""
+
+    def __init__(self, B: int, kv: int, L: int, hd: int, dtype: torch.dtype, dev: torch.device):
+        self.k = torch.zeros(B, kv, L, hd, dtype=dtype, device=dev)
+        self.v = torch.zeros_like(self.k)
+        self.cols = torch.zeros(1, dtype=torch.long, device=dev)
+
+
+class _Workspace:
+    """Everything one fixed-shape decoding step reads and writes, kept between calls of the same batch and length
+    (so a captured CUDA graph is replayed, not captured again)."""
+
+    def __init__(self, lm: "LlamaLite", B: int, L: int, dtype: torch.dtype, dev: torch.device):
+        c = lm.c
+        self.slots = [_Slot(B, c["num_key_value_heads"], L, c["head_dim"], dtype, dev) for _ in lm.model.layers]
+        self.valid = torch.zeros(B, L, dtype=torch.bool, device=dev)  # columns a query may attend to
+        self.tok = torch.zeros(B, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(B, dtype=torch.long, device=dev)  # the new token's rotary position
+        self.col = torch.zeros(1, dtype=torch.long, device=dev)  # the new token's column
+        self.neg = torch.finfo(dtype).min
+        self.lm, self.graph, self.logits = lm, None, None
+
+    def step(self) -> torch.Tensor:
+        bias = torch.zeros(self.valid.shape, dtype=self.slots[0].k.dtype, device=self.valid.device)
+        bias = bias.masked_fill(~self.valid, self.neg)[:, None, None]
+        for s in self.slots:
+            s.cols = self.col
+        return self.lm._step(self.lm.model.embed_tokens(self.tok)[:, None], self.pos[:, None], bias, self.slots)
+
+    def run(self, graph: bool) -> torch.Tensor:
+        if not graph:
+            return self.step()
+        if self.graph is None:  # warm up on a side stream, then capture (PyTorch's recipe for CUDA graphs)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self.step()
+        self.graph.replay()
+        return self.logits
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +203,7 @@ class LlamaLite(nn.Module):
         self.register_buffer("inv_freq", 1.0 / self.c["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd),
                              persistent=False)
         self.hidden_size = self.c["hidden_size"]
+        self._workspaces: dict = {}
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -174,6 +231,26 @@ class LlamaLite(nn.Module):
             m.load_lora(adapter_dir)
         return m.eval().requires_grad_(False)
 
+    @classmethod
+    def from_transformers(cls, model: nn.Module) -> "LlamaLite":
+        """The same network as a loaded transformers ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` (no adapter), sharing
+        its weight tensors (no copy: device and dtype stay theirs)."""
+        cfg = model.config.to_dict()
+        with torch.device("meta"):
+            m = cls(cfg)
+        state = dict(model.state_dict())
+        if m.c["tie_word_embeddings"] or "lm_head.weight" not in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        own = {k.replace(".base.", "."): k for k in m.state_dict()}
+        missing = set(own) - set(state)
+        if missing:
+            raise UnsupportedModel(f"weights missing {sorted(missing)[:3]}")
+        m.load_state_dict({own[k]: v for k, v in state.items() if k in own}, strict=True, assign=True)
+        w = m.model.embed_tokens.weight
+        hd = m.c["head_dim"]
+        m.inv_freq = 1.0 / m.c["rope_theta"] ** (torch.arange(0, hd, 2, device=w.device).float() / hd)
+        return m.eval().requires_grad_(False)
+
     def load_lora(self, adapter_dir: str | Path) -> None:
         from safetensors.torch import load_file
 
@@ -183,6 +260,7 @@ class LlamaLite(nn.Module):
                 ac.get("bias", "none") != "none" or ac.get("rank_pattern") or ac.get("alpha_pattern") or \
                 ac.get("trainable_token_indices"):
             raise UnsupportedModel(f"{d}: adapter features beyond plain LoRA")
+        self._workspaces.clear()
         r, alpha = int(ac["r"]), float(ac["lora_alpha"])
         scaling = alpha / (r ** 0.5 if ac.get("use_rslora") else r)
         state = load_file(str(d / "adapter_model.safetensors"))
@@ -208,6 +286,7 @@ class LlamaLite(nn.Module):
 
     def to(self, *args, **kwargs):
         super().to(*args, **kwargs)
+        self._workspaces.clear()  # captured graphs hold the old tensors
         for mod in self.modules():
             if isinstance(mod, LoRALinear) and mod.lora_A is not None:
                 w = mod.base.weight
@@ -229,15 +308,24 @@ class LlamaLite(nn.Module):
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 64,
                  eos_token_id: int | None = None, pad_token_id: int = 0, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1) -> torch.Tensor:
+                 temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
+                 static: bool | None = None, graph: bool | None = None) -> torch.Tensor:
         """New token ids [B * num_return_sequences, <= max_new_tokens] after a left-padded embedded prefix (rows
         repeated for several sequences; finished rows padded with ``pad_token_id``). Sampling uses torch's global
-        generator (seed it with ``torch.manual_seed``)."""
+        generator (seed it with ``torch.manual_seed``). ``static`` (default: on CUDA) decodes with a static KV cache,
+        ``graph`` (default: with ``static`` on CUDA) replays each step as a CUDA graph; the tokens are the same."""
         x = inputs_embeds.repeat_interleave(num_return_sequences, 0)
         mask = attention_mask.repeat_interleave(num_return_sequences, 0).long()
         B, P, _ = x.shape
         dev = x.device
         pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
+        static = dev.type == "cuda" if static is None else bool(static)
+        graph = static and dev.type == "cuda" if graph is None else bool(graph)
+        if graph and not (static and dev.type == "cuda"):
+            raise ValueError("graph=True needs static=True on a CUDA device")
+        if static:
+            return self._generate_static(x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, do_sample,
+                                         temperature, top_p, graph)
         caches = [[None, None] for _ in self.model.layers]
         neg = torch.finfo(x.dtype).min
 
@@ -262,6 +350,44 @@ class LlamaLite(nn.Module):
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], 1)
             next_pos = next_pos + 1
             logits = self._step(self.model.embed_tokens(tok)[:, None], next_pos[:, None], bias_for(mask, 1), caches)
+        return torch.stack(out, 1)
+
+    def _generate_static(self, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, do_sample, temperature,
+                         top_p, graph) -> torch.Tensor:
+        B, P, _ = x.shape
+        dev = x.device
+        L = -(-(P + max_new_tokens) // 64) * 64  # rounded up, so that nearby prefix lengths share one workspace
+        key = (B, L, x.dtype, dev)
+        ws = self._workspaces.get(key)
+        if ws is None:
+            if len(self._workspaces) >= 4:  # a few shapes at most (memory): forget the oldest
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[key] = _Workspace(self, B, L, x.dtype, dev)
+        ws.valid.zero_()
+        ws.valid[:, :P] = mask.bool()
+        cols = torch.arange(P, device=dev)
+        for s in ws.slots:
+            s.cols = cols
+        causal = torch.ones(P, L, dtype=torch.bool, device=dev).tril()  # prefix query i sees columns <= i
+        bias = torch.zeros(B, P, L, dtype=x.dtype, device=dev).masked_fill(~(causal[None] & ws.valid[:, None]), ws.neg)
+        logits = self._step(x, pos, bias[:, None], ws.slots)
+        ws.pos.copy_(pos[:, -1])
+        ws.col.fill_(P)
+        out = []
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        for _ in range(max_new_tokens):
+            tok = _choose(logits.float(), do_sample, temperature, top_p)
+            tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+            out.append(tok)
+            if eos_token_id is not None:
+                done = done | (tok == eos_token_id)
+            if len(out) == max_new_tokens or bool(done.all()):
+                break
+            ws.tok.copy_(tok)
+            ws.pos.add_(1)
+            ws.valid.index_fill_(1, ws.col, True)
+            logits = ws.run(graph)
+            ws.col.add_(1)
         return torch.stack(out, 1)
 
 
