@@ -157,12 +157,13 @@ class AVITalkingPipeline:
         self.synthesizer.synthesize(np.zeros((50, self.audio_encoder_dim), np.float32), "A person speaks.", seed=0, steps=2)
         return self
 
-    def to(self, device) -> "AVITalkingPipeline":
+    def to(self, device, lm_dtype=None) -> "AVITalkingPipeline":
         """Run the trained networks (stage 2, and stage 1's Q-Former, projection and LLM) on ``device``; the frozen
-        audio and text encoders keep their own runtimes and hand over numpy arrays."""
+        audio and text encoders keep their own runtimes and hand over numpy arrays. ``lm_dtype`` (e.g.
+        ``torch.bfloat16``) casts stage 1's LLM: what a 7B LLM wants on a GPU."""
         self.synthesizer.to(device)
         if self.instructor is not None:
-            self.instructor.to(device)
+            self.instructor.to(device, lm_dtype)
         return self
 
     @property

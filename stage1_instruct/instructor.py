@@ -296,9 +296,11 @@ class Instructor:
         with atomic_path(out / "qformer.safetensors") as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
 
-    def to(self, device) -> "Instructor":
+    def to(self, device, lm_dtype: torch.dtype | None = None) -> "Instructor":
+        """Move to ``device``; ``lm_dtype`` (e.g. ``torch.bfloat16``) also casts the LLM (half the memory and about
+        twice the decoding speed of float32 for a 7B model on a GPU); the Q-Former stays float32."""
         self.qformer.to(device)
-        self.lm.to(device)
+        self.lm.to(device) if lm_dtype is None else self.lm.to(device, lm_dtype)
         return self
 
     def parameters(self):

@@ -29,6 +29,7 @@ def speech_prefix(qformer, embed, bos_id: int, pids: Sequence[Sequence[int]], fe
     if not use_speech:
         speech = speech[:, :0]
     bos = embed(torch.tensor([bos_id], device=dev))
+    speech = speech.to(bos.dtype)  # the LLM may run in bf16 (Instructor.to(..., lm_dtype=...))
     P = max(len(p) for p in pids)
     rows, masks = [], []
     for b in range(B):

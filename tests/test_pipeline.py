@@ -239,3 +239,22 @@ def test_the_embedded_default_checkpoint_runs_offline():
     assert out.instruction.emotion == "angry", out.instruction.text  # an unseen test speaker, strongly angry
     seq = out.sequences[0]
     assert abs(seq.num_frames - clip["sequence"].num_frames) <= 1 and np.isfinite(seq.expression).all()
+
+
+def test_stage1_llm_in_bfloat16_reads_the_same_emotion():
+    """``pipe.to(device, lm_dtype=torch.bfloat16)`` (what a 7B LLM wants on a GPU) casts the LLM and its LoRA, keeps
+    the Q-Former in float32 and hands the speech tokens over in the LLM's dtype."""
+    import torch
+
+    from avitalk.data.synthtalk import say
+
+    clip = say("We are going to the seaside together next week, all of us.", "angry", 3)
+    pipe = AVITalkingPipeline.from_pretrained()
+    full = pipe.instruct(Audio(clip["audio"]))
+    pipe.to("cpu", lm_dtype=torch.bfloat16)
+    lm = pipe.instructor.lm
+    assert lm.lm_head.weight.dtype == torch.bfloat16
+    assert next(m.lora_A for m in lm.modules() if getattr(m, "lora_A", None) is not None).dtype == torch.bfloat16
+    assert next(pipe.instructor.qformer.parameters()).dtype == torch.float32
+    half = pipe.instruct(Audio(clip["audio"]))
+    assert half.emotion == full.emotion == "angry", (full.text, half.text)
