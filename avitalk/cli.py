@@ -431,6 +431,7 @@ def instruct(
     as_json: bool = typer.Option(False, "--json", help="Print JSON with the parsed fields."),
     max_duration: float = typer.Option(30.0, "--max-duration", min=0.1, help="Longest accepted speech in seconds "
                                        "(stage 1 reads at most the first 30 s)."),
+    emotion_guidance: _EmotionGuidance = None,
 ) -> None:
     """Listen to speech and write the audio-visual instruction(s) (stage 1 only; at most 30 s of speech)."""
     from . import audio as audio_io
@@ -439,11 +440,16 @@ def instruct(
     if checkpoint is not None and (checkpoint / "stage1.yaml").is_file():  # a folder from `avitalk train stage1`
         from stage1_instruct.instructor import Instructor
 
-        ins = Instructor.load(checkpoint).instruct(speech_audio, num_samples=samples, seed=seed)
+        model = Instructor.load(checkpoint)
+        model.emotion_guidance = emotion_guidance
+        ins = model.instruct(speech_audio, num_samples=samples, seed=seed)
     else:
         from .pipeline import AVITalkingPipeline
 
-        ins = AVITalkingPipeline.from_pretrained(checkpoint).instructions(speech_audio, samples, seed)
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint)
+        if pipe.instructor is not None:
+            pipe.instructor.emotion_guidance = emotion_guidance
+        ins = pipe.instructions(speech_audio, samples, seed)
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in ins], indent=2))
     else:
@@ -560,7 +566,7 @@ def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str
 
 def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], samples: int, seed: int, no_render: bool,
               size: int, checkpoint: Optional[Path], flame_model: Optional[str], quiet: bool, as_json: bool, say,
-              t_all: float, load_s: float) -> tuple[dict, dict]:
+              t_all: float, load_s: float, emotion_guidance: Optional[float] = None) -> tuple[dict, dict]:
     """The work of `avitalk run` / `synthesize`, writing its files into ``tmp``; returns run.json's content."""
     import platform
     import time
@@ -578,6 +584,8 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
 
     t = time.perf_counter()
     pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=text is None).warm_up()
+    if pipe.instructor is not None:
+        pipe.instructor.emotion_guidance = emotion_guidance
     model = None
     if not no_render:  # the head is only needed for the video
         from .flame import FlameModel
@@ -632,7 +640,8 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
 
 def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: Optional[Path], samples: int,
          seed: int, no_render: bool, size: int, checkpoint: Optional[Path], flame_model: Optional[str],
-         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool, max_duration: float) -> None:
+         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool, max_duration: float,
+         emotion_guidance: Optional[float] = None) -> None:
     import time
 
     from . import audio as audio_io
@@ -651,7 +660,7 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
     folder = OutputFolder(out, overwrite)  # before any model work: an unusable OUT fails now
     try:
         info, timings = _run_into(folder.staging, speech, speech_audio, text, samples, seed, no_render, size,
-                                  checkpoint, flame_model, quiet, as_json, say, t_all, load_s)
+                                  checkpoint, flame_model, quiet, as_json, say, t_all, load_s, emotion_guidance)
         kept = folder.commit()
     except BaseException:
         folder.discard()
@@ -672,6 +681,9 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
 
 # the options `avitalk run` and `avitalk synthesize` share
 _Speech = Annotated[Path, typer.Argument(help="Speech file (wav, flac, ogg, mp3, m4a...).")]
+_EmotionGuidance = Annotated[Optional[float], typer.Option(
+    "--emotion-guidance", min=0.0, help="Weight of stage 1's emotion head in the instruction's emotion word "
+    "(default: the checkpoint config's stage1.emotion_guidance; 0: the LLM alone).")]
 _InstructionFile = Annotated[Optional[Path], typer.Option("--instruction-file", "-f", help="Read the instruction from a file.")]
 _Samples = Annotated[int, typer.Option("--samples", "-n", min=1, max=16, help="Motion samples (different styles).")]
 _Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same output.")]
@@ -693,10 +705,12 @@ def run(
     instruction_file: _InstructionFile = None, samples: _Samples = 1, seed: _Seed = 0, no_render: _NoRender = False,
     size: _Size = 512, checkpoint: _Checkpoint = None, flame_model: _FlameModel = None, overwrite: _Overwrite = False,
     quiet: _Quiet = False, as_json: _Json = False, max_duration: _MaxDuration = MAX_SPEECH_S,
+    emotion_guidance: _EmotionGuidance = None,
 ) -> None:
     """Speech -> instruction (stage 1, editable) -> FLAME motion (stage 2) -> video with the speech."""
     _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
-         overwrite, quiet, as_json, need_instruction=False, max_duration=max_duration)
+         overwrite, quiet, as_json, need_instruction=False, max_duration=max_duration,
+         emotion_guidance=emotion_guidance)
 
 
 @app.command()

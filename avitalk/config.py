@@ -172,6 +172,8 @@ class Stage1Config:
     llm: str = "tiny"  # or a path / hub id of a causal LM
     chat_template: bool = False
     prosody: bool = False
+    # weight of the Q-Former's emotion head in the choice of the instruction's emotion word (0: the LLM alone)
+    emotion_guidance: float = 0.0
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)

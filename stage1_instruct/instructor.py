@@ -202,6 +202,7 @@ class Instructor:
         self.prompt = prompt
         self.chat_template = chat_template
         self._heads = heads or {}  # training-only heads (align, aux, logit_scale), kept so saving loses nothing
+        self.emotion_guidance: float | None = None  # overrides the config's stage1.emotion_guidance when set
         self._adapter_config = adapter_config
         self._tokenizer_files = tokenizer_files
 
@@ -257,7 +258,8 @@ class Instructor:
     @classmethod
     def from_model(cls, model, cfg: DictConfig) -> "Instructor":
         """Share the parts of a (training) InstructionModel: generation during training and evaluation."""
-        ins = cls(cfg, model.qformer, model.llm, model.tokenizer, model.prompt, model.chat_template)
+        ins = cls(cfg, model.qformer, model.llm, model.tokenizer, model.prompt, model.chat_template,
+                  heads={f"aux.{k}": v.detach() for k, v in model.aux.state_dict().items()})
         ins._model = model
         return ins
 
@@ -338,13 +340,70 @@ class Instructor:
         return speech_prefix(self.qformer, self.lm.get_input_embeddings(), self.tokenizer.bos_token_id, pids, feats,
                              mask, use_speech)
 
+    # ---------------------------------------------------------------- emotion guidance
+    def _emotion_tokens(self) -> tuple[list[int], list[int]]:
+        """Token ids that begin an emotion word of the vocabulary, and the emotion (index into EMOTIONS) of each: only
+        tokens that begin one emotion's words and appear nowhere else in the vocabulary's sentences."""
+        if getattr(self, "_emo_tokens", None) is None:
+            from avitalk.vocab import EMOTIONS, load_vocabulary
+
+            v = load_vocabulary()
+            other_text = [t.replace("{emotion}", " ").replace("{person}", " ").replace("{actions}", " ")
+                          for t in v.templates]
+            other_text += [w for ws in v.persons.values() for w in ws]
+            other_text += [a["part"] for a in v.actions.values()]
+            other_text += [p for a in v.actions.values() for p in a["participles"]]
+            other_text += [w for d in v.degrees for w in d["words"]]
+            other = {i for t in other_text for i in self.token_ids(" " + t) + self.token_ids(t)}
+            owner: dict[int, set] = {}
+            for e, levels in v.emotions.items():
+                if e not in EMOTIONS:
+                    continue
+                for words in levels.values():
+                    for w in words:
+                        for form in (" " + w, w):
+                            ids = self.token_ids(form)
+                            if ids:
+                                owner.setdefault(ids[0], set()).add(EMOTIONS.index(e))
+            keep = sorted(t for t, es in owner.items() if len(es) == 1 and t not in other)
+            self._emo_tokens = (keep, [next(iter(owner[t])) for t in keep])
+        return self._emo_tokens
+
+    def emotion_bias(self, pooled: torch.Tensor, strength: float) -> torch.Tensor | None:
+        """[B, vocab] logit bias: ``strength`` x the log-probability that the Q-Former's emotion head gives each
+        emotion, on the tokens that begin that emotion's words (so the LLM's emotion word is scored by both: a product
+        of experts). None without the head (a checkpoint saved without training heads) or at strength 0."""
+        w, b = self._heads.get("aux.weight"), self._heads.get("aux.bias")
+        if not strength or w is None or b is None:
+            return None
+        from avitalk.vocab import EMOTIONS
+
+        ids, emo = self._emotion_tokens()
+        logp = torch.log_softmax((pooled.float() @ w.float().T.to(pooled.device) + b.float().to(pooled.device))
+                                 [:, : len(EMOTIONS)], -1)
+        vocab = self.lm.get_input_embeddings().num_embeddings
+        bias = torch.zeros(pooled.shape[0], vocab, device=pooled.device)
+        bias[:, ids] = float(strength) * logp[:, emo]
+        return bias
+
+    def _guidance(self) -> float:
+        """The weight used when ``generate`` is given none: ``self.emotion_guidance`` if set, else the config's."""
+        if getattr(self, "emotion_guidance", None) is not None:
+            return float(self.emotion_guidance)
+        return float(self.cfg.stage1.get("emotion_guidance", 0.0)) if self.cfg is not None else 0.0
+
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 0.9, num_beams: int = 1,
-                 max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None) -> list[list[str]]:
+                 max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None,
+                 emotion_guidance: float | None = None) -> list[list[str]]:
         """Texts [B][num_samples]; greedy by default, nucleus sampling (or beam search, transformers LMs only) on
-        request; always stops (end-of-text token or ``max_new_tokens``) and is cut after the first sentence."""
-        pre, pmask, _ = self.prefix(feats, mask, None, use_speech)
+        request; always stops (end-of-text token or ``max_new_tokens``) and is cut after the first sentence.
+        ``emotion_guidance`` (default: the config's ``stage1.emotion_guidance``) weighs the Q-Former's emotion head
+        into the choice of the emotion word (:meth:`emotion_bias`); 0 leaves the LLM alone."""
+        pre, pmask, pooled = self.prefix(feats, mask, None, use_speech)
+        g = self._guidance() if emotion_guidance is None else float(emotion_guidance)
+        bias = self.emotion_bias(pooled, g) if use_speech else None
         if seed is not None:
             torch.manual_seed(seed)
         tok = self.tokenizer
@@ -352,14 +411,19 @@ class Instructor:
             if num_beams != 1:
                 raise ValueError("beam search needs the transformers LM (Instructor.load(..., lean=False))")
             out = self.lm.generate(pre, pmask, max_new_tokens, tok.eos_token_id, tok.pad_token_id, do_sample,
-                                   temperature, top_p, num_samples)
+                                   temperature, top_p, num_samples, logit_bias=bias)
             texts = [tok.decode(row.tolist()) for row in out]
         else:
+            extra = {}
+            if bias is not None:
+                from transformers import LogitsProcessorList
+
+                extra["logits_processor"] = LogitsProcessorList([_LogitBias(bias)])
             out = self.lm.generate(
                 inputs_embeds=pre, attention_mask=pmask, max_new_tokens=max_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
                 num_beams=num_beams, num_return_sequences=num_samples, eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **extra,
             )
             texts = tok.batch_decode(out, skip_special_tokens=True)
         texts = [fix_articles(cut_sentence(t)) for t in texts]
@@ -407,6 +471,17 @@ class Instructor:
             for i, texts in zip(idx, self.generate(f.to(dev), m.to(dev))):
                 out[i] = to_instruction(texts[0])
         return out  # type: ignore[return-value]
+
+
+class _LogitBias:
+    """transformers logits processor: a fixed [B, vocab] bias, rows repeated for beams / returned sequences."""
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rep = scores.shape[0] // self.bias.shape[0]
+        return scores + self.bias.to(scores.device, scores.dtype).repeat_interleave(rep, 0)
 
 
 __all__ = ["Instructor", "MAX_LISTEN_S", "load_prompts", "speech_features", "to_instruction", "cut_sentence"]

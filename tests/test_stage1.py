@@ -89,3 +89,46 @@ def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     assert resumed["history"]["qformer_warmup"] == warm  # the warm-up was not repeated
     assert [h["step"] for h in resumed["history"]["adapter"]] == [0, 3]
     assert Instructor.from_model(resumed["model"].eval(), None).generate(f, None, max_new_tokens=10) == before  # same result as the uninterrupted run
+
+
+def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
+    """``emotion_guidance`` adds the Q-Former head's emotion log-probabilities to the tokens that begin each emotion's
+    words: 0 leaves the LLM's text alone, a large weight writes the head's emotion, and the transformers + peft path
+    writes what the lean runtime writes."""
+    import numpy as np
+
+    from avitalk.data.synthtalk import say
+    from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
+    from avitalk.types import Audio
+    from avitalk.vocab import EMOTIONS
+
+    pipe = AVITalkingPipeline.from_pretrained()
+    ins = pipe.instructor
+    rows = [ins._listened(Audio(say(t, e, 3)["audio"]), None, pipe.audio_encoder, warn=False)
+            for t, e in (("I can't believe you did that again.", "angry"), ("The weather is fine today.", "sad"))]
+    T = max(len(r) for r in rows)
+    f = torch.zeros(2, T, rows[0].shape[1])
+    m = torch.zeros(2, T, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        f[i, : len(r)], m[i, : len(r)] = torch.from_numpy(np.asarray(r)), True
+    plain = ins.generate(f, m, emotion_guidance=0)
+    assert ins.generate(f, m) == plain  # the tiny config's default is 0
+    _, _, pooled = ins.prefix(f, m)
+    bias = ins.emotion_bias(pooled, 1.0)
+    ids, emo = ins._emotion_tokens()
+    assert bias.shape == (2, ins.lm.get_input_embeddings().num_embeddings) and len(ids) > 30
+    assert torch.count_nonzero(bias[:, [i for i in range(bias.shape[1]) if i not in set(ids)]]) == 0
+    assert not any(ins.tokenizer.decode([i]).strip() in ("person", "brow", "lip", "slightly", "with") for i in ids)
+    head = [EMOTIONS[int(j)] for j in ins._heads["aux.weight"].float().matmul(pooled.T).T.add(
+        ins._heads["aux.bias"].float())[:, : len(EMOTIONS)].argmax(-1)]
+    forced = ins.generate(f, m, emotion_guidance=100.0)
+    assert [to_instruction(t[0]).emotion for t in forced] == head
+    # features where the LLM and the head disagree (seeded noise): the weight decides
+    r = torch.randn(1, 150, f.shape[2], generator=torch.Generator().manual_seed(3))
+    rm = torch.ones(1, 150, dtype=torch.bool)
+    lm_says = to_instruction(ins.generate(r, rm, emotion_guidance=0)[0][0]).emotion
+    head_says = EMOTIONS[emo[int(ins.emotion_bias(ins.prefix(r, rm)[2], 1.0)[0, ids].argmax())]]
+    assert lm_says != head_says
+    assert to_instruction(ins.generate(r, rm, emotion_guidance=100.0)[0][0]).emotion == head_says
+    hf = Instructor.load(DEFAULT_CHECKPOINT, pipe.cfg, lean=False)
+    assert hf.generate(f, m, emotion_guidance=2.0) == ins.generate(f, m, emotion_guidance=2.0)

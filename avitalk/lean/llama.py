@@ -309,12 +309,16 @@ class LlamaLite(nn.Module):
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int = 64,
                  eos_token_id: int | None = None, pad_token_id: int = 0, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
-                 static: bool | None = None, graph: bool | None = None) -> torch.Tensor:
+                 static: bool | None = None, graph: bool | None = None,
+                 logit_bias: torch.Tensor | None = None) -> torch.Tensor:
         """New token ids [B * num_return_sequences, <= max_new_tokens] after a left-padded embedded prefix (rows
         repeated for several sequences; finished rows padded with ``pad_token_id``). Sampling uses torch's global
         generator (seed it with ``torch.manual_seed``). ``static`` (default: on CUDA) decodes with a static KV cache,
-        ``graph`` (default: with ``static`` on CUDA) replays each step as a CUDA graph; the tokens are the same."""
+        ``graph`` (default: with ``static`` on CUDA) replays each step as a CUDA graph; the tokens are the same.
+        ``logit_bias`` [B, vocab] is added to every step's logits of that row (before sampling or the argmax)."""
         x = inputs_embeds.repeat_interleave(num_return_sequences, 0)
+        if logit_bias is not None:
+            logit_bias = logit_bias.to(x.device, torch.float32).repeat_interleave(num_return_sequences, 0)
         mask = attention_mask.repeat_interleave(num_return_sequences, 0).long()
         B, P, _ = x.shape
         dev = x.device
@@ -325,7 +329,7 @@ class LlamaLite(nn.Module):
             raise ValueError("graph=True needs static=True on a CUDA device")
         if static:
             return self._generate_static(x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, do_sample,
-                                         temperature, top_p, graph)
+                                         temperature, top_p, graph, logit_bias)
         caches = [[None, None] for _ in self.model.layers]
         neg = torch.finfo(x.dtype).min
 
@@ -340,7 +344,7 @@ class LlamaLite(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         next_pos = pos[:, -1]
         for _ in range(max_new_tokens):
-            tok = _choose(logits.float(), do_sample, temperature, top_p)
+            tok = _choose(_biased(logits, logit_bias), do_sample, temperature, top_p)
             tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
             out.append(tok)
             if eos_token_id is not None:
@@ -353,7 +357,7 @@ class LlamaLite(nn.Module):
         return torch.stack(out, 1)
 
     def _generate_static(self, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, do_sample, temperature,
-                         top_p, graph) -> torch.Tensor:
+                         top_p, graph, logit_bias=None) -> torch.Tensor:
         B, P, _ = x.shape
         dev = x.device
         L = -(-(P + max_new_tokens) // 64) * 64  # rounded up, so that nearby prefix lengths share one workspace
@@ -376,7 +380,7 @@ class LlamaLite(nn.Module):
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for _ in range(max_new_tokens):
-            tok = _choose(logits.float(), do_sample, temperature, top_p)
+            tok = _choose(_biased(logits, logit_bias), do_sample, temperature, top_p)
             tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
             out.append(tok)
             if eos_token_id is not None:
@@ -389,6 +393,10 @@ class LlamaLite(nn.Module):
             logits = ws.run(graph)
             ws.col.add_(1)
         return torch.stack(out, 1)
+
+
+def _biased(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return logits.float() if bias is None else logits.float() + bias
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> torch.Tensor:
