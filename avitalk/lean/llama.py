@@ -344,12 +344,9 @@ class LlamaLite(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         next_pos = pos[:, -1]
         for _ in range(max_new_tokens):
-            tok = _choose(_biased(logits, logit_bias), do_sample, temperature, top_p)
-            tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+            tok, done = _next_token(logits, logit_bias, done, do_sample, temperature, top_p, pad_token_id, eos_token_id)
             out.append(tok)
-            if eos_token_id is not None:
-                done = done | (tok == eos_token_id)
-            if bool(done.all()) or len(out) == max_new_tokens:
+            if len(out) == max_new_tokens or bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], 1)
             next_pos = next_pos + 1
@@ -380,11 +377,8 @@ class LlamaLite(nn.Module):
         out = []
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for _ in range(max_new_tokens):
-            tok = _choose(_biased(logits, logit_bias), do_sample, temperature, top_p)
-            tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+            tok, done = _next_token(logits, logit_bias, done, do_sample, temperature, top_p, pad_token_id, eos_token_id)
             out.append(tok)
-            if eos_token_id is not None:
-                done = done | (tok == eos_token_id)
             if len(out) == max_new_tokens or bool(done.all()):
                 break
             ws.tok.copy_(tok)
@@ -395,8 +389,11 @@ class LlamaLite(nn.Module):
         return torch.stack(out, 1)
 
 
-def _biased(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return logits.float() if bias is None else logits.float() + bias
+def _next_token(logits, bias, done, do_sample, temperature, top_p, pad_token_id, eos_token_id):
+    """The next token of every row (finished rows get ``pad_token_id``) and which rows are finished after it."""
+    tok = _choose(logits.float() if bias is None else logits.float() + bias, do_sample, temperature, top_p)
+    tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+    return tok, (done | (tok == eos_token_id)) if eos_token_id is not None else done
 
 
 def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float) -> torch.Tensor:
