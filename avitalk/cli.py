@@ -137,6 +137,7 @@ def app_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job of a script)
     with contextlib.ExitStack() as stack:
         if out is None:  # removed, with the uploads Gradio keeps, when the app stops
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avitalk-app-")))
