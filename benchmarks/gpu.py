@@ -86,8 +86,14 @@ def equivalence(dev: torch.device) -> dict:
     cpu = AVITalkingPipeline.from_pretrained()(a, seed=0)
     pipe = AVITalkingPipeline.from_pretrained().to(dev)
     on = pipe(a, seed=0)
-    return {"same_instruction": cpu.instruction.text == on.instruction.text,
-            "motion_max_abs_diff": float(np.abs(cpu.sequences[0].motion() - on.sequences[0].motion()).max())}
+    out = {"same_instruction": cpu.instruction.text == on.instruction.text,
+           "motion_max_abs_diff": float(np.abs(cpu.sequences[0].motion() - on.sequences[0].motion()).max()),
+           "emotion_guidance": pipe.instructor._guidance()}
+    if dev.type == "cuda":  # the LLM in bf16 (what a 7B one wants): does it still read the same emotion?
+        half = pipe.to(dev, lm_dtype=torch.bfloat16)(a, seed=0).instruction
+        out.update(bf16_llm_same_emotion=half.emotion == cpu.instruction.emotion,
+                   bf16_llm_same_instruction=half.text == cpu.instruction.text)
+    return out
 
 
 def latency(dev: torch.device, small: bool, speech: Path | None = None) -> dict:
