@@ -127,104 +127,110 @@ def latency(dev: torch.device, small: bool, speech: Path | None = None) -> dict:
 def generation(dev: torch.device, small: bool, new_tokens: int = 64) -> dict:
     """Tokens/s decoding ``new_tokens`` after a prefix of 33 speech tokens + 12 prompt tokens (no end token: every
     row runs to the end), and whether our runtime wrote transformers' greedy tokens on the same weights."""
+    out: dict = {}
+    for name in ("base", "paper"):
+        out[name] = _decode_rates(name, dev, small, new_tokens)
+        _free(dev)  # the model goes with the call's locals
+    return out
+
+
+def _decode_rates(name: str, dev: torch.device, small: bool, new_tokens: int) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from avitalk.lean.llama import LlamaLite
 
-    out: dict = {}
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    for name in ("base", "paper"):
-        shape = dict(LLM_SHAPES[name])
-        if small:
-            shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2 if name == "base" else 4, vocab_size=512)
-        mt = shape.pop("model_type")
-        torch.manual_seed(0)
-        with torch.device(dev):
-            hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **shape), dtype=dtype).eval()
-        lite = LlamaLite.from_transformers(hf)
-        r: dict = {"layers": shape["num_hidden_layers"], "dtype": str(dtype).replace("torch.", ""),
-                   "new_tokens": new_tokens}
-        for B in (1, 32):
-            emb = torch.randn(B, 45, shape["hidden_size"], device=dev, dtype=dtype) * 0.02
-            mask = torch.ones(B, 45, dtype=torch.long, device=dev)
-            if B > 1:
-                mask[::2, :5] = 0  # left padding in half the rows, as a batch of different clips has
-            ways = {"ours_static_graph": dict(static=True, graph=dev.type == "cuda"),
-                    "ours_static": dict(static=True, graph=False), "ours_growing": dict(static=False)}
-            toks = {}
-            for way, kw in ways.items():
-                toks[way] = lite.generate(emb, mask, new_tokens, **kw)
-                r[f"{way}_b{B}_tok_s"] = B * new_tokens / _time(lambda: lite.generate(emb, mask, new_tokens, **kw), dev, 3)
-            if B == 1:
-                with torch.no_grad():
-                    ref = hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
-                                      min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-                    r["transformers_b1_tok_s"] = new_tokens / _time(
-                        lambda: hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
-                                            min_new_tokens=new_tokens, do_sample=False, pad_token_id=0), dev, 2)
-                same = (toks["ours_static_graph"] == ref).int().cumprod(1).sum(1)
-                r["same_tokens_as_transformers_b1"] = int(same.min())  # leading tokens equal (bf16 may drift later)
-            r[f"ways_agree_b{B}"] = all(torch.equal(toks["ours_growing"], t) for t in toks.values())
-        out[name] = r
-        del hf, lite, toks, emb, mask
-        _free(dev)
-    return out
+    shape = dict(LLM_SHAPES[name])
+    if small:
+        shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2 if name == "base" else 4, vocab_size=512)
+    mt = shape.pop("model_type")
+    torch.manual_seed(0)
+    with torch.device(dev):
+        hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **shape), dtype=dtype).eval()
+    lite = LlamaLite.from_transformers(hf)
+    r: dict = {"layers": shape["num_hidden_layers"], "dtype": str(dtype).replace("torch.", ""),
+               "new_tokens": new_tokens}
+    for B in (1, 32):
+        emb = torch.randn(B, 45, shape["hidden_size"], device=dev, dtype=dtype) * 0.02
+        mask = torch.ones(B, 45, dtype=torch.long, device=dev)
+        if B > 1:
+            mask[::2, :5] = 0  # left padding in half the rows, as a batch of different clips has
+        ways = {"ours_static_graph": dict(static=True, graph=dev.type == "cuda"),
+                "ours_static": dict(static=True, graph=False), "ours_growing": dict(static=False)}
+        toks = {}
+        for way, kw in ways.items():
+            toks[way] = lite.generate(emb, mask, new_tokens, **kw)
+            r[f"{way}_b{B}_tok_s"] = B * new_tokens / _time(lambda: lite.generate(emb, mask, new_tokens, **kw), dev, 3)
+        if B == 1:
+            with torch.no_grad():
+                ref = hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+                r["transformers_b1_tok_s"] = new_tokens / _time(
+                    lambda: hf.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=new_tokens,
+                                        min_new_tokens=new_tokens, do_sample=False, pad_token_id=0), dev, 2)
+            same = (toks["ours_static_graph"] == ref).int().cumprod(1).sum(1)
+            r["same_tokens_as_transformers_b1"] = int(same.min())  # leading tokens equal (bf16 may drift later)
+        r[f"ways_agree_b{B}"] = all(torch.equal(toks["ours_growing"], t) for t in toks.values())
+    return r
 
 
 def train_rates(dev: torch.device, small: bool) -> dict:
+    out = {}
+    for name in (("tiny",) if small else ("tiny", "base", "paper")):
+        out[name] = _step_rates(name, dev, small)
+        _free(dev)  # the modules go with the call's locals
+    return out
+
+
+def _step_rates(name: str, dev: torch.device, small: bool) -> dict:
     from avitalk.config import load_config
     from stage2_synthesis.synthesizer import build_modules
 
-    out = {}
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for name in (("tiny",) if small else ("tiny", "base", "paper")):
-        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        s2 = cfg.stage2
-        torch.manual_seed(0)
-        mods = build_modules(cfg, AUDIO_DIM[name], TEXT_DIM[name])
-        enc, dec, prior = (mods[k].to(dev).train() for k in ("style_encoder", "decoder", "prior"))
-        B = 4 if small else int(s2.train.lipsync.batch_size)
-        T = int(s2.train.lipsync.crop_frames)
-        feats = torch.randn(B, T, AUDIO_DIM[name], device=dev)
-        motion = torch.randn(B, T, 53, device=dev)
-        mask = torch.ones(B, T, dtype=torch.bool, device=dev)
-        opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=1e-4)
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    s2 = cfg.stage2
+    torch.manual_seed(0)
+    mods = build_modules(cfg, AUDIO_DIM[name], TEXT_DIM[name])
+    enc, dec, prior = (mods[k].to(dev).train() for k in ("style_encoder", "decoder", "prior"))
+    B = 4 if small else int(s2.train.lipsync.batch_size)
+    T = int(s2.train.lipsync.crop_frames)
+    feats = torch.randn(B, T, AUDIO_DIM[name], device=dev)
+    motion = torch.randn(B, T, 53, device=dev)
+    mask = torch.ones(B, T, dtype=torch.bool, device=dev)
+    opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=1e-4)
 
-        def lipsync_step():
-            with amp:
-                pred = dec(feats, enc(motion, mask), mask)
-                loss = torch.nn.functional.mse_loss(pred.float(), motion)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    def lipsync_step():
+        with amp:
+            pred = dec(feats, enc(motion, mask), mask)
+            loss = torch.nn.functional.mse_loss(pred.float(), motion)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
-        _peak_reset(dev)
-        r = {"lipsync_s_per_step": _time(lipsync_step, dev, 3), "lipsync_batch": B, "lipsync_peak_gb": _peak_gb(dev)}
-        Bp = 8 if small else int(s2.train.prior.batch_size)
-        z, tx = torch.randn(Bp, int(s2.style_dim), device=dev), torch.randn(Bp, TEXT_DIM[name], device=dev)
-        popt = torch.optim.AdamW(prior.parameters(), lr=1e-4)
-        ddpm = prior.train_scheduler()
+    _peak_reset(dev)
+    r = {"lipsync_s_per_step": _time(lipsync_step, dev, 3), "lipsync_batch": B, "lipsync_peak_gb": _peak_gb(dev)}
+    Bp = 8 if small else int(s2.train.prior.batch_size)
+    z, tx = torch.randn(Bp, int(s2.style_dim), device=dev), torch.randn(Bp, TEXT_DIM[name], device=dev)
+    popt = torch.optim.AdamW(prior.parameters(), lr=1e-4)
+    ddpm = prior.train_scheduler()
 
-        def prior_step():
-            with amp:
-                loss = prior(z, tx, ddpm)["loss"]
-            popt.zero_grad(set_to_none=True)
-            loss.backward()
-            popt.step()
+    def prior_step():
+        with amp:
+            loss = prior(z, tx, ddpm)["loss"]
+        popt.zero_grad(set_to_none=True)
+        loss.backward()
+        popt.step()
 
-        _peak_reset(dev)
-        r.update(prior_s_per_step=_time(prior_step, dev, 3), prior_batch=Bp, prior_peak_gb=_peak_gb(dev))
-        r.update(_llm_rate(name, cfg, dev, small, amp))
-        steps = {"lipsync": int(s2.train.lipsync.steps), "prior": int(s2.train.prior.steps), "stage1": int(cfg.stage1.train.steps)}
-        r["hours_for_the_configs_steps"] = {
-            "stage2_lipsync": r["lipsync_s_per_step"] * steps["lipsync"] / 3600,
-            "stage2_prior": r["prior_s_per_step"] * steps["prior"] / 3600,
-            "stage1": r["stage1_s_per_step"] * steps["stage1"] / 3600}
-        out[name] = r
-        del enc, dec, prior, opt, popt
-        _free(dev)
-    return out
+    _peak_reset(dev)
+    r.update(prior_s_per_step=_time(prior_step, dev, 3), prior_batch=Bp, prior_peak_gb=_peak_gb(dev))
+    r.update(_llm_rate(name, cfg, dev, small, amp))
+    steps = {"lipsync": int(s2.train.lipsync.steps), "prior": int(s2.train.prior.steps), "stage1": int(cfg.stage1.train.steps)}
+    r["hours_for_the_configs_steps"] = {
+        "stage2_lipsync": r["lipsync_s_per_step"] * steps["lipsync"] / 3600,
+        "stage2_prior": r["prior_s_per_step"] * steps["prior"] / 3600,
+        "stage1": r["stage1_s_per_step"] * steps["stage1"] / 3600}
+    return r
 
 
 def _llm_rate(name: str, cfg, dev: torch.device, small: bool, amp) -> dict:
@@ -257,12 +263,8 @@ def _llm_rate(name: str, cfg, dev: torch.device, small: bool, amp) -> dict:
         loss.backward()
         opt.step()
 
-    sec = _time(step, dev, 3)
-    peak = _peak_gb(dev)
-    del lm, opt, emb
-    _free(dev)
-    return {"stage1_s_per_step": sec, "stage1_batch": B, "stage1_layers": shape["num_hidden_layers"],
-            "stage1_peak_gb": peak}
+    return {"stage1_s_per_step": _time(step, dev, 3), "stage1_batch": B, "stage1_layers": shape["num_hidden_layers"],
+            "stage1_peak_gb": _peak_gb(dev)}
 
 
 def main(argv: list[str] | None = None) -> dict:

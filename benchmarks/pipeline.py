@@ -62,12 +62,11 @@ def batched(pipe=None, clips: int = 64, reps: int = 3, speech: Path | None = Non
     cut from ``speech`` (a wav; default: 10 s of SynthTalk speech made here with espeak-ng)."""
     import time
 
+    from avitalk import audio as audio_io
     from avitalk.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
     pipe = pipe or AVITalkingPipeline.from_pretrained()
-    from avitalk import audio as audio_io
-
     with tempfile.TemporaryDirectory() as d:
         x = audio_io.load(speech if speech is not None else speech_10s(Path(d))).samples
     rng = np.random.default_rng(0)

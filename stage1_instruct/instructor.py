@@ -203,6 +203,7 @@ class Instructor:
         self.chat_template = chat_template
         self._heads = heads or {}  # training-only heads (align, aux, logit_scale), kept so saving loses nothing
         self.emotion_guidance: float | None = None  # overrides the config's stage1.emotion_guidance when set
+        self._emo_tokens: tuple[list[int], list[int]] | None = None
         self._adapter_config = adapter_config
         self._tokenizer_files = tokenizer_files
 
@@ -303,6 +304,7 @@ class Instructor:
         twice the decoding speed of float32 for a 7B model on a GPU); the Q-Former stays float32."""
         self.qformer.to(device)
         self.lm.to(device) if lm_dtype is None else self.lm.to(device, lm_dtype)
+        self._heads = {k: v.to(device) for k, v in self._heads.items()}  # the emotion head votes where it runs
         return self
 
     def parameters(self):
@@ -344,7 +346,7 @@ class Instructor:
     def _emotion_tokens(self) -> tuple[list[int], list[int]]:
         """Token ids that begin an emotion word of the vocabulary, and the emotion (index into EMOTIONS) of each: only
         tokens that begin one emotion's words and appear nowhere else in the vocabulary's sentences."""
-        if getattr(self, "_emo_tokens", None) is None:
+        if self._emo_tokens is None:
             from avitalk.vocab import EMOTIONS, load_vocabulary
 
             v = load_vocabulary()
@@ -379,8 +381,7 @@ class Instructor:
         from avitalk.vocab import EMOTIONS
 
         ids, emo = self._emotion_tokens()
-        logp = torch.log_softmax((pooled.float() @ w.float().T.to(pooled.device) + b.float().to(pooled.device))
-                                 [:, : len(EMOTIONS)], -1)
+        logp = torch.log_softmax((pooled.float() @ w.float().T + b.float())[:, : len(EMOTIONS)], -1)
         vocab = self.lm.get_input_embeddings().num_embeddings
         bias = torch.zeros(pooled.shape[0], vocab, device=pooled.device)
         bias[:, ids] = float(strength) * logp[:, emo]
@@ -388,7 +389,7 @@ class Instructor:
 
     def _guidance(self) -> float:
         """The weight used when ``generate`` is given none: ``self.emotion_guidance`` if set, else the config's."""
-        if getattr(self, "emotion_guidance", None) is not None:
+        if self.emotion_guidance is not None:
             return float(self.emotion_guidance)
         return float(self.cfg.stage1.get("emotion_guidance", 0.0)) if self.cfg is not None else 0.0
 

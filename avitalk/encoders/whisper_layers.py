@@ -15,7 +15,6 @@ without weights, their scales differ), the last one gets Whisper's own final Lay
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
