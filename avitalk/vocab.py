@@ -25,7 +25,8 @@ def prompts_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
 
 
-_VOWEL_SOUND = re.compile(r"(?!(?:uni|use|usu|one|eu))[aeiou]|hour|honest", re.IGNORECASE)
+# "uni" sounds "you-" (unique, unit) except in the un- prefix (unimpressed, uninterested)
+_VOWEL_SOUND = re.compile(r"(?!(?:uni(?![mn])|use|usu|one|eu))[aeiou]|hour|honest", re.IGNORECASE)
 
 
 def fix_articles(text: str) -> str:

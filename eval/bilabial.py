@@ -26,10 +26,18 @@ from avitalk.types import MOTION_FPS, SAMPLE_RATE
 CLOSED_MM = 1.0
 OPEN_MM = 3.0
 WINDOW_S = 0.08
-# Whisper's cross-attention alignment marks a token late: on SynthTalk's validation clips (espeak's phoneme events
-# are the truth) aligned bilabials come 98 ms and open vowels 66 ms after the true onset (median); after taking
-# ALIGN_LAG_S off, the median error is 43-49 ms (90th percentile 112-116 ms), hence the +-80 ms window
-ALIGN_LAG_S = 0.08
+# How late Whisper's cross-attention alignment marks a word, by the kind of voice (scripts/aligner_lag.py measures
+# it on any folder). On SynthTalk's espeak speech, where espeak's phoneme events are the truth, aligned bilabials come
+# 98 ms and open vowels 66 ms after the true time (median, validation clips; word-initial /b p/ before a vowel: 71 ms);
+# after taking ALIGN_LAG_SYNTH_S off, the median error is 43-49 ms (90th percentile 112-116 ms), hence the +-80 ms
+# window. On real voices the same aligner is on time: the acoustic release of a word-initial /b p/ before a vowel
+# (``release_time``, 6 ms before espeak's event on SynthTalk, median) comes 15 ms after the aligned word start on
+# RAVDESS (1080 clips) and 0 ms after it on ten other real recordings (14 words), against 55 ms *before* it on
+# SynthTalk: so ALIGN_LAG_REAL_S is 0 (what is left is under the aligner's 20 ms grid). Until 2026-11-27 espeak's lag
+# was taken off real speech too, which put real bilabials 80-100 ms early.
+ALIGN_LAG_SYNTH_S = 0.08
+ALIGN_LAG_REAL_S = 0.0
+ALIGN_LAG_S = ALIGN_LAG_SYNTH_S  # the name before there were two
 _STRIP = ".,;:!?\"()[]"
 
 
@@ -138,15 +146,42 @@ def classify_phoneme(name: str) -> str | None:
     return None
 
 
-def events_from_words(words: Sequence[tuple[str, float, float]]) -> list[tuple[str, float]]:
-    """(kind, time s) of bilabials and open vowels from aligned words (phoneme time by relative position)."""
+def events_from_words(words: Sequence[tuple[str, float, float]], lag: float = ALIGN_LAG_REAL_S) -> list[tuple[str, float]]:
+    """(kind, time s) of bilabials and open vowels from aligned words (phoneme time by relative position, less the
+    aligner's ``lag``: ALIGN_LAG_REAL_S for real voices, ALIGN_LAG_SYNTH_S for espeak's)."""
     out = []
     for w, s, e in words:
         for p, rel in word_phonemes(w.lower()):
             kind = classify_phoneme(p)
             if kind:
-                out.append((kind, max(0.0, s + rel * (e - s) - ALIGN_LAG_S)))
+                out.append((kind, max(0.0, s + rel * (e - s) - lag)))
     return out
+
+
+def align_lag(extra: dict[str, Any]) -> float:
+    """The aligner lag for a clip by its manifest fields: espeak's for SynthTalk clips, the real-voice one otherwise."""
+    return ALIGN_LAG_SYNTH_S if ("espeak" in extra or extra.get("source") == "synthtalk") else ALIGN_LAG_REAL_S
+
+
+def release_time(samples: np.ndarray, near: float, before: float = 0.12, after: float = 0.15) -> float:
+    """The acoustic release of a stop consonant near ``near`` s: the steepest 10 ms rise of the short-time energy
+    (10 ms windows, 5 ms hop, smoothed over 15 ms) within [near - before, near + after]. Meant for a word-initial /b/
+    or /p/ before a vowel, whose closure is quiet and whose release starts the vowel; used to measure the aligner's
+    lag on a corpus without phoneme times (scripts/aligner_lag.py)."""
+    x = np.asarray(samples, np.float64)
+    hop, win = SAMPLE_RATE // 200, SAMPLE_RATE // 100
+    n = (len(x) - win) // hop
+    if n < 4:
+        return float(near)
+    sq = np.concatenate([[0.0], np.cumsum(x**2)])
+    k = np.arange(n) * hop
+    e = 10 * np.log10((sq[k + win] - sq[k]) / win + 1e-10)
+    e = np.convolve(e, np.ones(3) / 3, "same")
+    t = k / SAMPLE_RATE + win / (2 * SAMPLE_RATE)
+    idx = np.where((t > near - before) & (t < near + after) & (np.arange(n) + 2 < n))[0]
+    if not len(idx):
+        return float(near)
+    return float(t[idx[int(np.argmax(e[idx + 2] - e[idx]))]])
 
 
 def events_from_phonemes(phonemes: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:

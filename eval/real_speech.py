@@ -170,7 +170,7 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
             if aligner is not None:
                 transcript = c.extra.get("text") or aligner.transcribe(a.samples)
                 words = aligner.align(a.samples, transcript)
-            events = bl.events_from_words(words)
+            events = bl.events_from_words(words, bl.align_lag(c.extra))
             row = {"id": c.id, "speaker": c.speaker, "emotion": c.emotion, "said": ins.emotion, "instruction": ins.text}
             for key in ("stage1", "neutral"):
                 o = gap(motion[key][k][0])

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from avitalk.data.real import import_ravdess
+    from avitalk.data.synthtalk import VERSION as SYNTHTALK_VERSION
     from avitalk.data.synthtalk import generate
     from avitalk.config import load_config
     from avitalk.io import atomic_write_json
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_json(times_path, times)
         print(f"[done] {name}: {times[name]:.0f} s", flush=True)
 
+    # a corpus of another SynthTalk version is not reused: generate() then refuses it with a clear error
     step("corpus", (data / "manifest.jsonl").is_file() and (data / "dataset.json").is_file()
-         and json.loads((data / "dataset.json").read_text()).get("num_clips") == a.clips,
+         and json.loads((data / "dataset.json").read_text()).get("num_clips") == a.clips
+         and json.loads((data / "dataset.json").read_text()).get("version") == SYNTHTALK_VERSION,
          lambda: generate(data, a.clips, seed=a.seed, progress=progress))
     real_src = Path(a.real)
     if not (real / "manifest.jsonl").is_file() and not real_src.is_dir():
@@ -161,8 +164,10 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
     folds = m.get("real_speech_folds")
     fold_rows = ""
     if folds:
+        g = sorted(set(folds.get("emotion_guidance") or [0.0]))
         fold_rows = (f"| stage 1 emotion on real speech of unseen RAVDESS actors (7 classes, leave-actors-out folds "
-                     f"{', '.join(f'{x:.1%}' for x in folds['per_fold'])}) | {folds['accuracy']:.1%} "
+                     f"{', '.join(f'{x:.1%}' for x in folds['per_fold'])}; emotion guidance "
+                     f"{' / '.join(f'{x:g}' for x in g)}) | {folds['accuracy']:.1%} "
                      f"({folds['clips']} clips) |\n")
     mouth = m.get("real_speech_mouth")
     if mouth:
@@ -172,6 +177,8 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
         if "bilabial" in ms:
             fold_rows += (f"| real speech: lips closed at /b p m/ / open vowels open | "
                           f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
+    w = float(cfg.stage1.get("emotion_guidance", 0.0))
+    guidance = f"; the Q-Former's emotion head votes on the emotion word (`stage1.emotion_guidance: {w:g}`)" if w else ""
     return f"""# avitalk embedded default checkpoint
 
 {data}
@@ -180,7 +187,7 @@ It is a demonstration and a test fixture; the face is the stand-in head's.
 
 - audio encoder: `{cfg.audio_encoder}` (Whisper tiny.en's layers 2 and 4 + prosody channels, frozen)
 - stage 1: Q-Former ({cfg.stage1.qformer.num_queries} queries{' + a listener: one utterance token' if cfg.stage1.qformer.listener else ''}) -> tiny Llama trained by us on the training
-  instructions, frozen, LoRA r={cfg.stage1.lora.r}
+  instructions, frozen, LoRA r={cfg.stage1.lora.r}{guidance}
 - stage 2: sentence encoder `{cfg.stage2.text_encoder}` (frozen) -> diffusion prior -> {cfg.stage2.style_dim}-d style
   -> lip-sync-pretrained decoder -> FLAME expression (50) + jaw (3) at 25 fps
 - weights: float16 safetensors (loaded as float32); LoRA adapter in peft format

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", type=int, nargs="*", help="run these folds only")
     ap.add_argument("--work", default="build/real-folds")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
+    ap.add_argument("--rescore", action="store_true",
+                    help="no training: read the held-out actors again from the folds' checkpoints with the config's "
+                         "inference settings (e.g. stage1.emotion_guidance)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
@@ -61,20 +64,25 @@ def main(argv: list[str] | None = None) -> None:
     for k, held in enumerate(folds):
         if a.only is not None and k not in a.only:
             continue
-        if str(k) in results:
+        out = work / f"fold{k}"
+        if a.rescore and not (out / "qformer.safetensors").is_file():
+            print(f"fold {k}: no checkpoint in {out} to rescore")
+            continue
+        if str(k) in results and not a.rescore:
             print(f"fold {k}: done ({results[str(k)]['accuracy']:.1%})")
             continue
-        out = work / f"fold{k}"
         if k > 0 and (work / "fold0" / "lm").is_dir() and not (out / "lm").is_dir():
             out.mkdir(parents=True, exist_ok=True)
             for d in ("lm", "tokenizer"):
                 shutil.copytree(work / "fold0" / d, out / d)
         t = time.perf_counter()
-        train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), a.synth, out, resume=True,
-                     progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
-        t_train = time.perf_counter() - t
+        if not a.rescore:
+            train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), a.synth, out, resume=True,
+                         progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
+        t_train = time.perf_counter() - t if not a.rescore else results.get(str(k), {}).get("train_s")
         model, mcfg = load_stage1(out)
         gen = Instructor.from_model(model, mcfg)
+        gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # an inference setting: the config's
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
@@ -92,12 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))
-        rep.update({"held_out": held, "train_s": t_train,
+        rep.update({"held_out": held, "train_s": t_train, "emotion_guidance": gen.emotion_guidance,
                     "examples": [{"id": bank.clips[i].id, "true": t, "text": x} for i, t, x in list(zip(idx, true, texts))[:6]]})
         results[str(k)] = rep
         atomic_write_json(results_path, results)
         print(f"fold {k} ({', '.join(held)}): {rep['accuracy']:.1%} of {rep['clips']} clips (Q-Former head "
-              f"{rep['qformer_head_accuracy']:.1%}); train {t_train:.0f} s", flush=True)
+              f"{rep['qformer_head_accuracy']:.1%}; emotion guidance {gen.emotion_guidance:g})", flush=True)
     done = [results[str(k)] for k in range(a.folds) if str(k) in results]
     if done:
         pooled = {"counts": np.sum([r["confusion"]["counts"] for r in done], 0).tolist()}
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = {"accuracy_pooled": float(acc), "clips": int(counts.sum()),
                    "per_fold": [r["accuracy"] for r in done], "held_out": [r["held_out"] for r in done],
                    "qformer_head_per_fold": [r.get("qformer_head_accuracy") for r in done],
+                   "emotion_guidance": [r.get("emotion_guidance", 0.0) for r in done],
                    "per_emotion": {e: float(counts[i, cols.index(e)] / max(1, counts[i].sum())) for i, e in enumerate(rows)},
                    "confusion": {"rows": rows, "columns": cols, "counts": counts.tolist()}, "accuracy": float(acc)}
         atomic_write_json(work / "summary.json", summary)

@@ -215,12 +215,66 @@ def test_synthtalk_lips_close_at_bilabials_and_rest_in_pauses(synth_clips):
     assert min(leads) >= 0.1  # every clip starts with a pause
 
 
+def test_synthtalk_seals_bilabial_stops_before_their_release(synth_clips):
+    """espeak's event for /b p/ is the release (the energy rises there: release_time finds it within 20 ms); the
+    ground truth's lips are sealed in the closure before it and part after it, as real lips do."""
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from eval.bilabial import release_time
+    from eval.real_speech import LipGap
+
+    gap = LipGap()
+    before, after, errs = [], [], []
+    for c in read_manifest(synth_clips):
+        seq = FlameSequence.load(synth_clips / c.flame)
+        a = audio_io.load(synth_clips / c.audio)
+        o = gap(seq)
+        ph = seq.meta["phonemes"]
+        for (p, t), (q, _) in zip(ph, ph[1:]):
+            if p.strip("'%,=:") in ("b", "p") and q.strip("'%,=")[:1] in "aeiouAEIOUV@03&":  # a stop, then a vowel
+                k = int(round(t * 25))
+                if 2 <= k < len(o) - 3:
+                    before.append(o[k - 1])  # the frame 40 ms before the release: inside the closure
+                    after.append(o[k + 2])   # 80 ms after it: the vowel
+                    errs.append(release_time(a.samples, t) - t)
+    assert len(before) >= 5
+    assert np.mean(np.asarray(before) <= 1.0) >= 0.9
+    assert np.median(after) > np.median(before) + 2.0
+    assert abs(np.median(errs)) < 0.02
+
+
+def test_release_time_finds_the_burst_after_a_closure():
+    from eval.bilabial import release_time
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    t = np.arange(int(0.8 * sr)) / sr
+    x = 0.05 * rng.standard_normal(len(t))                      # a nasal-ish murmur
+    x[int(0.30 * sr):int(0.36 * sr)] *= 0.01                    # the closure: near silence
+    v = t >= 0.36
+    x[v] = 0.5 * np.sin(2 * np.pi * 180 * t[v]) * np.minimum(1, (t[v] - 0.36) / 0.005)  # the vowel from the release
+    assert abs(release_time(x, 0.34) - 0.36) < 0.015
+    assert abs(release_time(x, 0.30) - 0.36) < 0.015
+
+
+def test_aligner_lag_depends_on_the_voice():
+    from eval.bilabial import ALIGN_LAG_REAL_S, ALIGN_LAG_SYNTH_S, align_lag, events_from_words
+
+    assert align_lag({"espeak": {"rate": 170}}) == ALIGN_LAG_SYNTH_S > ALIGN_LAG_REAL_S == align_lag({"source": "ravdess"})
+    words = [("by", 1.0, 1.2)]
+    (k, t_real), = [e for e in events_from_words(words) if e[0] == "bilabial"]
+    (_, t_syn), = [e for e in events_from_words(words, ALIGN_LAG_SYNTH_S) if e[0] == "bilabial"]
+    assert k == "bilabial" and t_real == pytest.approx(1.0 - ALIGN_LAG_REAL_S, abs=1e-6)
+    assert t_real - t_syn == pytest.approx(ALIGN_LAG_SYNTH_S - ALIGN_LAG_REAL_S, abs=1e-6)
+
+
 def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
     """Whisper's word alignment + espeak phonemization recovers the true bilabial times within the metric's window
     (median), and the ground-truth motion scores as closed at the aligned times too."""
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
-    from eval.bilabial import WINDOW_S, WordAligner, closure_scores, events_from_phonemes, events_from_words, pooled
+    from eval.bilabial import (WINDOW_S, WordAligner, align_lag, closure_scores, events_from_phonemes, events_from_words,
+                               pooled)
     from eval.real_speech import LipGap
 
     al, gap = WordAligner(), LipGap()
@@ -228,7 +282,7 @@ def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
     for c in read_manifest(synth_clips):
         seq = FlameSequence.load(synth_clips / c.flame)
         a = audio_io.load(synth_clips / c.audio)
-        est = events_from_words(al.align(a.samples, c.extra["text"]))
+        est = events_from_words(al.align(a.samples, c.extra["text"]), align_lag(c.extra))
         tru = [t for k, t in events_from_phonemes(seq.meta["phonemes"]) if k == "bilabial"]
         eb = [t for k, t in est if k == "bilabial"]
         if len(eb) == len(tru):

@@ -70,3 +70,4 @@ def test_articles_agree_with_the_next_word():
         "A person speaks in an angry way, a calm one and an elated one."
     assert fix_articles("an honest face, a unique one") == "an honest face, a unique one"
     assert fix_articles("Anout person") == "Anout person"  # not an article
+    assert fix_articles("A unimpressed man, an unit") == "An unimpressed man, a unit"  # the un- prefix is a vowel

@@ -31,7 +31,7 @@ from ..types import MOTION_FPS, SAMPLE_RATE, FlameSequence
 from ..vocab import EMOTIONS, load_vocabulary
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2  # 2: bilabial stops sealed before their release (STOP_CLOSURE_S), not after
 MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
 
 # ------------------------------------------------------------------------------------------------- sentences
@@ -239,11 +239,21 @@ def phoneme_visemes(name: str) -> tuple[str, ...]:
     return ("SIL",) if not core else ("VIS_IH",)
 
 
+# espeak's event for a stop marks its release (the energy rises within a few ms of it: measured on SynthTalk); the
+# closure, silent or voiced, comes before it and is counted in the previous phoneme. Lips are sealed through a
+# bilabial stop's closure and part at its release, so /b p/ get the STOP_CLOSURE_S before their event (until
+# 2026-11-27 they got the interval after it: the sealed lips came 40-60 ms late, while the next vowel sounded)
+STOP_CLOSURE_S = 0.06
+_BILABIAL_STOPS = ("b", "p")
+
+
 def _segments(phonemes: list[tuple[str, float]], duration: float) -> list[tuple[str, float, float]]:
     segs = []
     for i, (ph, t0) in enumerate(phonemes):
         t1 = phonemes[i + 1][1] if i + 1 < len(phonemes) else min(duration, t0 + 0.15)
         t1 = max(t1, t0 + 0.01)
+        if ph.strip().lstrip("'%,=").rstrip(":") in _BILABIAL_STOPS:
+            t0, t1 = t0 - STOP_CLOSURE_S, t0 + 0.01
         vis = phoneme_visemes(ph)
         step = (t1 - t0) / len(vis)
         for k, v in enumerate(vis):
@@ -569,7 +579,8 @@ def generate(
     if info_path.is_file():
         old = json.loads(info_path.read_text())
         if any(old.get(k) != v for k, v in info.items()):
-            raise DatasetError(f"{root}: holds a SynthTalk corpus made with {old}; refusing to mix it with {info}")
+            raise DatasetError(f"{root}: holds a SynthTalk corpus made with {old}; refusing to mix it with {info} "
+                               "(remove the folder or pick another --out to make a new one)")
     atomic_write_json(info_path, {**info, "num_clips": int(num_clips), "flame_model": "standin"})
     M = standin_arrays()[0]["au_to_expression"]
     specs = plan(num_clips, seed)
