@@ -20,9 +20,34 @@ from pathlib import Path
 import numpy as np
 
 
+def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) -> dict:
+    """Emotion accuracy on longer speech: ``n`` clips of one actor and one emotion joined with 0.3 s pauses (about 10 s
+    for n = 3), each clip used once; the instruction's emotion word against the shared label."""
+    from collections import defaultdict
+
+    from avitalk import audio as audio_io
+    from avitalk.types import Audio
+
+    groups = defaultdict(list)
+    for c in clips:
+        groups[(c.speaker, c.emotion)].append(c)
+    rng = np.random.default_rng(seed)
+    right = total = 0
+    pause = np.zeros(int(0.3 * 16000), np.float32)
+    for (_, emotion), cs in sorted(groups.items()):
+        cs = [cs[i] for i in rng.permutation(len(cs))]
+        for j in range(0, len(cs) - n + 1, n):
+            parts = [audio_io.load(real / c.audio) for c in cs[j : j + n]]
+            joined = Audio(np.concatenate([np.concatenate([p.samples, pause]) for p in parts]), parts[0].sample_rate)
+            said = gen.instruct(joined, features=enc.encode(joined))[0].emotion
+            right += said == emotion
+            total += 1
+    return {"n": n, "clips": total, "accuracy": right / max(1, total)}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
     ap.add_argument("--synth", required=True, help="SynthTalk corpus (with motion)")
     ap.add_argument("--real", required=True, help="labelled real speech (e.g. avitalk data ravdess ... without --fits)")
     ap.add_argument("--folds", type=int, default=3)
@@ -32,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="no training: read the held-out actors again from the folds' checkpoints with the config's "
                          "inference settings (e.g. stage1.emotion_guidance)")
+    ap.add_argument("--concat", type=int, default=0,
+                    help="also score longer speech: N clips of the same held-out actor and emotion joined (0.3 s "
+                         "pauses between), each clip in at most one join")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
@@ -102,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))
         rep.update({"held_out": held, "train_s": t_train, "emotion_guidance": gen.emotion_guidance,
                     "examples": [{"id": bank.clips[i].id, "true": t, "text": x} for i, t, x in list(zip(idx, true, texts))[:6]]})
+        if a.concat > 1:
+            rep["concat"] = concatenated_accuracy(gen, enc, real, [bank.clips[i] for i in idx], a.concat, seed=k)
+            print(f"fold {k}: {a.concat} clips joined: {rep['concat']['accuracy']:.1%} of {rep['concat']['clips']}")
         results[str(k)] = rep
         atomic_write_json(results_path, results)
         print(f"fold {k} ({', '.join(held)}): {rep['accuracy']:.1%} of {rep['clips']} clips (Q-Former head "
@@ -116,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
                    "per_fold": [r["accuracy"] for r in done], "held_out": [r["held_out"] for r in done],
                    "qformer_head_per_fold": [r.get("qformer_head_accuracy") for r in done],
                    "emotion_guidance": [r.get("emotion_guidance", 0.0) for r in done],
+                   **({"concat": {"n": done[0]["concat"]["n"],
+                                  "clips": sum(r["concat"]["clips"] for r in done),
+                                  "accuracy": sum(r["concat"]["accuracy"] * r["concat"]["clips"] for r in done)
+                                  / max(1, sum(r["concat"]["clips"] for r in done)),
+                                  "per_fold": [r["concat"]["accuracy"] for r in done]}}
+                      if all("concat" in r for r in done) else {}),
                    "per_emotion": {e: float(counts[i, cols.index(e)] / max(1, counts[i].sum())) for i, e in enumerate(rows)},
                    "confusion": {"rows": rows, "columns": cols, "counts": counts.tolist()}, "accuracy": float(acc)}
         atomic_write_json(work / "summary.json", summary)
@@ -125,4 +162,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from avitalk.errors import AvitalkError
+
+    try:
+        main()
+    except AvitalkError as e:  # a missing folder or a bad config: one line, not a traceback
+        sys.exit(f"error: {e}")
