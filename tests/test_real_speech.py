@@ -432,3 +432,52 @@ def test_eval_on_audio_only_speech_writes_the_real_speech_report(tmp_path, cli):
     assert "emotion named right" in out
     code, _, err = cli("eval", "--data", data, "-o", tmp_path / "rep2", "--split", "val")
     assert code == 2 and "no clips in split 'val'" in err
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_concatenated_accuracy_joins_clips_of_one_actor_and_emotion(tmp_path):
+    """--concat N: clips of one actor and emotion are joined N at a time, each used once, and scored by their label."""
+    import soundfile as sf
+
+    from avitalk.data.manifest import Clip
+    from avitalk.types import Instruction
+
+    folds = _script("real_speech_folds")
+    clips = []
+    for spk in ("A", "B"):
+        for emo, n in (("angry", 7), ("sad", 3)):
+            for j in range(n):
+                name = f"{spk}-{emo}-{j}.wav"
+                sf.write(tmp_path / name, 0.1 * np.sin(np.arange(8000 * (j + 1)) / 5.0).astype(np.float32), 16000)
+                clips.append(Clip(name, "train", spk, emo, 1, name, "", [], 0.1 * (j + 1)))
+    seen = []
+
+    class Gen:  # says "angry" for everything; remembers what it was given
+        def instruct(self, audio, features=None):
+            seen.append(len(audio.samples))
+            return [Instruction(text="An angry person speaks.", emotion="angry")]
+
+    class Enc:
+        def encode(self, audio):
+            return np.zeros((1, 4), np.float32)
+
+    res = folds.concatenated_accuracy(Gen(), Enc(), tmp_path, clips, 3)
+    assert res["n"] == 3 and res["clips"] == 2 * (2 + 1)   # 7 angry -> 2 joins, 3 sad -> 1, per actor
+    assert res["accuracy"] == pytest.approx(4 / 6)           # the angry joins are right, the sad ones wrong
+    assert all(n >= 3 * 8000 + 3 * 4800 for n in seen)       # three clips (>= 0.5 s) and three 0.3 s pauses each
+
+
+def test_aligner_lag_script_picks_word_initial_stops_before_vowels():
+    lag = _script("aligner_lag")
+    words = [("Kids", 0.1, 0.3), ("by", 0.5, 0.7), ("brown", 0.8, 1.0), ("Paper,", 1.1, 1.3), ("map", 1.4, 1.6)]
+    assert [w for w, _ in lag.word_initial_stops(words)] == ["by", "paper"]
