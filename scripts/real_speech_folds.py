@@ -26,14 +26,14 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
     from collections import defaultdict
 
     from avitalk import audio as audio_io
-    from avitalk.types import Audio
+    from avitalk.types import SAMPLE_RATE, Audio
 
     groups = defaultdict(list)
     for c in clips:
         groups[(c.speaker, c.emotion)].append(c)
     rng = np.random.default_rng(seed)
     right = total = 0
-    pause = np.zeros(int(0.3 * 16000), np.float32)
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
     for (_, emotion), cs in sorted(groups.items()):
         cs = [cs[i] for i in rng.permutation(len(cs))]
         for j in range(0, len(cs) - n + 1, n):
