@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     realm = json.loads((work / "real_speech.json").read_text()) if (work / "real_speech.json").is_file() else None
     metrics = {
         "data": {"corpus": "SynthTalk (synthetic espeak-ng speech, procedural ground-truth motion)", "clips": a.clips,
+                 "synthtalk_version": SYNTHTALK_VERSION,
                  "seed": a.seed, "test_clips": e2e["clips"], "test_speakers": "12 unseen speakers",
                  "real_speech": ({"corpus": "RAVDESS speech (18 actors, audio only), CC BY-NC-SA 4.0",
                                   "clips": sum(1 for _ in open(real / "manifest.jsonl"))} if extra else None)},
@@ -149,7 +150,7 @@ def model_card(cfg, m: dict) -> str:
     lve = m["stage2"]["lve_mm"]
     real = m["data"].get("real_speech")
     if real:
-        data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus ({m['data']['clips']} clips, seed
+        data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus (version {m['data'].get('synthtalk_version', 1)}, {m['data']['clips']} clips, seed
 {m['data']['seed']}: espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally generated ground-truth FLAME
 motion for the avitalk stand-in head) **and real emotional speech: RAVDESS** ({real['clips']} audio-only clips of 18
 actors; stage 1 only, stage 2 never sees real speech).
@@ -169,6 +170,10 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
                      f"{', '.join(f'{x:.1%}' for x in folds['per_fold'])}; emotion guidance "
                      f"{' / '.join(f'{x:g}' for x in g)}) | {folds['accuracy']:.1%} "
                      f"({folds['clips']} clips) |\n")
+        if folds.get("concat"):
+            c = folds["concat"]
+            fold_rows += (f"| the same, on longer speech: {c['n']} clips of one actor and emotion joined (about "
+                          f"{3.5 * c['n']:.0f} s) | {c['accuracy']:.1%} ({c['clips']} joined clips) |\n")
     mouth = m.get("real_speech_mouth")
     if mouth:
         ms, mn = mouth["mouth_stage1"], mouth["mouth_neutral"]
