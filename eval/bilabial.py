@@ -37,7 +37,6 @@ WINDOW_S = 0.08
 # was taken off real speech too, which put real bilabials 80-100 ms early.
 ALIGN_LAG_SYNTH_S = 0.08
 ALIGN_LAG_REAL_S = 0.0
-ALIGN_LAG_S = ALIGN_LAG_SYNTH_S  # the name before there were two
 _STRIP = ".,;:!?\"()[]"
 
 
@@ -159,8 +158,9 @@ def events_from_words(words: Sequence[tuple[str, float, float]], lag: float = AL
 
 
 def align_lag(extra: dict[str, Any]) -> float:
-    """The aligner lag for a clip by its manifest fields: espeak's for SynthTalk clips, the real-voice one otherwise."""
-    return ALIGN_LAG_SYNTH_S if ("espeak" in extra or extra.get("source") == "synthtalk") else ALIGN_LAG_REAL_S
+    """The aligner lag for a clip by its manifest fields: espeak's for SynthTalk clips (they carry their espeak
+    settings), the real-voice one otherwise."""
+    return ALIGN_LAG_SYNTH_S if "espeak" in extra else ALIGN_LAG_REAL_S
 
 
 def release_time(samples: np.ndarray, near: float, before: float = 0.12, after: float = 0.15) -> float:

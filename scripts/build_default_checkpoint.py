@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[done] {name}: {times[name]:.0f} s", flush=True)
 
     # a corpus of another SynthTalk version is not reused: generate() then refuses it with a clear error
-    step("corpus", (data / "manifest.jsonl").is_file() and (data / "dataset.json").is_file()
-         and json.loads((data / "dataset.json").read_text()).get("num_clips") == a.clips
-         and json.loads((data / "dataset.json").read_text()).get("version") == SYNTHTALK_VERSION,
+    info = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else {}
+    step("corpus", (data / "manifest.jsonl").is_file()
+         and info.get("num_clips") == a.clips and info.get("version") == SYNTHTALK_VERSION,
          lambda: generate(data, a.clips, seed=a.seed, progress=progress))
     real_src = Path(a.real)
     if not (real / "manifest.jsonl").is_file() and not real_src.is_dir():

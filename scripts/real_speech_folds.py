@@ -45,6 +45,16 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
     return {"n": n, "clips": total, "accuracy": right / max(1, total)}
 
 
+def pooled_concat(done: list[dict]) -> dict:
+    """The folds' joined-clip results pooled (empty when a fold has none)."""
+    if not done or not all("concat" in r for r in done):
+        return {}
+    cs = [r["concat"] for r in done]
+    n = sum(c["clips"] for c in cs)
+    return {"concat": {"n": cs[0]["n"], "clips": n, "accuracy": sum(c["accuracy"] * c["clips"] for c in cs) / max(1, n),
+                       "per_fold": [c["accuracy"] for c in cs]}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
@@ -103,11 +113,12 @@ def main(argv: list[str] | None = None) -> None:
             out.mkdir(parents=True, exist_ok=True)
             for d in ("lm", "tokenizer"):
                 shutil.copytree(work / "fold0" / d, out / d)
-        t = time.perf_counter()
+        t_train = results.get(str(k), {}).get("train_s")  # a rescore keeps the training time it had
         if not a.rescore:
+            t = time.perf_counter()
             train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), a.synth, out, resume=True,
                          progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
-        t_train = time.perf_counter() - t if not a.rescore else results.get(str(k), {}).get("train_s")
+            t_train = time.perf_counter() - t
         model, mcfg = load_stage1(out)
         gen = Instructor.from_model(model, mcfg)
         gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # an inference setting: the config's
@@ -147,12 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                    "per_fold": [r["accuracy"] for r in done], "held_out": [r["held_out"] for r in done],
                    "qformer_head_per_fold": [r.get("qformer_head_accuracy") for r in done],
                    "emotion_guidance": [r.get("emotion_guidance", 0.0) for r in done],
-                   **({"concat": {"n": done[0]["concat"]["n"],
-                                  "clips": sum(r["concat"]["clips"] for r in done),
-                                  "accuracy": sum(r["concat"]["accuracy"] * r["concat"]["clips"] for r in done)
-                                  / max(1, sum(r["concat"]["clips"] for r in done)),
-                                  "per_fold": [r["concat"]["accuracy"] for r in done]}}
-                      if all("concat" in r for r in done) else {}),
+                   **pooled_concat(done),
                    "per_emotion": {e: float(counts[i, cols.index(e)] / max(1, counts[i].sum())) for i, e in enumerate(rows)},
                    "confusion": {"rows": rows, "columns": cols, "counts": counts.tolist()}, "accuracy": float(acc)}
         atomic_write_json(work / "summary.json", summary)

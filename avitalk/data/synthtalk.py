@@ -229,9 +229,14 @@ _VOWELS = {"VIS_AA", "VIS_EE", "VIS_OH", "VIS_OO", "SIL"}
 DOMINANCE = {"VIS_MBP": 3.0, "VIS_FV": 2.0, "VIS_OO": 1.3, "VIS_WR": 1.3, "SIL": 0.6}  # default 1.0
 
 
+def _phoneme_core(name: str) -> str:
+    """An espeak phoneme mnemonic without its stress and length marks ("'aI:" -> "aI")."""
+    return name.strip().lstrip("'%,=").rstrip(":")
+
+
 def phoneme_visemes(name: str) -> tuple[str, ...]:
     """Viseme(s) of an espeak phoneme mnemonic ("'aI" -> AA then EE); unknown symbols count as a neutral IH."""
-    core = name.strip().lstrip("'%,=").rstrip(":")
+    core = _phoneme_core(name)
     if core in _VISEME_OF:
         return _VISEME_OF[core]
     if core.rstrip(":;") in _VISEME_OF:
@@ -252,7 +257,7 @@ def _segments(phonemes: list[tuple[str, float]], duration: float) -> list[tuple[
     for i, (ph, t0) in enumerate(phonemes):
         t1 = phonemes[i + 1][1] if i + 1 < len(phonemes) else min(duration, t0 + 0.15)
         t1 = max(t1, t0 + 0.01)
-        if ph.strip().lstrip("'%,=").rstrip(":") in _BILABIAL_STOPS:
+        if _phoneme_core(ph) in _BILABIAL_STOPS:
             t0, t1 = t0 - STOP_CLOSURE_S, t0 + 0.01
         vis = phoneme_visemes(ph)
         step = (t1 - t0) / len(vis)
