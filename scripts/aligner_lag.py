@@ -74,7 +74,8 @@ def main(argv=None) -> None:
     try:
         res = measure(a.data, a.clips, a.split)
     except AvitalkError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)  # a usage mistake, as the CLI and argparse answer it
     print(f"{res['data']}: {res['clips']} clips (ms; median [p25, p75], word-initial /b p/ before a vowel)")
     for k, v in res.items():
         if isinstance(v, dict) and v["n"]:

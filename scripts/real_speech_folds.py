@@ -175,4 +175,5 @@ if __name__ == "__main__":
     try:
         main()
     except AvitalkError as e:  # a missing folder or a bad config: one line, not a traceback
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)  # a usage mistake, as the CLI and argparse answer it
