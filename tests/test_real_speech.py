@@ -481,3 +481,58 @@ def test_aligner_lag_script_picks_word_initial_stops_before_vowels():
     lag = _script("aligner_lag")
     words = [("Kids", 0.1, 0.3), ("by", 0.5, 0.7), ("brown", 0.8, 1.0), ("Paper,", 1.1, 1.3), ("map", 1.4, 1.6)]
     assert [w for w, _ in lag.word_initial_stops(words)] == ["by", "paper"]
+
+
+def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
+    """scripts/encoder_finetune.py: the pack round-trips the log-mels (8 bits), cuts each clip to its speech, and the
+    folds hold every actor out once, training only what each mode names."""
+    import json
+
+    from avitalk.data.real import import_ravdess
+    from avitalk.lean.mel import log_mel
+
+    ft = _script("encoder_finetune")
+    tone = 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)
+    x = np.concatenate([np.zeros(8000), tone, np.zeros(16000)]).astype(np.float32)
+    assert ft.speech_span(x, 160) == (50 - 25, 150 + 25)  # sound from 0.5 to 1.5 s, 0.25 s margins (10 ms frames)
+
+    data = tmp_path / "real"
+    import_ravdess(_fake_ravdess(tmp_path / "R"), None, data, test_actors=(), val_actors=(), progress=False)
+    assert ft.main(["pack", str(data), str(tmp_path / "pack"), "--augment", "1"]) == 0
+    z = np.load(tmp_path / "pack" / "mels.npz")
+    assert len(z["clip"]) == 18 and sorted(set(z["copy"].tolist())) == [0, 1]  # 9 clips, clean + one augmented copy
+    info = json.loads((tmp_path / "pack" / "pack.json").read_text())
+    assert info["speakers"] == ["Actor_01", "Actor_02", "Actor_03"] and info["arch"]["encoder_layers"] == 4
+    from avitalk.audio import load
+    from avitalk.data.manifest import read_manifest
+
+    c0 = read_manifest(data)[0]
+    samples = load(data / c0.audio).samples
+    s, e = ft.speech_span(samples, 160)
+    ref = log_mel(samples, 80)[:, s:e]
+    i = int(np.flatnonzero((z["clip"] == 0) & (z["copy"] == 0))[0])
+    n = int(z["length"][i])
+    got = z["q"][:n].T.astype(np.float32) * z["scale"][i] + z["lo"][i]
+    assert n == ref.shape[1] - ref.shape[1] % 2 and np.abs(got - ref[:, :n]).max() <= z["scale"][i] / 2 + 1e-5
+
+    import torch
+
+    for mode in ("frozen", "top1", "all"):
+        m = ft.build_model(tmp_path / "pack", 3, mode, torch.device("cpu"))
+        names = {n for n, p in m.enc.named_parameters() if p.requires_grad}
+        assert ("layers.3.fc1.weight" in names) == ("layer_norm.weight" in names) == (mode != "frozen")
+        assert ("layers.2.fc1.weight" in names) == ("conv1.weight" in names) == (mode == "all")  # top1: the last layer
+        assert "embed_positions.weight" not in names  # Whisper's positions stay fixed
+
+    out = tmp_path / "folds.json"
+    assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--modes", "frozen,all@1e-4", "--epochs", "1",
+                    "--batch", "4"]) == 0
+    rep = json.loads(out.read_text())
+    assert len(rep["runs"]) == 6 and {r["mode"] for r in rep["runs"]} == {"frozen", "all@1e-4"}
+    held = [tuple(r["held_out"]) for r in rep["runs"] if r["mode"] == "frozen"]
+    assert sorted(held) == [("Actor_01",), ("Actor_02",), ("Actor_03",)]  # each actor held out once
+    assert all(r["clips"] == 3 and 0 <= r["accuracy"] <= 1 for r in rep["runs"])
+    assert {r["enc_lr"] for r in rep["runs"] if r["mode"] == "all@1e-4"} == {1e-4}
+    assert set(rep["summary"]) == {"frozen", "all@1e-4"}
+    assert ft.main(["folds", str(tmp_path / "nothing"), "-o", str(out)]) == 2
+    assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--modes", "some"]) == 2
