@@ -41,7 +41,9 @@ def speech_span(samples: np.ndarray, hop: int, margin_s: float = 0.25, floor_db:
     e = np.square(samples[: n * hop].astype(np.float64)).reshape(n, hop).mean(1)
     db = 10 * np.log10(e + 1e-12)
     loud = np.flatnonzero(db > db.max() - floor_db)
-    m = int(round(margin_s * 16000 / hop))
+    from avitalk.types import SAMPLE_RATE
+
+    m = int(round(margin_s * SAMPLE_RATE / hop))
     return max(0, int(loud[0]) - m), min(n, int(loud[-1]) + 1 + m)
 
 
