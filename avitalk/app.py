@@ -52,13 +52,14 @@ class AppSession:
         a = self.load_speech(path)
         feats = self.pipe.encode(a)
         main = self.pipe.instruct(a, seed=seed, features=feats)
+        heard = self.pipe.heard(a, features=feats)
         alts = self.pipe.instructions(a, alternatives, seed=seed + 1, features=feats) if alternatives > 0 else []
         seen, uniq = {main.text}, []
         for ins in alts:
             if ins.text not in seen:
                 seen.add(ins.text)
                 uniq.append(ins.text)
-        return {"text": main.text, "parsed": main.to_dict(), "alternatives": uniq}
+        return {"text": main.text, "parsed": main.to_dict(), "alternatives": uniq, "heard": heard}
 
     @staticmethod
     def rewrite(text: str, emotion: str | None, intensity: int | None) -> str:
@@ -175,6 +176,7 @@ def build_app(session: AppSession):
     """The Gradio Blocks page wired to ``session``."""
     import gradio as gr
 
+    from .pipeline import describe_heard
     from .vocab import EMOTIONS, load_vocabulary
 
     def on_listen(path):
@@ -182,7 +184,7 @@ def build_app(session: AppSession):
             r = session.listen(path)
         except AvitalkError as e:
             raise gr.Error(str(e))
-        return r["text"], gr.update(choices=r["alternatives"], value=None)
+        return r["text"], gr.update(choices=r["alternatives"], value=None), f"**Heard:** {describe_heard(r['heard'])}"
 
     def on_pick(alt, text):
         return alt or text
@@ -223,6 +225,7 @@ def build_app(session: AppSession):
             with gr.Column():
                 text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
                 parsed = gr.Markdown(session.parsed_table(""), elem_id="parsed")
+                heard = gr.Markdown("", elem_id="heard")
                 alts = gr.Dropdown(label="alternatives (sampled)", choices=[], interactive=True)
                 with gr.Row():
                     emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
@@ -252,7 +255,7 @@ def build_app(session: AppSession):
             with gr.Column():
                 pick_b = gr.Dropdown(label="entry", choices=[], interactive=True)
                 video_b = gr.Video(label="entry B")
-        listen.click(on_listen, [speech], [text, alts])
+        listen.click(on_listen, [speech], [text, alts, heard])
         text.change(session.parsed_table, [text], [parsed], show_progress="hidden", queue=False)
         alts.change(on_pick, [alts, text], [text])
         rewrite.click(on_rewrite, [text, emotion, intensity], [text])

@@ -12,7 +12,7 @@ import typer
 
 from .types import SAMPLE_RATE
 
-from .errors import AvitalkError
+from .errors import AvitalkError, CheckpointError
 
 app = typer.Typer(
     name="avitalk",
@@ -443,19 +443,29 @@ def instruct(
 
         model = Instructor.load(checkpoint)
         model.emotion_guidance = emotion_guidance
-        ins = model.instruct(speech_audio, num_samples=samples, seed=seed)
+        from .encoders import audio_encoder_from_config
+
+        feats = audio_encoder_from_config(model.cfg.audio_encoder).encode(speech_audio)
     else:
         from .pipeline import AVITalkingPipeline
 
         pipe = AVITalkingPipeline.from_pretrained(checkpoint)
-        if pipe.instructor is not None:
-            pipe.instructor.emotion_guidance = emotion_guidance
-        ins = pipe.instructions(speech_audio, samples, seed)
+        if pipe.instructor is None:
+            raise CheckpointError(f"{pipe.source}: this checkpoint has no stage 1; give the instruction yourself")
+        model = pipe.instructor
+        model.emotion_guidance = emotion_guidance
+        feats = pipe.encode(speech_audio)
+    ins = model.instruct(speech_audio, feats, num_samples=samples, seed=seed)
+    heard = model.heard(speech_audio, feats)
     if as_json:
-        typer.echo(json.dumps([i.to_dict() for i in ins], indent=2))
+        typer.echo(json.dumps([{**i.to_dict(), "heard": _heard_json(heard)} for i in ins], indent=2))
     else:
         for i in ins:
             typer.echo(i.text)
+        if heard is not None:
+            from .pipeline import describe_heard
+
+            typer.echo(f"heard: {describe_heard(heard)}", err=True)
 
 
 @app.command("eval")
@@ -546,6 +556,11 @@ def _timed(iterable, acc: dict, key: str):
         yield item
 
 
+def _heard_json(heard: dict[str, float] | None) -> list | None:
+    """Stage 1's emotion head for JSON: [[emotion, probability], ...], most likely first (JSON objects lose order)."""
+    return None if heard is None else [[e, round(p, 4)] for e, p in heard.items()]
+
+
 def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str]:
     if text is not None and file is not None:
         _fail("give --instruction or --instruction-file, not both")
@@ -600,6 +615,10 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
     if "stage1_s" in res.timings:
         say(f"stage 1 (instruction): {res.timings['stage1_s']:.2f} s")
     say(f"instruction ({res.instruction_source}): {res.instruction.text}")
+    if res.heard is not None:
+        from .pipeline import describe_heard
+
+        say(f"heard: {describe_heard(res.heard)}")
     say(f"stage 2 (motion, {samples} sample{'s' * (samples > 1)}): {res.timings['stage2_s']:.2f} s")
 
     names = ["flame.npz"] if samples == 1 else [f"flame_{k}.npz" for k in range(samples)]
@@ -630,7 +649,8 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
                 "checkpoint": pipe.source, "flame_model": str(flame_model or pipe.cfg.flame_model),
                 "speech": {"path": str(speech), "duration_s": speech_audio.duration},
                 "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
-                                "stage1_listened_s": res.listened_s},
+                                "stage1_listened_s": res.listened_s,
+                                "heard": _heard_json(res.heard)},
                 "seed": seed, "samples": samples, "outputs": {"flame": names, "video": videos, "instruction": "instruction.txt"},
                 "size": None if no_render else size,
                 "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -174,6 +174,9 @@ class Stage1Config:
     prosody: bool = False
     # weight of the Q-Former's emotion head in the choice of the instruction's emotion word (0: the LLM alone)
     emotion_guidance: float = 0.0
+    # the emotion head's probabilities as shown to people (`heard`) are softmax(logits / head_temperature): the raw head
+    # is overconfident on voices it never heard (fitted on unseen actors by scripts/real_speech_folds.py)
+    head_temperature: float = 1.0
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -44,6 +44,21 @@ class PipelineOutput:
     instruction_source: str  # "stage1" or "given"
     timings: dict[str, float] = field(default_factory=dict)
     listened_s: float | None = None  # how much of the speech stage 1 read
+    heard: dict[str, float] | None = None  # stage 1's emotion head: {emotion: probability}, most likely first
+
+
+# below this calibrated probability the heard emotion is flagged as unsure: on unseen RAVDESS actors (3 folds, 1080
+# clips, temperature fitted on the other folds) the head was right for 50% of such clips (29% of all), 80% above it
+UNSURE_BELOW = 0.6
+
+
+def describe_heard(heard: dict[str, float] | None, top: int = 3) -> str:
+    """``heard`` in words for people: "angry 52%, happy 45%, fear 2% (unsure: check the emotion)"."""
+    if not heard:
+        return "no emotion head in this checkpoint"
+    items = list(heard.items())[:top]
+    text = ", ".join(f"{e} {p:.0%}" for e, p in items)
+    return text + (" (unsure: check the instruction's emotion)" if items[0][1] < UNSURE_BELOW else "")
 
 
 def _as_audio(audio: Audio | str | os.PathLike) -> Audio:
@@ -198,6 +213,14 @@ class AVITalkingPipeline:
                  features: np.ndarray | None = None) -> Instruction:
         return self.instructions(audio, 1, seed, features)[0]
 
+    def heard(self, audio: Audio | str | os.PathLike, features: np.ndarray | None = None) -> dict[str, float] | None:
+        """Stage 1's emotion head on this speech: ``{emotion: calibrated probability}``, most likely first (None
+        without the head); see :meth:`Instructor.heard <stage1_instruct.instructor.Instructor.heard>`."""
+        if self.instructor is None:
+            raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
+        a = _as_audio(audio)
+        return self.instructor.heard(a, features if features is not None else self.encode(a))
+
     def _features_of(self, auds: list[Audio], features: Sequence[np.ndarray | None] | None) -> list[np.ndarray]:
         """Each clip's encoder features: the given ones, the rest encoded here."""
         feats = list(features) if features is not None else [None] * len(auds)
@@ -251,10 +274,11 @@ class AVITalkingPipeline:
         t = time.perf_counter()
         feats = self.encode(a)
         timings["audio_encoder_s"] = time.perf_counter() - t
-        listened = None
+        listened = heard = None
         if ins is None:
             t = time.perf_counter()
             ins = self.instruct(a, seed=seed or 0, features=feats)
+            heard = self.instructor.heard(a, feats)
             timings["stage1_s"] = time.perf_counter() - t
             from stage1_instruct.instructor import MAX_LISTEN_S
 
@@ -262,7 +286,7 @@ class AVITalkingPipeline:
         t = time.perf_counter()
         seqs = self.synthesize(a, ins, num_samples, seed, guidance_scale, steps, features=feats)
         timings["stage2_s"] = time.perf_counter() - t
-        return PipelineOutput(ins, seqs, "given" if instruction is not None else "stage1", timings, listened)
+        return PipelineOutput(ins, seqs, "given" if instruction is not None else "stage1", timings, listened, heard)
 
     def describe(self) -> dict[str, Any]:
         out = {"stage2": self.synthesizer.describe(), "audio_encoder": str(self.cfg.audio_encoder)}

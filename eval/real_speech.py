@@ -41,6 +41,40 @@ def emotion_report(said: Sequence[str | None], true: Sequence[str]) -> dict[str,
             "chance": 1 / max(1, len(labels))}
 
 
+def _softmax(logits: np.ndarray, t: float) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / t
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
+    """The temperature T (0.25-20, log grid) that minimises the negative log-likelihood of softmax(logits / T)."""
+    y = np.asarray(labels)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(20.0), 121))
+    nll = [-np.log(_softmax(logits, t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def calibration(logits: np.ndarray, labels: Sequence[int], t: float = 1.0, bins: int = 10) -> dict[str, Any]:
+    """How far the top probability of softmax(logits / t) is from being right that often: negative log-likelihood,
+    expected calibration error (``bins`` equal-width confidence bins) and accuracy per confidence band."""
+    y = np.asarray(labels)
+    p = _softmax(logits, t)
+    conf, right = p.max(1), p.argmax(1) == y
+    ece = 0.0
+    for lo in np.linspace(0, 1, bins, endpoint=False):
+        m = (conf > lo) & (conf <= lo + 1 / bins)
+        if m.any():
+            ece += m.mean() * abs(right[m].mean() - conf[m].mean())
+    bands = []
+    for lo, hi in ((0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 1.01)):
+        m = (conf >= lo) & (conf < hi)
+        bands.append({"from": lo, "to": min(hi, 1.0), "share": float(m.mean()),
+                      "accuracy": float(right[m].mean()) if m.any() else None})
+    return {"temperature": float(t), "nll": float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean()),
+            "ece": float(ece), "accuracy": float(right.mean()), "bands": bands}
+
+
 def plot_confusion(report: dict[str, Any], path, title: str = "") -> None:
     import matplotlib
 

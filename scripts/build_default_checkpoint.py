@@ -174,6 +174,11 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
             c = folds["concat"]
             fold_rows += (f"| the same, on longer speech: {c['n']} clips of one actor and emotion joined (about "
                           f"{3.5 * c['n']:.0f} s) | {c['accuracy']:.1%} ({c['clips']} joined clips) |\n")
+        cal = folds.get("head_calibration")
+        if cal:
+            fold_rows += (f"| emotion head's calibration error on unseen actors, raw / at a temperature fitted on the "
+                          f"other folds (`stage1.head_temperature`: {cal['temperature']:.1f} from all folds) | "
+                          f"{cal['before']['ece']:.3f} / {cal['after']['ece']:.3f} |\n")
     mouth = m.get("real_speech_mouth")
     if mouth:
         ms, mn = mouth["mouth_stage1"], mouth["mouth_neutral"]

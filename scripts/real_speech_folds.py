@@ -45,6 +45,27 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
     return {"n": n, "clips": total, "accuracy": right / max(1, total)}
 
 
+def head_calibration(done: list[dict]) -> dict:
+    """The emotion head's temperature (fitted on all folds' held-out clips: stage1.head_temperature) and, measured
+    honestly, the calibration of each fold's held-out clips with a temperature fitted on the *other* folds, pooled;
+    empty when a fold has no stored logits (results from before they were kept)."""
+    from eval.real_speech import calibration, fit_temperature
+
+    if len(done) < 2 or any("head_logits" not in r for r in done):
+        return {}
+    zs = [np.asarray(r["head_logits"]) for r in done]
+    ys = [np.asarray(r["head_labels"]) for r in done]
+    cross, ts = [], []
+    for k in range(len(done)):
+        ts.append(fit_temperature(np.concatenate([z for j, z in enumerate(zs) if j != k]),
+                                  np.concatenate([y for j, y in enumerate(ys) if j != k])))
+        cross.append(zs[k] / ts[-1])
+    z_all, y_all = np.concatenate(zs), np.concatenate(ys)
+    after = calibration(np.concatenate(cross), y_all)
+    after["temperature"] = ts  # each fold's, fitted on the other folds
+    return {"temperature": fit_temperature(z_all, y_all), "before": calibration(z_all, y_all), "after": after}
+
+
 def pooled_concat(done: list[dict]) -> dict:
     """The folds' joined-clip results pooled (empty when a fold has none)."""
     if not done or not all("concat" in r for r in done):
@@ -125,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
-        said, texts, aux = [], [], []
+        said, texts, aux, logits = [], [], [], []
         from avitalk.vocab import EMOTIONS
 
         for s in range(0, len(idx), 32):
@@ -135,10 +156,14 @@ def main(argv: list[str] | None = None) -> None:
                 said.append(to_instruction(o[0]).emotion)
             with torch.no_grad():  # the Q-Former's own emotion head (a diagnosis: what the LLM could read)
                 _, q = model.qformer(f, m)
-                aux += [EMOTIONS[j] for j in model.aux(model.qformer.pooled(q))[:, : len(EMOTIONS)].argmax(-1).tolist()]
+                z = model.aux(model.qformer.pooled(q))[:, : len(EMOTIONS)]
+                aux += [EMOTIONS[j] for j in z.argmax(-1).tolist()]
+                logits += np.round(z.float().numpy(), 4).tolist()
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))
+        rep["head_logits"] = logits  # for the head's calibration (summary.json: head_calibration)
+        rep["head_labels"] = [EMOTIONS.index(t) for t in true]
         rep.update({"held_out": held, "train_s": t_train, "emotion_guidance": gen.emotion_guidance,
                     "examples": [{"id": bank.clips[i].id, "true": t, "text": x} for i, t, x in list(zip(idx, true, texts))[:6]]})
         if a.concat > 1:
@@ -161,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
                    **pooled_concat(done),
                    "per_emotion": {e: float(counts[i, cols.index(e)] / max(1, counts[i].sum())) for i, e in enumerate(rows)},
                    "confusion": {"rows": rows, "columns": cols, "counts": counts.tolist()}, "accuracy": float(acc)}
+        cal = head_calibration(done)
+        if cal:
+            summary["head_calibration"] = cal
+            print(f"emotion head: temperature {cal['temperature']:.2f} (all folds); fitted on the other folds, the "
+                  f"held-out clips' calibration error {cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f}")
         atomic_write_json(work / "summary.json", summary)
         plot_confusion(summary, work / "confusion.png",
                        f"stage 1 on unseen actors: {acc:.1%} ({int(counts.sum())} clips, {len(done)} folds)")

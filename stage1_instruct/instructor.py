@@ -387,6 +387,23 @@ class Instructor:
         bias[:, ids] = float(strength) * logp[:, emo]
         return bias
 
+    @torch.no_grad()
+    def heard(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> dict[str, float] | None:
+        """How the Q-Former's emotion head hears the voice: ``{emotion: probability}``, most likely first, the
+        logits divided by ``stage1.head_temperature`` (calibrated on unseen actors: the raw head is overconfident).
+        None for a checkpoint without the head. Reads what :meth:`instruct` reads (the first 30 s)."""
+        w, b = self._heads.get("aux.weight"), self._heads.get("aux.bias")
+        if w is None or b is None:
+            return None
+        from avitalk.vocab import EMOTIONS
+
+        dev = next(self.qformer.parameters()).device
+        f = torch.as_tensor(self._listened(audio, features, encoder, warn=False))[None].to(dev)
+        _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
+        t = float(self.cfg.stage1.get("head_temperature", 1.0)) if self.cfg is not None else 1.0
+        p = torch.softmax((pooled.float() @ w.float().T + b.float())[0, : len(EMOTIONS)] / max(t, 1e-6), -1)
+        return {EMOTIONS[i]: float(p[i]) for i in p.argsort(descending=True).tolist()}
+
     def _guidance(self) -> float:
         """The weight used when ``generate`` is given none: ``self.emotion_guidance`` if set, else the config's."""
         if self.emotion_guidance is not None:

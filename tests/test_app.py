@@ -29,6 +29,7 @@ def test_listen_edit_synthesize(session, clip):
 
     r = session.listen(clip, alternatives=3)
     assert r["text"] and r["parsed"]["text"] == r["text"] and r["text"] not in r["alternatives"]
+    assert len(r["heard"]) == 8 and abs(sum(r["heard"].values()) - 1) < 1e-5
     edited = session.rewrite("A delighted person speaks with lip corner very lifted.", "angry", 3)
     assert "furious" in edited or "enraged" in edited or "livid" in edited
     out = session.synthesize(clip, edited, samples=2, seed=1)

@@ -147,6 +147,9 @@ def test_run_writes_every_output_and_the_edit_loop_works(run_cli, tiny_ckpt, spe
         assert (out / f).is_file(), f
     info = json.loads((out / "run.json").read_text())
     assert info["instruction"]["source"] == "stage1" and info["seed"] == 0
+    heard = info["instruction"]["heard"]  # the emotion head's [emotion, probability] pairs, most likely first
+    p = [x[1] for x in heard]
+    assert len({x[0] for x in heard}) == 8 and abs(sum(p) - 1) < 1e-3 and p == sorted(p, reverse=True)
     for k in ("audio_encoder_s", "stage1_s", "stage2_s", "flame_s", "render_s", "video_s", "total_s"):
         assert info["timings"][k] >= 0, k
     v = probe_video(out / "video.mp4")
@@ -160,6 +163,7 @@ def test_run_writes_every_output_and_the_edit_loop_works(run_cli, tiny_ckpt, spe
     assert r.code == 0, r.err
     info2 = json.loads(r.out)
     assert info2["instruction"]["source"] == "given" and info2["instruction"]["emotion"] == "happy"
+    assert info2["instruction"]["heard"] is None  # stage 1 did not listen
     assert (out2 / "instruction.txt").read_text().strip() == edited.read_text().strip()
     assert sorted(p.name for p in out2.iterdir()) == ["flame_0.npz", "flame_1.npz", "instruction.txt", "run.json"]
     # an existing OUT is kept unless --overwrite
@@ -213,6 +217,10 @@ def test_instruct_command_with_a_pipeline_checkpoint(run_cli, tiny_ckpt, speech_
     assert r.code == 0, r.err
     got = json.loads(r.out)
     assert len(got) == 2 and all(g["text"] for g in got)
+    assert got[0]["heard"] == got[1]["heard"] and len(got[0]["heard"]) == 8  # one listening, two sampled texts
+    assert got[0]["heard"][0][1] >= got[0]["heard"][1][1]
+    r = run_cli(["instruct", str(speech_wav), "--checkpoint", str(tiny_ckpt)])
+    assert r.code == 0 and len(r.out.strip().splitlines()) == 1 and "heard: " in r.err  # stdout: the text alone
     t = np.arange(31 * 16000) / 16000
     long = save_wav(tmp_path / "long.wav", Audio((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)))
     r = run_cli(["instruct", str(long), "--checkpoint", str(tiny_ckpt)])

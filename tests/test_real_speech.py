@@ -536,3 +536,42 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
     assert set(rep["summary"]) == {"frozen", "all@1e-4"}
     assert ft.main(["folds", str(tmp_path / "nothing"), "-o", str(out)]) == 2
     assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--modes", "some"]) == 2
+
+
+def test_emotion_head_temperature_softens_what_people_are_shown(tmp_path):
+    """Instructor.heard: calibrated probabilities, most likely first; the temperature keeps the ranking and flattens
+    them; describe_heard flags an unsure top emotion."""
+    from omegaconf import OmegaConf
+
+    from avitalk.pipeline import UNSURE_BELOW, describe_heard
+    from avitalk.types import Audio
+
+    from .conftest import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    a = Audio(_speechlike(1.6))
+    sharp = pipe.heard(a)
+    cfg = OmegaConf.merge(pipe.instructor.cfg, {"stage1": {"head_temperature": 4.0}})
+    pipe.instructor.cfg = cfg
+    soft = pipe.heard(a)
+    assert list(soft) == list(sharp) and abs(sum(soft.values()) - 1) < 1e-5
+    assert max(soft.values()) < max(sharp.values()) and min(soft.values()) > min(sharp.values())
+    assert describe_heard({"angry": 0.52, "happy": 0.45, "fear": 0.03}) == \
+        "angry 52%, happy 45%, fear 3% (unsure: check the instruction's emotion)"
+    assert describe_heard({"sad": UNSURE_BELOW + 0.1, "fear": 0.3}) == "sad 70%, fear 30%"
+
+
+def test_temperature_fit_recovers_an_overconfident_classifier():
+    """eval.real_speech: logits 3x too sharp are fitted back to T ~ 3, and the calibration error falls."""
+    from eval.real_speech import calibration, fit_temperature
+
+    rng = np.random.default_rng(0)
+    n, k = 4000, 7
+    base = rng.normal(0, 1.5, (n, k))
+    p = np.exp(base) / np.exp(base).sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=row) for row in p])  # labels drawn from the calibrated probabilities
+    t = fit_temperature(3 * base, y)
+    assert 2.6 < t < 3.4
+    before, after = calibration(3 * base, y), calibration(3 * base, y, t)
+    assert after["ece"] < 0.03 < before["ece"] and after["nll"] < before["nll"]
+    assert before["accuracy"] == after["accuracy"] and abs(sum(b["share"] for b in after["bands"]) - 1) < 1e-9
