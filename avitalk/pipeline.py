@@ -53,7 +53,7 @@ UNSURE_BELOW = 0.6
 
 
 def describe_heard(heard: dict[str, float] | None, top: int = 3) -> str:
-    """``heard`` in words for people: "angry 52%, happy 45%, fear 2% (unsure: check the emotion)"."""
+    """``heard`` in words: "angry 52%, happy 45%, fear 2% (unsure: check the instruction's emotion)"."""
     if not heard:
         return "no emotion head in this checkpoint"
     items = list(heard.items())[:top]

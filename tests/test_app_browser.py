@@ -60,6 +60,8 @@ def test_edit_loop_in_a_browser(tmp_path):
         box = driver.find_element(By.CSS_SELECTOR, "#instruction textarea")
         wait.until(lambda d: box.get_attribute("value").strip())
         said = box.get_attribute("value")
+        heard = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#heard").text)  # how sure stage 1 is
+        assert heard.startswith("Heard:") and "%" in heard, heard
         edited = load_vocabulary().replace_emotion(said, "happy", 3)
         assert edited != said
         box.send_keys(Keys.CONTROL, "a")
