@@ -349,6 +349,10 @@ def main(argv=None) -> int:
         return 2
     import torch
 
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: --device {a.device}: no CUDA device here (use --device cpu: slower, same numbers within the "
+              f"seed spread)", file=sys.stderr)
+        return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_folds(Path(a.pack), Path(a.out), modes, a.seeds, a.folds, a.epochs, a.lr, a.enc_lr, a.batch, a.device, a.limit)
     return 0

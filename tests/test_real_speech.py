@@ -541,6 +541,8 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
     assert set(rep["summary"]) == {"frozen", "all@1e-4"}
     assert ft.main(["folds", str(tmp_path / "nothing"), "-o", str(out)]) == 2
     assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--modes", "some"]) == 2
+    if not torch.cuda.is_available():
+        assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--device", "cuda"]) == 2
 
 
 def test_emotion_head_temperature_softens_what_people_are_shown(tmp_path):
