@@ -254,3 +254,38 @@ def loudness_db(samples: np.ndarray, num_frames: int, fps: float = MOTION_FPS) -
     x = np.pad(np.asarray(samples, np.float64), (0, max(0, num_frames * hop - len(samples))))[: num_frames * hop]
     rms = np.sqrt((x.reshape(num_frames, hop) ** 2).mean(1))
     return 20 * np.log10(rms + 1e-8)
+
+
+def speech_span(samples: np.ndarray, hop: int = SAMPLE_RATE // 100, margin_s: float = 0.25,
+                floor_db: float = 35.0) -> tuple[int, int]:
+    """First and last frame (of ``hop`` samples) of the speech in a clip: from ``margin_s`` before the first frame
+    within ``floor_db`` of the clip's loudest to ``margin_s`` after the last one."""
+    n = len(samples) // hop
+    if n < 1:
+        return 0, 0
+    e = np.square(np.asarray(samples[: n * hop], np.float64)).reshape(n, hop).mean(1)
+    db = 10 * np.log10(e + 1e-12)
+    loud = np.flatnonzero(db > db.max() - floor_db)
+    m = int(round(margin_s * SAMPLE_RATE / hop))
+    return max(0, int(loud[0]) - m), min(n, int(loud[-1]) + 1 + m)
+
+
+def even_margins(samples: np.ndarray, pad_s: float = 0.9, margin_s: float = 0.1, below_db: float = 60.0,
+                 seed: int = 0) -> np.ndarray:
+    """The speech of a clip (``speech_span`` with ``margin_s``) between ``pad_s`` of faint noise on each side (white,
+    ``below_db`` under the clip's loudest 10 ms; deterministic). However tightly or loosely a recording was cut, stage 1
+    then hears the same around the speech (stage1.listen_pad_s). The noise level follows the speech, not the
+    recording's own floor: a clip cut tight to its words has no floor to measure (its quietest frames are speech,
+    45-60 dB under the peak on RAVDESS), and the same speech cut two ways must give the same input."""
+    x = np.asarray(samples, np.float32)
+    hop = SAMPLE_RATE // 100
+    n = len(x) // hop
+    if n < 1:
+        return x
+    s, e = speech_span(x, hop, margin_s)
+    peak = float(np.sqrt(np.square(x[: n * hop].astype(np.float64)).reshape(n, hop).mean(1)).max())
+    floor = peak * 10 ** (-below_db / 20)
+    rng = np.random.default_rng(seed)
+    k = int(round(pad_s * SAMPLE_RATE))
+    return np.concatenate([rng.standard_normal(k) * floor, x[s * hop : e * hop],
+                           rng.standard_normal(k) * floor]).astype(np.float32)

@@ -445,7 +445,8 @@ def instruct(
         model.emotion_guidance = emotion_guidance
         from .encoders import audio_encoder_from_config
 
-        feats = audio_encoder_from_config(model.cfg.audio_encoder).encode(speech_audio)
+        enc = audio_encoder_from_config(model.cfg.audio_encoder)
+        feats = enc.encode(speech_audio)
     else:
         from .pipeline import AVITalkingPipeline
 
@@ -454,9 +455,10 @@ def instruct(
             raise CheckpointError(f"{pipe.source}: this checkpoint has no stage 1; give the instruction yourself")
         model = pipe.instructor
         model.emotion_guidance = emotion_guidance
-        feats = pipe.encode(speech_audio)
-    ins = model.instruct(speech_audio, feats, num_samples=samples, seed=seed)
-    heard = model.heard(speech_audio, feats)
+        enc = pipe.audio_encoder
+        feats = enc.encode(speech_audio)
+    ins = model.instruct(speech_audio, feats, num_samples=samples, seed=seed, encoder=enc)
+    heard = model.heard(speech_audio, feats, enc)
     if as_json:
         typer.echo(json.dumps([{**i.to_dict(), "heard": _heard_json(heard)} for i in ins], indent=2))
     else:

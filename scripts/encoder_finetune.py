@@ -36,15 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # ------------------------------------------------------------------------------------------------------ pack (here)
 def speech_span(samples: np.ndarray, hop: int, margin_s: float = 0.25, floor_db: float = 35.0) -> tuple[int, int]:
-    """First and last log-mel frame (at ``hop`` samples) of the speech in a clip, with a margin."""
-    n = len(samples) // hop
-    e = np.square(samples[: n * hop].astype(np.float64)).reshape(n, hop).mean(1)
-    db = 10 * np.log10(e + 1e-12)
-    loud = np.flatnonzero(db > db.max() - floor_db)
-    from avitalk.types import SAMPLE_RATE
+    """First and last log-mel frame of the speech in a clip, with a margin (``avitalk.audio.speech_span``)."""
+    from avitalk.audio import speech_span as span
 
-    m = int(round(margin_s * SAMPLE_RATE / hop))
-    return max(0, int(loud[0]) - m), min(n, int(loud[-1]) + 1 + m)
+    return span(samples, hop, margin_s, floor_db)
 
 
 def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "tiny.en",

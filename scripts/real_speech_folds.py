@@ -39,10 +39,23 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
         for j in range(0, len(cs) - n + 1, n):
             parts = [audio_io.load(real / c.audio) for c in cs[j : j + n]]
             joined = Audio(np.concatenate([np.concatenate([p.samples, pause]) for p in parts]), parts[0].sample_rate)
-            said = gen.instruct(joined, features=enc.encode(joined))[0].emotion
+            said = gen.instruct(joined, features=enc.encode(joined), encoder=enc)[0].emotion
             right += said == emotion
             total += 1
     return {"n": n, "clips": total, "accuracy": right / max(1, total)}
+
+
+def _stack(rows: list[np.ndarray]):
+    """Feature rows [T_i, D] -> zero-padded batch [B, T, D] and its mask [B, T] (torch)."""
+    import torch
+
+    T = max(len(r) for r in rows)
+    f = torch.zeros((len(rows), T, rows[0].shape[1]))
+    m = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        f[i, : len(r)] = torch.from_numpy(r)
+        m[i, : len(r)] = True
+    return f, m
 
 
 def head_calibration(done: list[dict]) -> dict:
@@ -96,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     from omegaconf import OmegaConf
+    from tqdm import tqdm
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
@@ -142,15 +156,22 @@ def main(argv: list[str] | None = None) -> None:
             t_train = time.perf_counter() - t
         model, mcfg = load_stage1(out)
         gen = Instructor.from_model(model, mcfg)
-        gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # an inference setting: the config's
+        gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # inference settings: the config's
+        pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
+        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad}})
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
         said, texts, aux, logits = [], [], [], []
         from avitalk.vocab import EMOTIONS
 
+        if pad > 0:  # stage 1 hears each clip between even margins (stage1.listen_pad_s): encode it as heard
+            from avitalk import audio as audio_io
+
+            rows = [gen._listened(audio_io.load(real / bank.clips[i].audio), None, enc, False)
+                    for i in tqdm(idx, desc=f"fold {k}: listening", disable=a.quiet)]
         for s in range(0, len(idx), 32):
-            f, m = bank.batch(idx[s : s + 32])
+            f, m = bank.batch(idx[s : s + 32]) if pad <= 0 else _stack(rows[s : s + 32])
             for o in gen.generate(f, m):
                 texts.append(o[0])
                 said.append(to_instruction(o[0]).emotion)

@@ -206,6 +206,8 @@ class Instructor:
         self._emo_tokens: tuple[list[int], list[int]] | None = None
         self._adapter_config = adapter_config
         self._tokenizer_files = tokenizer_files
+        self._encoder = None  # the config's audio encoder, made when stage 1 must encode audio itself
+        self._last_listened: tuple | None = None  # (samples, pad, encoder, rows): instruct + heard encode once
 
     @property
     def lean(self) -> bool:
@@ -458,14 +460,34 @@ class Instructor:
         return [to_instruction(t) for t in texts]
 
     def _listened(self, audio: Audio, features: np.ndarray | None, encoder, warn: bool) -> np.ndarray:
-        """Stage 1's input for one clip: its first :data:`MAX_LISTEN_S` seconds (encoder features + prosody)."""
+        """Stage 1's input for one clip: its first :data:`MAX_LISTEN_S` seconds (encoder features + prosody). With
+        ``stage1.listen_pad_s`` the speech is first put between that much of its own background noise on each side
+        (:func:`avitalk.audio.even_margins`), so how tightly a recording was cut does not change what stage 1 hears;
+        then ``features`` (the encoder's output for the audio as given) cannot be used and the audio is encoded again."""
         if audio.duration > MAX_LISTEN_S:
             if warn:
                 log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
             audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
             if features is not None:
                 features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
-        return np.asarray(speech_features(self.cfg, audio, encoder, encoded=features), np.float32)
+        pad = float(self.cfg.stage1.get("listen_pad_s", 0.0) or 0.0) if self.cfg is not None else 0.0
+        if pad <= 0:
+            return np.asarray(speech_features(self.cfg, audio, encoder, encoded=features), np.float32)
+        from avitalk.audio import even_margins
+
+        if encoder is None:
+            if self._encoder is None:
+                from avitalk.encoders import audio_encoder_from_config
+
+                self._encoder = audio_encoder_from_config(self.cfg.audio_encoder)
+            encoder = self._encoder
+        last = self._last_listened  # the same clip again (instruct, then heard): encoded once
+        if last is not None and last[0] is audio.samples and last[1] == pad and last[2] is encoder:
+            return last[3]
+        padded = Audio(even_margins(audio.samples, pad), audio.sample_rate, audio.source)
+        rows = np.asarray(speech_features(self.cfg, padded, encoder), np.float32)
+        self._last_listened = (audio.samples, pad, encoder, rows)
+        return rows
 
     def instruct_many(self, audios: Sequence[Audio], features: Sequence[np.ndarray | None] | None = None,
                       batch_size: int = 32, encoder=None) -> list[Instruction]:

@@ -463,7 +463,7 @@ def test_concatenated_accuracy_joins_clips_of_one_actor_and_emotion(tmp_path):
     seen = []
 
     class Gen:  # says "angry" for everything; remembers what it was given
-        def instruct(self, audio, features=None):
+        def instruct(self, audio, features=None, encoder=None):
             seen.append(len(audio.samples))
             return [Instruction(text="An angry person speaks.", emotion="angry")]
 
@@ -582,3 +582,43 @@ def test_temperature_fit_recovers_an_overconfident_classifier():
     before, after = calibration(3 * base, y), calibration(3 * base, y, t)
     assert after["ece"] < 0.03 < before["ece"] and after["nll"] < before["nll"]
     assert before["accuracy"] == after["accuracy"] and abs(sum(b["share"] for b in after["bands"]) - 1) < 1e-9
+
+
+def test_even_margins_give_the_same_silence_however_a_clip_was_cut():
+    from avitalk.audio import even_margins, speech_span
+
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+    loose = np.concatenate([np.zeros(8000, np.float32), tone, np.zeros(16000, np.float32)])
+    assert speech_span(loose, 160, 0.1) == (40, 160)  # the tone's 0.5-1.5 s, 0.1 s margins
+    a, b = even_margins(loose, 0.9), even_margins(tone, 0.9)
+    assert len(a) == int(0.9 * 16000) * 2 + 19200 and len(b) == int(0.9 * 16000) * 2 + 16000  # 1.2 s, 1 s of sound
+    pad = a[: int(0.9 * 16000)]
+    assert np.allclose(pad, b[: int(0.9 * 16000)])  # the same pad whichever way it was cut: it follows the speech
+    assert abs(20 * np.log10(np.sqrt(np.mean(pad**2)) / np.sqrt(np.mean(tone**2))) + 60) < 1  # 60 dB under the speech
+    assert np.array_equal(even_margins(loose, 0.9), a)  # deterministic
+    assert len(even_margins(np.zeros(50, np.float32), 0.9)) == 50  # too short to measure: left alone
+
+
+def test_stage1_listens_between_even_margins_when_the_config_says_so():
+    """stage1.listen_pad_s: stage 1 encodes the clip between even margins itself (the features given for the clip as
+    cut cannot be used), for the instruction and for what it says it heard."""
+    from omegaconf import OmegaConf
+
+    from avitalk.audio import even_margins
+    from avitalk.types import Audio
+
+    from .conftest import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    ins, enc = pipe.instructor, pipe.audio_encoder
+    a = Audio(np.concatenate([np.zeros(4000, np.float32), _speechlike(1.6), np.zeros(8000, np.float32)]))
+    base = OmegaConf.to_container(ins.cfg)
+    ins.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.0}})
+    want = ins.heard(Audio(even_margins(a.samples, 0.9)), None, enc)
+    plain = ins.heard(a, None, enc)
+    ins.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.9}})
+    garbage = np.full_like(enc.encode(a), 7.0)
+    got = ins.heard(a, garbage, enc)
+    assert list(got) == list(want) and np.allclose(list(got.values()), list(want.values()), atol=1e-6)
+    assert not np.allclose([got[e] for e in plain], list(plain.values()), atol=1e-6)  # it changed what was heard
+    assert pipe.instruct(a).text == ins.instruct(Audio(even_margins(a.samples, 0.9)), None, encoder=enc)[0].text
