@@ -189,6 +189,9 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
                           f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = f"; the Q-Former's emotion head votes on the emotion word (`stage1.emotion_guidance: {w:g}`)" if w else ""
+    pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
+    if pad:
+        guidance += f"; it hears the speech between {pad:g} s of faint noise on each side (`stage1.listen_pad_s`)"
     return f"""# avitalk embedded default checkpoint
 
 {data}
