@@ -177,7 +177,7 @@ class Stage1Config:
     # the emotion head's probabilities as shown to people (`heard`) are softmax(logits / head_temperature): the raw head
     # is overconfident on voices it never heard (fitted on unseen actors by scripts/real_speech_folds.py)
     head_temperature: float = 1.0
-    # stage 1 hears the speech between this much of its own background noise on each side (0: the clip as cut); see
+    # stage 1 hears the speech between this much faint noise on each side (0: the clip as cut); see
     # avitalk.audio.even_margins
     listen_pad_s: float = 0.0
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)

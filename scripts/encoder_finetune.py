@@ -33,15 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avitalk.audio import speech_span  # noqa: E402 - numpy only: the script also runs where torch alone is installed
+
 
 # ------------------------------------------------------------------------------------------------------ pack (here)
-def speech_span(samples: np.ndarray, hop: int, margin_s: float = 0.25, floor_db: float = 35.0) -> tuple[int, int]:
-    """First and last log-mel frame of the speech in a clip, with a margin (``avitalk.audio.speech_span``)."""
-    from avitalk.audio import speech_span as span
-
-    return span(samples, hop, margin_s, floor_db)
-
-
 def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "tiny.en",
          speeds: tuple[float, ...] = ()) -> None:
     from safetensors.torch import save_file

@@ -45,19 +45,6 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
     return {"n": n, "clips": total, "accuracy": right / max(1, total)}
 
 
-def _stack(rows: list[np.ndarray]):
-    """Feature rows [T_i, D] -> zero-padded batch [B, T, D] and its mask [B, T] (torch)."""
-    import torch
-
-    T = max(len(r) for r in rows)
-    f = torch.zeros((len(rows), T, rows[0].shape[1]))
-    m = torch.zeros((len(rows), T), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        f[i, : len(r)] = torch.from_numpy(r)
-        m[i, : len(r)] = True
-    return f, m
-
-
 def head_calibration(done: list[dict]) -> dict:
     """The emotion head's temperature (fitted on all folds' held-out clips: stage1.head_temperature) and, measured
     honestly, the calibration of each fold's held-out clips with a temperature fitted on the *other* folds, pooled;
@@ -111,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
+    from avitalk.data.dataset import pad_arrays
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
     from avitalk.encoders.cache import cache_dataset_features
@@ -171,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = [gen._listened(audio_io.load(real / bank.clips[i].audio), None, enc, False)
                     for i in tqdm(idx, desc=f"fold {k}: listening", disable=a.quiet)]
         for s in range(0, len(idx), 32):
-            f, m = bank.batch(idx[s : s + 32]) if pad <= 0 else _stack(rows[s : s + 32])
+            f, m = bank.batch(idx[s : s + 32]) if pad <= 0 else pad_arrays(rows[s : s + 32])
             for o in gen.generate(f, m):
                 texts.append(o[0])
                 said.append(to_instruction(o[0]).emotion)

@@ -377,13 +377,11 @@ class Instructor:
         """[B, vocab] logit bias: ``strength`` x the log-probability that the Q-Former's emotion head gives each
         emotion, on the tokens that begin that emotion's words (so the LLM's emotion word is scored by both: a product
         of experts). None without the head (a checkpoint saved without training heads) or at strength 0."""
-        w, b = self._heads.get("aux.weight"), self._heads.get("aux.bias")
-        if not strength or w is None or b is None:
+        z = self._emotion_logits(pooled) if strength else None
+        if z is None:
             return None
-        from avitalk.vocab import EMOTIONS
-
         ids, emo = self._emotion_tokens()
-        logp = torch.log_softmax((pooled.float() @ w.float().T + b.float())[:, : len(EMOTIONS)], -1)
+        logp = torch.log_softmax(z, -1)
         vocab = self.lm.get_input_embeddings().num_embeddings
         bias = torch.zeros(pooled.shape[0], vocab, device=pooled.device)
         bias[:, ids] = float(strength) * logp[:, emo]
@@ -394,8 +392,7 @@ class Instructor:
         """How the Q-Former's emotion head hears the voice: ``{emotion: probability}``, most likely first, the
         logits divided by ``stage1.head_temperature`` (calibrated on unseen actors: the raw head is overconfident).
         None for a checkpoint without the head. Reads what :meth:`instruct` reads (the first 30 s)."""
-        w, b = self._heads.get("aux.weight"), self._heads.get("aux.bias")
-        if w is None or b is None:
+        if "aux.weight" not in self._heads or "aux.bias" not in self._heads:
             return None
         from avitalk.vocab import EMOTIONS
 
@@ -403,8 +400,17 @@ class Instructor:
         f = torch.as_tensor(self._listened(audio, features, encoder, warn=False))[None].to(dev)
         _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
         t = float(self.cfg.stage1.get("head_temperature", 1.0)) if self.cfg is not None else 1.0
-        p = torch.softmax((pooled.float() @ w.float().T + b.float())[0, : len(EMOTIONS)] / max(t, 1e-6), -1)
+        p = torch.softmax(self._emotion_logits(pooled)[0] / max(t, 1e-6), -1)
         return {EMOTIONS[i]: float(p[i]) for i in p.argsort(descending=True).tolist()}
+
+    def _emotion_logits(self, pooled: torch.Tensor) -> torch.Tensor | None:
+        """The Q-Former emotion head's logits [B, len(EMOTIONS)] for pooled queries; None without the head."""
+        w, b = self._heads.get("aux.weight"), self._heads.get("aux.bias")
+        if w is None or b is None:
+            return None
+        from avitalk.vocab import EMOTIONS
+
+        return (pooled.float() @ w.float().T + b.float())[:, : len(EMOTIONS)]
 
     def _guidance(self) -> float:
         """The weight used when ``generate`` is given none: ``self.emotion_guidance`` if set, else the config's."""
@@ -461,7 +467,7 @@ class Instructor:
 
     def _listened(self, audio: Audio, features: np.ndarray | None, encoder, warn: bool) -> np.ndarray:
         """Stage 1's input for one clip: its first :data:`MAX_LISTEN_S` seconds (encoder features + prosody). With
-        ``stage1.listen_pad_s`` the speech is first put between that much of its own background noise on each side
+        ``stage1.listen_pad_s`` the speech is first put between that much faint noise on each side
         (:func:`avitalk.audio.even_margins`), so how tightly a recording was cut does not change what stage 1 hears;
         then ``features`` (the encoder's output for the audio as given) cannot be used and the audio is encoded again."""
         if audio.duration > MAX_LISTEN_S:
