@@ -46,7 +46,7 @@ def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders.base import HOP
     from avitalk.encoders.ct2_weights import ct2_model_files, whisper_encoder_from_ct2
-    from avitalk.io import atomic_write_json
+    from avitalk.io import atomic_path, atomic_save_npz, atomic_write_json
     from avitalk.lean.mel import log_mel
     from avitalk.types import SAMPLE_RATE
     from avitalk.vocab import EMOTIONS
@@ -74,13 +74,14 @@ def pack(data: Path, out: Path, augment_copies: int, seed: int, encoder: str = "
             meta.append((i, k, EMOTIONS.index(c.emotion), speakers.index(c.speaker), lo, scale, len(rows[-1])))
     out.mkdir(parents=True, exist_ok=True)
     meta_a = np.array(meta, np.float64)
-    np.savez_compressed(out / "mels.npz", q=np.concatenate(rows), clip=meta_a[:, 0].astype(np.int32),
+    atomic_save_npz(out / "mels.npz", q=np.concatenate(rows), clip=meta_a[:, 0].astype(np.int32),
                         copy=meta_a[:, 1].astype(np.int8), label=meta_a[:, 2].astype(np.int8),
                         speaker=meta_a[:, 3].astype(np.int16), lo=meta_a[:, 4].astype(np.float32),
                         scale=meta_a[:, 5].astype(np.float32), length=meta_a[:, 6].astype(np.int32))
     files, name = ct2_model_files(encoder)
     enc = whisper_encoder_from_ct2(files)
-    save_file({k: v.half().contiguous() for k, v in enc.state_dict().items()}, str(out / "encoder.safetensors"))
+    with atomic_path(out / "encoder.safetensors") as tmp:
+        save_file({k: v.half().contiguous() for k, v in enc.state_dict().items()}, str(tmp))
     atomic_write_json(out / "pack.json", {"source": str(data), "encoder": name, "speakers": speakers,
                                           "emotions": list(EMOTIONS), "augment_copies": augment_copies,
                                           "speeds": list(speeds),
@@ -146,6 +147,8 @@ def run_folds(pack_dir: Path, out: Path, modes: list[str], seeds: list[int], n_f
               enc_lr: float, batch: int, device: str, limit: int | None) -> None:
     import torch
     from torch.nn import functional as F
+
+    from avitalk.io import atomic_write_json
 
     info = json.loads((pack_dir / "pack.json").read_text())
     z = np.load(pack_dir / "mels.npz")
@@ -256,10 +259,7 @@ def run_folds(pack_dir: Path, out: Path, modes: list[str], seeds: list[int], n_f
                 results["runs"].append(r)
                 print(f"{mode:6s} seed {seed} fold {k}: {acc:.1%} clean, "
                       f"{'-' if acc_aug is None else f'{acc_aug:.1%}'} augmented ({r['seconds']} s)", flush=True)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(".tmp")
-                tmp.write_text(json.dumps(results, indent=1))
-                tmp.replace(out)
+                atomic_write_json(out, results)
     summary = {}
     for mode in modes:
         rs = [r for r in results["runs"] if r["mode"] == mode]
@@ -276,9 +276,7 @@ def run_folds(pack_dir: Path, out: Path, modes: list[str], seeds: list[int], n_f
                   f"{', '.join(f'{v:.1%}' for v in summary[mode]['per_fold'])}); augmented "
                   f"{summary[mode]['augmented_mean']:.1%}")
     results["summary"] = summary
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
+    atomic_write_json(out, results)
 
 
 def main(argv=None) -> int:
