@@ -163,6 +163,8 @@ class Stage1TrainConfig:
     real_fraction: float = 0.5
     augment_copies: int = 0
     augment_p: float = 0.5
+    augment_p_main: Optional[float] = None  # the main corpus's (SynthTalk's) own chance; None: augment_p
+    probe_c: float = 0.01  # the utterance probe's inverse L2 strength (stage1_instruct.probe)
     checkpoint_every: int = 200
     mixed_precision: str = "bf16"
 
@@ -180,6 +182,11 @@ class Stage1Config:
     # stage 1 hears the speech between this much faint noise on each side (0: the clip as cut); see
     # avitalk.audio.even_margins
     listen_pad_s: float = 0.0
+    # the utterance probe's exponent in the product with the emotion head (0: the head alone, and no probe is fitted);
+    # see stage1_instruct.probe
+    utterance_probe: float = 0.0
+    # with the probe, `heard` shows the head x probe probabilities at this temperature (fitted like head_temperature)
+    heard_temperature: float = 1.0
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)

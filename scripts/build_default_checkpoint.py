@@ -18,6 +18,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+# stage 1's inference settings: taken from the build config, whatever its training folder recorded
+STAGE1_INFERENCE = ("emotion_guidance", "head_temperature", "listen_pad_s", "utterance_probe", "heard_temperature")
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,6 +101,17 @@ def main(argv: list[str] | None = None) -> None:
     step("stage1", (s1 / "qformer.safetensors").is_file(),
          lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
                               extra_data=extra))
+    if float(cfg.stage1.utterance_probe) > 0:  # fitted by train_stage1; a stage 1 trained before the probe gets it here
+        from stage1_instruct.probe import PROBE_FILE, fit_probe
+        from stage1_instruct.train import training_bank
+
+        def probe() -> None:
+            from avitalk.encoders import audio_encoder_from_config
+
+            bank = training_bank(cfg, audio_encoder_from_config(cfg.audio_encoder), (data, *extra), progress=progress)
+            fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=progress).save(s1 / PROBE_FILE)
+
+        step("stage1 utterance probe", (s1 / PROBE_FILE).is_file(), probe)
     step("evaluate stage2", (s2 / "metrics.json").is_file(),
          lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data)))
     step("evaluate stage1", (s1 / "metrics.json").is_file(),
@@ -107,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     # training folder recorded when it was trained
     pipe.cfg.stage2.sampling = cfg.stage2.sampling
     pipe.synthesizer.cfg.stage2.sampling = cfg.stage2.sampling
+    for key in STAGE1_INFERENCE:  # likewise stage 1's (emotion guidance, margins, ...): the build config's
+        pipe.cfg.stage1[key] = cfg.stage1[key]
+        pipe.instructor.cfg.stage1[key] = cfg.stage1[key]
     step("evaluate end to end", (work / "end_to_end.json").is_file(),
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
@@ -179,6 +196,14 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
             fold_rows += (f"| emotion head's calibration error on unseen actors, raw / at a temperature fitted on the "
                           f"other folds (`stage1.head_temperature`: {cal['temperature']:.1f} from all folds) | "
                           f"{cal['before']['ece']:.3f} / {cal['after']['ece']:.3f} |\n")
+        vcal = folds.get("voted_calibration")
+        if vcal:
+            v = [x for x in folds.get("voted_per_fold") or [] if x is not None]
+            acc = f"{sum(v) / len(v):.1%}, " if v else ""
+            fold_rows += (f"| emotion head x utterance probe on unseen actors (what guides the emotion word and what "
+                          f"`heard` shows): accuracy, calibration error raw / fitted on the other folds "
+                          f"(`stage1.heard_temperature`: {vcal['temperature']:.1f}) | {acc}{vcal['before']['ece']:.3f} / "
+                          f"{vcal['after']['ece']:.3f} |\n")
     mouth = m.get("real_speech_mouth")
     if mouth:
         ms, mn = mouth["mouth_stage1"], mouth["mouth_neutral"]

@@ -45,15 +45,16 @@ def concatenated_accuracy(gen, enc, real: Path, clips, n: int, seed: int = 0) ->
     return {"n": n, "clips": total, "accuracy": right / max(1, total)}
 
 
-def head_calibration(done: list[dict]) -> dict:
+def head_calibration(done: list[dict], key: str = "head_logits") -> dict:
     """The emotion head's temperature (fitted on all folds' held-out clips: stage1.head_temperature) and, measured
     honestly, the calibration of each fold's held-out clips with a temperature fitted on the *other* folds, pooled;
-    empty when a fold has no stored logits (results from before they were kept)."""
+    empty when a fold has no stored logits (results from before they were kept). ``key="voted_log_probs"``: the same
+    for the head x utterance probe (stage1.heard_temperature)."""
     from eval.real_speech import calibration, fit_temperature
 
-    if len(done) < 2 or any("head_logits" not in r for r in done):
+    if len(done) < 2 or any(key not in r for r in done):
         return {}
-    zs = [np.asarray(r["head_logits"]) for r in done]
+    zs = [np.asarray(r[key]) for r in done]
     ys = [np.asarray(r["head_labels"]) for r in done]
     cross, ts = [], []
     for k in range(len(done)):
@@ -76,6 +77,29 @@ def pooled_concat(done: list[dict]) -> dict:
                        "per_fold": [c["accuracy"] for c in cs]}}
 
 
+def synth_accuracy(gen, enc, synth: Path, split: str = "val", quiet: bool = True) -> dict:
+    """The emotion word of ``gen``'s instruction on one split of a SynthTalk corpus, each clip heard from its audio
+    as ``avitalk run`` hears it (even margins, emotion guidance: the generator's settings)."""
+    from tqdm import tqdm
+
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+
+    clips = read_manifest(synth, split)
+    audios = [audio_io.load(synth / c.audio) for c in tqdm(clips, desc=f"SynthTalk {split}", disable=quiet)]
+    said = [i.emotion for i in gen.instruct_many(audios, encoder=enc)]
+    right = [s == c.emotion for s, c in zip(said, clips)]
+    return {"split": split, "clips": len(clips), "accuracy": float(np.mean(right)) if clips else 0.0}
+
+
+def pooled_synth(done: list[dict]) -> dict:
+    """The folds' SynthTalk-validation results: per fold and their mean (empty when a fold has none)."""
+    if not done or not all("synth_val" in r for r in done):
+        return {}
+    accs = [r["synth_val"]["accuracy"] for r in done]
+    return {"synth_val": {"clips": done[0]["synth_val"]["clips"], "accuracy": float(np.mean(accs)), "per_fold": accs}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
@@ -91,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concat", type=int, default=0,
                     help="also score longer speech: N clips of the same held-out actor and emotion joined (0.3 s "
                          "pauses between), each clip in at most one join")
+    ap.add_argument("--synth-val", action="store_true",
+                    help="also read the SynthTalk corpus's validation split with each fold's model (emotion word "
+                         "accuracy, heard as the real clips are): one set to choose a recipe on for both domains")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
@@ -107,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     from stage1_instruct.instructor import to_instruction
     from stage1_instruct.features import FeatureBank
     from stage1_instruct.instructor import Instructor, load_stage1
+    from stage1_instruct.probe import PROBE_FILE, fit_probe
     from stage1_instruct.train import train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -142,46 +170,64 @@ def main(argv: list[str] | None = None) -> None:
             train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), a.synth, out, resume=True,
                          progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
             t_train = time.perf_counter() - t
+        probe_w = float(cfg.stage1.get("utterance_probe", 0.0) or 0.0)
+        if probe_w > 0 and not (out / PROBE_FILE).is_file():  # a fold trained before the probe: fit it (seconds)
+            from stage1_instruct.train import training_bank
+
+            bank = training_bank(cfg, enc, (Path(a.synth), real), tuple(held), progress=not a.quiet)
+            fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=not a.quiet).save(out / PROBE_FILE)
+            del bank
         model, mcfg = load_stage1(out)
-        gen = Instructor.from_model(model, mcfg)
+        gen = Instructor.from_model(model, mcfg).load_probe(out)
         gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # inference settings: the config's
         pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
-        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad}})
+        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad, "utterance_probe": probe_w}})
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
-        said, texts, aux, logits = [], [], [], []
+        said, texts, aux, logits, voted = [], [], [], [], []
+        from avitalk import audio as audio_io
         from avitalk.vocab import EMOTIONS
 
+        audios = [audio_io.load(real / bank.clips[i].audio) for i in tqdm(idx, desc=f"fold {k}: reading", disable=a.quiet)]
         if pad > 0:  # stage 1 hears each clip between even margins (stage1.listen_pad_s): encode it as heard
-            from avitalk import audio as audio_io
-
-            rows = [gen._listened(audio_io.load(real / bank.clips[i].audio), None, enc, False)
-                    for i in tqdm(idx, desc=f"fold {k}: listening", disable=a.quiet)]
+            rows = [gen._listened(x, None, enc, False) for x in tqdm(audios, desc=f"fold {k}: listening", disable=a.quiet)]
+        utts = [gen.utterance(x, bank.feats[i], enc) for x, i in zip(audios, idx)]
         for s in range(0, len(idx), 32):
             f, m = bank.batch(idx[s : s + 32]) if pad <= 0 else pad_arrays(rows[s : s + 32])
-            for o in gen.generate(f, m):
+            utt = None if utts[0] is None else np.concatenate(utts[s : s + 32])
+            for o in gen.generate(f, m, utterance=utt):
                 texts.append(o[0])
                 said.append(to_instruction(o[0]).emotion)
             with torch.no_grad():  # the Q-Former's own emotion head (a diagnosis: what the LLM could read)
                 _, q = model.qformer(f, m)
-                z = model.aux(model.qformer.pooled(q))[:, : len(EMOTIONS)]
+                pooled = model.qformer.pooled(q)
+                z = model.aux(pooled)[:, : len(EMOTIONS)]
                 aux += [EMOTIONS[j] for j in z.argmax(-1).tolist()]
                 logits += np.round(z.float().numpy(), 4).tolist()
+                if utt is not None:  # the head and the utterance probe together: what guides the emotion word
+                    voted += np.round(gen.emotion_log_probs(pooled, utt).float().numpy(), 4).tolist()
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))
         rep["head_logits"] = logits  # for the head's calibration (summary.json: head_calibration)
         rep["head_labels"] = [EMOTIONS.index(t) for t in true]
+        if voted:
+            rep["voted_log_probs"] = voted
+            rep["voted_accuracy"] = float(np.mean([EMOTIONS[int(np.argmax(v))] == t for v, t in zip(voted, true)]))
         rep.update({"held_out": held, "train_s": t_train, "emotion_guidance": gen.emotion_guidance,
                     "examples": [{"id": bank.clips[i].id, "true": t, "text": x} for i, t, x in list(zip(idx, true, texts))[:6]]})
         if a.concat > 1:
             rep["concat"] = concatenated_accuracy(gen, enc, real, [bank.clips[i] for i in idx], a.concat, seed=k)
             print(f"fold {k}: {a.concat} clips joined: {rep['concat']['accuracy']:.1%} of {rep['concat']['clips']}")
+        if a.synth_val:
+            rep["synth_val"] = synth_accuracy(gen, enc, Path(a.synth), "val", quiet=a.quiet)
+            print(f"fold {k}: SynthTalk validation {rep['synth_val']['accuracy']:.1%} of {rep['synth_val']['clips']}")
         results[str(k)] = rep
         atomic_write_json(results_path, results)
+        voted_s = f", head x utterance probe {rep['voted_accuracy']:.1%}" if voted else ""
         print(f"fold {k} ({', '.join(held)}): {rep['accuracy']:.1%} of {rep['clips']} clips (Q-Former head "
-              f"{rep['qformer_head_accuracy']:.1%}; emotion guidance {gen.emotion_guidance:g})", flush=True)
+              f"{rep['qformer_head_accuracy']:.1%}{voted_s}; emotion guidance {gen.emotion_guidance:g})", flush=True)
     done = [results[str(k)] for k in range(a.folds) if str(k) in results]
     if done:
         pooled = {"counts": np.sum([r["confusion"]["counts"] for r in done], 0).tolist()}
@@ -191,10 +237,16 @@ def main(argv: list[str] | None = None) -> None:
         summary = {"accuracy_pooled": float(acc), "clips": int(counts.sum()),
                    "per_fold": [r["accuracy"] for r in done], "held_out": [r["held_out"] for r in done],
                    "qformer_head_per_fold": [r.get("qformer_head_accuracy") for r in done],
+                   "voted_per_fold": [r.get("voted_accuracy") for r in done],
                    "emotion_guidance": [r.get("emotion_guidance", 0.0) for r in done],
-                   **pooled_concat(done),
+                   **pooled_concat(done), **pooled_synth(done),
                    "per_emotion": {e: float(counts[i, cols.index(e)] / max(1, counts[i].sum())) for i, e in enumerate(rows)},
                    "confusion": {"rows": rows, "columns": cols, "counts": counts.tolist()}, "accuracy": float(acc)}
+        vcal = head_calibration(done, "voted_log_probs")
+        if vcal:
+            summary["voted_calibration"] = vcal
+            print(f"head x utterance probe: temperature {vcal['temperature']:.2f} (all folds); fitted on the other "
+                  f"folds, calibration error {vcal['before']['ece']:.3f} -> {vcal['after']['ece']:.3f}")
         cal = head_calibration(done)
         if cal:
             summary["head_calibration"] = cal

@@ -28,7 +28,7 @@ class FeatureBank:
 
         if sources is None:
             sources = [(root, cache, prosody, None, 0, ())]
-        self.clips, self.feats, self.variants, self.real = [], [], [], []
+        self.clips, self.feats, self.variants, self.real, self.roots = [], [], [], [], []
         for n_src, (src_root, c_cache, p_cache, a_cache, copies, exclude) in enumerate(sources):
             clips = [c for c in read_manifest(src_root, split) if c.speaker not in set(exclude or ())][:limit]
             for c in clips:
@@ -49,6 +49,7 @@ class FeatureBank:
                 self.feats.append(vs[0])
                 self.variants.append(vs)
                 self.real.append(n_src > 0)
+                self.roots.append(src_root)
         if not self.clips:
             raise DatasetError(f"no clips in split {split!r} of {[str(s[0]) for s in sources]}")
         self.real = np.asarray(self.real)
@@ -77,14 +78,16 @@ class FeatureBank:
         return torch.tensor(emo), torch.tensor(inten)
 
     def batch(self, idx, crop: int | None = None, rng: np.random.Generator | None = None,
-              augment_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+              augment_p: float = 0.0, augment_p_main: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded features [B, L, D] and mask; ``crop``: a random window of at most that many frames per clip;
-        ``augment_p``: the chance of taking one of the clip's augmented copies instead of the clean features."""
+        ``augment_p``: the chance of taking one of the clip's augmented copies instead of the clean features
+        (``augment_p_main``: the main corpus's chance, when it differs from the real sources')."""
         parts = []
         for i in idx:
             vs = self.variants[i]
             f = vs[0]
-            if augment_p > 0 and len(vs) > 1 and rng is not None and rng.random() < augment_p:
+            p = augment_p if augment_p_main is None or self.real[i] else augment_p_main
+            if p > 0 and len(vs) > 1 and rng is not None and rng.random() < p:
                 f = vs[1 + int(rng.integers(len(vs) - 1))]
             if crop is not None and len(f) > crop:
                 s = crop_start(len(f), crop, rng or np.random.default_rng())

@@ -208,6 +208,7 @@ class Instructor:
         self._tokenizer_files = tokenizer_files
         self._encoder = None  # the config's audio encoder, made when stage 1 must encode audio itself
         self._last_listened: tuple | None = None  # (samples, pad, encoder, rows): instruct + heard encode once
+        self.probe = None  # the utterance probe (stage1_instruct.probe), when the checkpoint has one
 
     @property
     def lean(self) -> bool:
@@ -248,15 +249,24 @@ class Instructor:
         state = load_file(str(d / "qformer.safetensors"))
         if not lean:
             text_dim = int(state["align.weight"].shape[0]) if "align.weight" in state else 384
-            return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg)
+            return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg).load_probe(d)
         q = build_qformer(cfg, lm.hidden_size)
         try:
             q.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("qformer.")})
         except RuntimeError as e:
             raise CheckpointError(f"{d / 'qformer.safetensors'}: component qformer does not match the config ({e})") from e
         files = {p.name: p.read_bytes() for p in (d / "tokenizer").iterdir() if p.is_file()}
-        return cls(cfg, q, lm, tok, load_prompts()[0], heads={k: v for k, v in state.items() if not k.startswith("qformer.")},
-                   adapter_config=json.loads((d / "adapter" / "adapter_config.json").read_text()), tokenizer_files=files)
+        ins = cls(cfg, q, lm, tok, load_prompts()[0], heads={k: v for k, v in state.items() if not k.startswith("qformer.")},
+                  adapter_config=json.loads((d / "adapter" / "adapter_config.json").read_text()), tokenizer_files=files)
+        return ins.load_probe(d)
+
+    def load_probe(self, d: str | os.PathLike) -> "Instructor":
+        """Take the utterance probe of folder ``d`` when it has one (``probe.safetensors``)."""
+        from .probe import PROBE_FILE, EmotionProbe
+
+        if (Path(d) / PROBE_FILE).is_file():
+            self.probe = EmotionProbe.load(Path(d) / PROBE_FILE)
+        return self
 
     @classmethod
     def from_model(cls, model, cfg: DictConfig) -> "Instructor":
@@ -273,6 +283,11 @@ class Instructor:
         from avitalk.io import atomic_write_bytes, atomic_write_json
 
         out = Path(out)
+        if self.probe is not None:
+            from .probe import PROBE_FILE
+
+            out.mkdir(parents=True, exist_ok=True)
+            self.probe.save(out / PROBE_FILE)
         if not self.lean:
             save_stage1(self._model, out, self.cfg)
             (out / "stage1.yaml").unlink()
@@ -373,15 +388,15 @@ class Instructor:
             self._emo_tokens = (keep, [next(iter(owner[t])) for t in keep])
         return self._emo_tokens
 
-    def emotion_bias(self, pooled: torch.Tensor, strength: float) -> torch.Tensor | None:
-        """[B, vocab] logit bias: ``strength`` x the log-probability that the Q-Former's emotion head gives each
-        emotion, on the tokens that begin that emotion's words (so the LLM's emotion word is scored by both: a product
-        of experts). None without the head (a checkpoint saved without training heads) or at strength 0."""
-        z = self._emotion_logits(pooled) if strength else None
-        if z is None:
+    def emotion_bias(self, pooled: torch.Tensor, strength: float, utterance=None) -> torch.Tensor | None:
+        """[B, vocab] logit bias: ``strength`` x the log-probability of each emotion (:meth:`emotion_log_probs`: the
+        Q-Former's emotion head, with the utterance probe when there is one), on the tokens that begin that emotion's
+        words (so the LLM's emotion word is scored by both: a product of experts). None without the head (a
+        checkpoint saved without training heads) or at strength 0."""
+        logp = self.emotion_log_probs(pooled, utterance) if strength else None
+        if logp is None:
             return None
         ids, emo = self._emotion_tokens()
-        logp = torch.log_softmax(z, -1)
         vocab = self.lm.get_input_embeddings().num_embeddings
         bias = torch.zeros(pooled.shape[0], vocab, device=pooled.device)
         bias[:, ids] = float(strength) * logp[:, emo]
@@ -389,8 +404,9 @@ class Instructor:
 
     @torch.no_grad()
     def heard(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> dict[str, float] | None:
-        """How the Q-Former's emotion head hears the voice: ``{emotion: probability}``, most likely first, the
-        logits divided by ``stage1.head_temperature`` (calibrated on unseen actors: the raw head is overconfident).
+        """How stage 1 hears the voice: ``{emotion: probability}``, most likely first: the Q-Former's emotion head's
+        logits divided by ``stage1.head_temperature`` (calibrated on unseen actors: the raw head is overconfident), or
+        with the utterance probe, the head x probe log-probabilities divided by ``stage1.heard_temperature``.
         None for a checkpoint without the head. Reads what :meth:`instruct` reads (the first 30 s)."""
         if "aux.weight" not in self._heads or "aux.bias" not in self._heads:
             return None
@@ -399,9 +415,55 @@ class Instructor:
         dev = next(self.qformer.parameters()).device
         f = torch.as_tensor(self._listened(audio, features, encoder, warn=False))[None].to(dev)
         _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
-        t = float(self.cfg.stage1.get("head_temperature", 1.0)) if self.cfg is not None else 1.0
-        p = torch.softmax(self._emotion_logits(pooled)[0] / max(t, 1e-6), -1)
+        utt = self.utterance(audio, features, encoder)
+        if utt is not None:
+            t = max(float(self.cfg.stage1.get("heard_temperature", 1.0)), 1e-6)
+            p = torch.softmax(self.emotion_log_probs(pooled, utt)[0] / t, -1)
+        else:
+            p = torch.softmax(self._emotion_logits(pooled)[0] / self._head_temperature(), -1)
         return {EMOTIONS[i]: float(p[i]) for i in p.argsort(descending=True).tolist()}
+
+    def _head_temperature(self) -> float:
+        return max(float(self.cfg.stage1.get("head_temperature", 1.0)) if self.cfg is not None else 1.0, 1e-6)
+
+    def _probe_weight(self) -> float:
+        """The utterance probe's exponent in the product (0 without a probe or when the config turns it off)."""
+        if self.probe is None or self.cfg is None:
+            return 0.0
+        return float(self.cfg.stage1.get("utterance_probe", 0.0) or 0.0)
+
+    def emotion_log_probs(self, pooled: torch.Tensor, utterance=None) -> torch.Tensor | None:
+        """[B, len(EMOTIONS)] log-probabilities of the speaker's emotion. Without the utterance probe (or its
+        statistics): the Q-Former head's raw softmax. With it: the head at ``stage1.head_temperature`` times the probe
+        to the power ``stage1.utterance_probe``, renormalised (a product of experts). None without the head."""
+        z = self._emotion_logits(pooled)
+        if z is None:
+            return None
+        w = self._probe_weight()
+        if w <= 0 or utterance is None:
+            return torch.log_softmax(z, -1)
+        lp = self.probe.log_probs(utterance).to(z.device)
+        return torch.log_softmax(torch.log_softmax(z / self._head_temperature(), -1) + w * lp[:, : z.shape[1]], -1)
+
+    def utterance(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> np.ndarray | None:
+        """[1, 2 D] the utterance probe's statistics of a clip (features of the audio as given, over its speech span);
+        None when the probe is off. ``features``: the encoder's output for the audio, if already computed."""
+        if self._probe_weight() <= 0:
+            return None
+        from .probe import utterance_stats
+
+        if audio.duration > MAX_LISTEN_S:
+            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
+            if features is not None:
+                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
+        if features is None and encoder is None:
+            if self._encoder is None:
+                from avitalk.encoders import audio_encoder_from_config
+
+                self._encoder = audio_encoder_from_config(self.cfg.audio_encoder)
+            encoder = self._encoder
+        rows = speech_features(self.cfg, audio, encoder, encoded=features)
+        return utterance_stats(rows, audio.samples)[None]
 
     def _emotion_logits(self, pooled: torch.Tensor) -> torch.Tensor | None:
         """The Q-Former emotion head's logits [B, len(EMOTIONS)] for pooled queries; None without the head."""
@@ -422,14 +484,15 @@ class Instructor:
     def generate(self, feats: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 1,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 0.9, num_beams: int = 1,
                  max_new_tokens: int = 64, use_speech: bool = True, seed: int | None = None,
-                 emotion_guidance: float | None = None) -> list[list[str]]:
+                 emotion_guidance: float | None = None, utterance=None) -> list[list[str]]:
         """Texts [B][num_samples]; greedy by default, nucleus sampling (or beam search, transformers LMs only) on
         request; always stops (end-of-text token or ``max_new_tokens``) and is cut after the first sentence.
         ``emotion_guidance`` (default: the config's ``stage1.emotion_guidance``) weighs the Q-Former's emotion head
-        into the choice of the emotion word (:meth:`emotion_bias`); 0 leaves the LLM alone."""
+        into the choice of the emotion word (:meth:`emotion_bias`); 0 leaves the LLM alone. ``utterance``: [B, 2 D]
+        statistics for the utterance probe (:meth:`utterance`), which then votes with the head."""
         pre, pmask, pooled = self.prefix(feats, mask, None, use_speech)
         g = self._guidance() if emotion_guidance is None else float(emotion_guidance)
-        bias = self.emotion_bias(pooled, g) if use_speech else None
+        bias = self.emotion_bias(pooled, g, utterance) if use_speech else None
         if seed is not None:
             torch.manual_seed(seed)
         tok = self.tokenizer
@@ -462,7 +525,8 @@ class Instructor:
         dev = next(self.qformer.parameters()).device
         f = torch.as_tensor(self._listened(audio, features, encoder, warn=True))[None].to(dev)
         m = torch.ones(f.shape[:2], dtype=torch.bool, device=dev)
-        texts = self.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed)[0]
+        texts = self.generate(f, m, num_samples=num_samples, do_sample=num_samples > 1, seed=seed,
+                              utterance=self.utterance(audio, features, encoder))[0]
         return [to_instruction(t) for t in texts]
 
     def _listened(self, audio: Audio, features: np.ndarray | None, encoder, warn: bool) -> np.ndarray:
@@ -503,6 +567,7 @@ class Instructor:
         if len(feats) != len(audios):
             raise ValueError(f"{len(audios)} clips but {len(feats)} feature arrays")
         rows = [self._listened(a, f, encoder, warn=False) for a, f in zip(audios, feats)]
+        utts = [self.utterance(a, f, encoder) for a, f in zip(audios, feats)]
         dev = next(self.qformer.parameters()).device
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out: list[Instruction | None] = [None] * len(rows)
@@ -514,7 +579,8 @@ class Instructor:
             for k, i in enumerate(idx):
                 f[k, : len(rows[i])] = torch.from_numpy(rows[i])
                 m[k, : len(rows[i])] = True
-            for i, texts in zip(idx, self.generate(f.to(dev), m.to(dev))):
+            utt = None if utts[idx[0]] is None else np.concatenate([utts[i] for i in idx])
+            for i, texts in zip(idx, self.generate(f.to(dev), m.to(dev), utterance=utt)):
                 out[i] = to_instruction(texts[0])
         return out  # type: ignore[return-value]
 

@@ -34,15 +34,13 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     ``avitalk data ravdess`` without fits); ``exclude_speakers`` are left out of training (leave-actors-out folds).
     With ``stage1.train.augment_copies`` > 0, that many augmented copies of every training clip (noise, reverb, band
     limits, gain, codec) are encoded once and cached; a batch takes one with probability ``augment_p``; a batch
-    holds ``real_fraction`` clips of the extra data."""
+    holds ``real_fraction`` clips of the extra data; ``augment_p_main`` (when set) is the main corpus's own chance."""
     from tqdm import tqdm
 
     from avitalk.training import accelerator, maybe_stop, ranks_log, save_phase, step_rng, warmup_cosine
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
-    from avitalk.encoders.cache import cache_augmented_features, cache_dataset_features
-    from avitalk.encoders.prosody import ProsodyEncoder
     from avitalk.encoders.text import text_encoder_from_config
 
     from .lm_pretrain import pretrain_lm, tiny_llama, train_tokenizer
@@ -67,16 +65,11 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     enc = audio_encoder_from_config(cfg.audio_encoder)
     cfg.audio_dim = int(enc.dim)
     copies = int(tc.augment_copies)
-    sources = []
     with acc.main_process_first():  # the main process encodes and caches; the others then read the cache
-        for d in (data, *extra_data):
-            cache = cache_dataset_features(d, enc, progress=progress)
-            pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
-            acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
-            sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
-    train = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
+        train = training_bank(cfg, enc, (data, *extra_data), exclude_speakers, limit, progress)
     real_fraction = float(tc.real_fraction) if extra_data else 0.0
     augment_p = float(tc.augment_p) if copies else 0.0
+    augment_p_main = None if tc.augment_p_main is None or not copies else float(tc.augment_p_main)
     timings["features_s"] = time.perf_counter() - t0
     texts = [[t for t in c.instructions] for c in train.clips]
     history: dict[str, list] = {"lm": []}
@@ -165,7 +158,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
         def warm_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
             idx = train.sample(int(tc.qformer_warmup_batch_size), brng, real_fraction)
-            f, m = train.batch(idx, int(crop) if crop else None, brng, augment_p)
+            f, m = train.batch(idx, int(crop) if crop else None, brng, augment_p, augment_p_main)
             k = [int(brng.integers(len(texts[i]))) for i in idx]
             emo, inten = train.labels(idx)
             return pmodel(f.to(dev), m.to(dev), None, torch.stack([emb[texts[i][j]] for i, j in zip(idx, k)]),
@@ -183,7 +176,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     def adapter_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         idx = train.sample(int(tc.batch_size), brng, real_fraction)
-        f, m = train.batch(idx, None, brng, augment_p)
+        f, m = train.batch(idx, None, brng, augment_p, augment_p_main)
         k = [int(brng.integers(len(texts[i]))) for i in idx]
         tx = [texts[i][j] for i, j in zip(idx, k)]
         pr = [prompts[int(brng.integers(len(prompts)))] for _ in idx]
@@ -197,6 +190,12 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model = acc.unwrap_model(pmodel).eval().cpu()
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
+    if main and float(s1.get("utterance_probe", 0.0) or 0.0) > 0:  # (3) the utterance probe: seconds, after the rest
+        from .probe import PROBE_FILE, fit_probe
+
+        t = time.perf_counter()
+        fit_probe(train, c=float(tc.probe_c), progress=progress).save(out / PROBE_FILE)
+        timings["probe_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
         save_stage1(model, out, cfg)
         atomic_write_json(out / "history.json", history)
@@ -209,6 +208,22 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             "augment_copies": copies, "processes": acc.num_processes})
     acc.wait_for_everyone()
     return {"model": model, "timings": timings, "history": history}
+
+
+def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = None, progress: bool = False):
+    """Stage 1's training clips (FeatureBank, float16): every dataset's train split, encoded and cached (+ prosody,
+    + ``stage1.train.augment_copies`` augmented copies), the excluded speakers left out."""
+    from avitalk.encoders.cache import cache_augmented_features, cache_dataset_features
+    from avitalk.encoders.prosody import ProsodyEncoder
+
+    copies = int(cfg.stage1.train.augment_copies)
+    sources = []
+    for d in datasets:
+        cache = cache_dataset_features(d, enc, progress=progress)
+        pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
+        acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
+        sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
+    return FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
 
 
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:

@@ -182,6 +182,9 @@ def test_instructor_lean_and_transformers_paths_agree():
     mask = torch.ones(3, 150, dtype=torch.bool)
     mask[1, 120:] = False
     assert lean.generate(feats, mask) == hf.generate(feats, mask)
+    assert lean.probe is not None and hf.probe is not None  # both runtimes load the utterance probe and vote with it
+    utt = torch.randn(3, 2 * int(cfg.audio_dim), generator=g).numpy()
+    assert lean.generate(feats, mask, utterance=utt) == hf.generate(feats, mask, utterance=utt)
     assert lean.describe() == hf.describe()
 
 
@@ -190,10 +193,11 @@ def test_instructor_lean_and_transformers_paths_agree():
 # transformers + peft path writes the same instruction (rebuilding the default changes them: record them again then);
 # the motion recorded again when stage 2 was retrained on corpus version 2 (stage 1 unchanged: the same instruction);
 # both recorded again when stage 1 began to hear the speech between even margins (stage1.listen_pad_s; the
-# transformers + peft path writes the same new instruction).
-PINNED_INSTRUCTION = ("A revolted person talks with nose very wrinkled, upper lip clearly raised, lip corner fairly "
-                      "depressed, and lower lip mildly depressed.")
-PINNED_MOTION = [-0.18203289806842804, 0.692665696144104, 0.024211466312408447]
+# transformers + peft path writes the same new instruction); and again when the utterance probe began to vote with
+# the emotion head (stage1.utterance_probe; the transformers + peft path writes the same new instruction).
+PINNED_INSTRUCTION = ("A person speaks in a miserable way, with inner brow strongly raised, lip corner clearly pulled "
+                      "down, brow fairly furrowed, and chin somewhat raised.")
+PINNED_MOTION = [0.4488852024078369, 1.0089871883392334, 0.024801475927233696]
 
 
 def test_default_outputs_pinned_and_no_heavy_imports():

@@ -371,8 +371,10 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     cfg.stage1.qformer.listener = 8  # the default's listener: trained, saved and loaded with the rest
     cfg.stage1.train.update(augment_copies=1, augment_p=0.5, real_fraction=0.5, qformer_warmup_steps=2,
                             aux_weight=1.0)
+    cfg.stage1.utterance_probe = 1.0  # the utterance probe is fitted after the rest, saved and loaded with it
     r = train_stage1(cfg, synth_clips, tmp_path / "s1", progress=False, extra_data=(real,),
                      exclude_speakers=("Actor_03",))
+    assert (tmp_path / "s1" / "probe.safetensors").is_file()
     info = json.loads((tmp_path / "s1" / "train_info.json").read_text())
     assert info["real_train_clips"] == 6 and info["excluded_speakers"] == ["Actor_03"] and info["augment_copies"] == 1
     assert r["model"].qformer.prosody_dim == 4 and r["model"].qformer.feature_dim == 768
@@ -380,8 +382,14 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     aug = list((real / "features").glob("*-aug0*/*~aug0.npy"))
     assert len(aug) == 9  # every real clip's copy is cached (the excluded actor's too: the cache is per dataset)
     loaded = Instructor.load(tmp_path / "s1")
-    assert loaded.qformer.listener is not None
+    assert loaded.qformer.listener is not None and loaded.probe is not None and loaded.probe.dim == 2 * 772
     assert isinstance(loaded.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
+    clip = Audio(_speechlike(1.5), 16000)
+    utt = loaded.utterance(clip)
+    assert utt.shape == (1, 2 * 772)
+    heard = loaded.heard(clip)
+    assert sum(heard.values()) == pytest.approx(1.0, abs=1e-4)
+    assert isinstance(loaded.instruct(clip)[0].text, str)
 
     # stage 2 on a dataset holding clips with and without motion
     mixed = tmp_path / "mixed"
@@ -475,6 +483,111 @@ def test_concatenated_accuracy_joins_clips_of_one_actor_and_emotion(tmp_path):
     assert res["n"] == 3 and res["clips"] == 2 * (2 + 1)   # 7 angry -> 2 joins, 3 sad -> 1, per actor
     assert res["accuracy"] == pytest.approx(4 / 6)           # the angry joins are right, the sad ones wrong
     assert all(n >= 3 * 8000 + 3 * 4800 for n in seen)       # three clips (>= 0.5 s) and three 0.3 s pauses each
+
+
+def test_folds_script_reads_synthtalk_validation_with_each_fold_model(synth_clips):
+    """--synth-val: each fold's model reads the SynthTalk validation split from audio; pooled as the folds' mean."""
+    from avitalk.data.manifest import read_manifest
+    from avitalk.types import Instruction
+
+    folds = _script("real_speech_folds")
+    val = read_manifest(synth_clips, "val")
+    assert val
+    heard = []
+
+    class Gen:  # names the first validation clip's emotion for every clip
+        def instruct_many(self, audios, encoder=None):
+            heard.extend(len(a.samples) for a in audios)
+            return [Instruction(text="x", emotion=val[0].emotion) for _ in audios]
+
+    res = folds.synth_accuracy(Gen(), None, synth_clips, "val")
+    assert res["clips"] == len(val) == len(heard) and all(n > 0 for n in heard)
+    assert res["accuracy"] == pytest.approx(np.mean([c.emotion == val[0].emotion for c in val]))
+    pooled = folds.pooled_synth([{"synth_val": {"clips": 9, "accuracy": 0.5}}, {"synth_val": {"clips": 9, "accuracy": 0.7}}])
+    assert pooled["synth_val"]["accuracy"] == pytest.approx(0.6) and pooled["synth_val"]["per_fold"] == [0.5, 0.7]
+    assert folds.pooled_synth([{"synth_val": {"clips": 9, "accuracy": 0.5}}, {}]) == {}
+
+
+def test_feature_bank_augments_each_corpus_with_its_own_chance():
+    """stage1.train.augment_p_main: the main corpus (SynthTalk) can read clean while real speech reads augmented."""
+    from stage1_instruct.features import FeatureBank
+
+    bank = object.__new__(FeatureBank)
+    bank.variants = [[np.full((3, 2), v, np.float32) for v in (0.0, 1.0, 2.0)] for _ in range(4)]
+    bank.real = np.array([False, False, True, True])
+    rng = np.random.default_rng(0)
+
+    def means(*args):
+        f, _ = bank.batch([0, 1, 2, 3], None, rng, *args)
+        return f.float().mean(dim=(1, 2)).tolist()
+
+    for _ in range(5):
+        main, real = np.split(np.array(means(1.0, 0.0)), 2)
+        assert (main == 0).all() and (real > 0).all()    # SynthTalk clean, real speech always through a copy
+        main, real = np.split(np.array(means(0.0, 1.0)), 2)
+        assert (main > 0).all() and (real == 0).all()
+        assert all(m > 0 for m in means(1.0))              # no main chance given: augment_p for every corpus
+
+
+def test_utterance_probe_fits_saves_and_reads_only_the_speech(tmp_path):
+    """The probe: L2 logistic regression on standardised utterance statistics, stored as safetensors; its statistics
+    cover the speech span, so silence added around a clip does not change them."""
+    import torch
+
+    from avitalk.errors import CheckpointError
+    from stage1_instruct.probe import EmotionProbe, utterance_stats
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 6)) + 2.0 * np.eye(3, 6)[y] + 10.0  # a large offset: standardised first
+    probe = EmotionProbe.fit(x, y, 4, c=1.0)
+    lp = probe.log_probs(x)
+    assert lp.shape == (300, 4) and torch.allclose(lp.exp().sum(1), torch.ones(300), atol=1e-5)
+    assert (lp.argmax(1).numpy() == y).mean() > 0.85 and lp[:, 3].exp().max() < 0.05  # a class never seen
+    weak = EmotionProbe.fit(x, y, 4, c=1e-5)  # a strong penalty: nearly the class frequencies
+    assert weak.log_probs(x).exp().std(0).max() < 0.05
+    probe.save(tmp_path / "probe.safetensors")
+    again = EmotionProbe.load(tmp_path / "probe.safetensors")
+    assert torch.allclose(again.log_probs(x), lp)
+    with pytest.raises(ValueError, match="probe reads"):
+        probe.log_probs(x[:, :5])
+    (tmp_path / "bad.safetensors").write_bytes(b"not a probe")
+    with pytest.raises(CheckpointError, match="not an utterance probe"):
+        EmotionProbe.load(tmp_path / "bad.safetensors")
+
+    speech = _speechlike(2.0)
+    feats = rng.standard_normal((100, 5)).astype(np.float32)  # 2 s at 50 Hz
+    loose = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(16000, np.float32)])
+    feats_loose = np.concatenate([np.full((50, 5), 7.0, np.float32), feats, np.full((50, 5), 7.0, np.float32)])
+    a, b = utterance_stats(feats, speech), utterance_stats(feats_loose, loose)
+    assert a.shape == (10,) and np.allclose(a, b, atol=0.05)         # the silent second each side is left out
+    assert not np.allclose(utterance_stats(feats_loose), b, atol=0.5)  # without the audio: every frame
+
+
+def test_emotion_head_and_utterance_probe_vote_together():
+    """With a probe and stage1.utterance_probe > 0 the emotion log-probabilities are the head at its temperature times
+    the probe, renormalised; with either missing, the head's raw softmax (as before the probe)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from stage1_instruct.instructor import Instructor
+    from stage1_instruct.probe import EmotionProbe
+
+    ins = object.__new__(Instructor)
+    ins.cfg = OmegaConf.create({"stage1": {"head_temperature": 2.0, "utterance_probe": 1.0}})
+    ins._heads = {"aux.weight": torch.eye(8, 3), "aux.bias": torch.zeros(8)}
+    pooled = torch.tensor([[3.0, 0.0, -1.0]])
+    z = pooled @ torch.eye(8, 3).T
+    ins.probe = None
+    assert torch.allclose(ins.emotion_log_probs(pooled, np.zeros((1, 2))), torch.log_softmax(z, -1))
+    ins.probe = EmotionProbe(torch.zeros(2), torch.ones(2), torch.zeros(8, 2), torch.arange(8.0))
+    utt = np.zeros((1, 2), np.float32)
+    want = torch.log_softmax(torch.log_softmax(z / 2.0, -1) + torch.log_softmax(torch.arange(8.0), -1), -1)
+    assert torch.allclose(ins.emotion_log_probs(pooled, utt), want, atol=1e-6)
+    assert ins.emotion_log_probs(pooled, utt).argmax() != z.argmax()   # the probe can outvote the head
+    assert torch.allclose(ins.emotion_log_probs(pooled, None), torch.log_softmax(z, -1))
+    ins.cfg.stage1.utterance_probe = 0.0
+    assert torch.allclose(ins.emotion_log_probs(pooled, utt), torch.log_softmax(z, -1))
 
 
 def test_aligner_lag_script_picks_word_initial_stops_before_vowels():
