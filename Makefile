@@ -61,7 +61,7 @@ demo-checkpoint:
 REAL ?= ../shared/data/ravdess-speech-16k
 real-folds:
 	$(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/real/ravdess --test-actors none --val-actors none
-	$(PYTHON) scripts/real_speech_folds.py --synth build/demo-checkpoint/data --real build/real/ravdess --folds 3
+	$(PYTHON) scripts/real_speech_folds.py --synth build/demo-checkpoint/data --real build/real/ravdess --folds 3 --synth-val
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache
