@@ -237,7 +237,8 @@ actors left out of training (emotion, by leave-actors-out folds) and clips stage
 
 | metric | value |
 |---|---|
-| SynthTalk: stage 1 emotion accuracy (8 classes, chance 12.5%) | {s1['emotion_accuracy']:.2%} ({round(s1['emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
+| SynthTalk: stage 1 emotion accuracy (8 classes, chance 12.5%; from the cached features of the clips as cut: no even margins, no utterance probe) | {s1['emotion_accuracy']:.2%} ({round(s1['emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
+| SynthTalk: stage 1 emotion accuracy as `avitalk run` hears the speech (with the config's margins and utterance probe) | {e2e['stage1_emotion_accuracy']:.2%} ({round(e2e['stage1_emotion_accuracy'] * e2e['clips'])}/{e2e['clips']}) |
 | stage 1 intensity accuracy (3 classes) | {s1['intensity_accuracy']:.1%} |
 | stage 1 action-unit F1 / BLEU / ROUGE-L | {s1['action_unit_f1']:.2f} / {s1['bleu']:.1f} / {s1['rouge_l']:.2f} |
 | stage 1 with the speech tokens removed (emotion) | {m['stage1']['speech_tokens_removed']['emotion_accuracy']:.1%} |
