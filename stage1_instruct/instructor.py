@@ -493,6 +493,8 @@ class Instructor:
         pre, pmask, pooled = self.prefix(feats, mask, None, use_speech)
         g = self._guidance() if emotion_guidance is None else float(emotion_guidance)
         bias = self.emotion_bias(pooled, g, utterance) if use_speech else None
+        if bias is not None:
+            bias = EmotionVote(bias, self._emotion_tokens()[0])
         if seed is not None:
             torch.manual_seed(seed)
         tok = self.tokenizer
@@ -507,7 +509,7 @@ class Instructor:
             if bias is not None:
                 from transformers import LogitsProcessorList
 
-                extra["logits_processor"] = LogitsProcessorList([_LogitBias(bias)])
+                extra["logits_processor"] = LogitsProcessorList([_Vote(bias)])
             out = self.lm.generate(
                 inputs_embeds=pre, attention_mask=pmask, max_new_tokens=max_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
@@ -585,15 +587,42 @@ class Instructor:
         return out  # type: ignore[return-value]
 
 
-class _LogitBias:
-    """transformers logits processor: a fixed [B, vocab] bias, rows repeated for beams / returned sequences."""
+class EmotionVote:
+    """The vote on the emotion word, applied to each step's logits [B, vocab]: where the LLM's own most likely next
+    token begins an emotion word, the token is chosen among the emotion-word starts only, each scored by the LLM plus
+    its row of ``bias`` (W x the vote's log-probability of that word's emotion); elsewhere the logits are left alone.
+    So the vote decides *which* emotion the LLM writes, never whether it writes one (a bias alone could push every
+    emotion word below some other token, and the LLM then started its sentence again)."""
 
-    def __init__(self, bias: torch.Tensor):
+    def __init__(self, bias: torch.Tensor, token_ids: list[int]):
         self.bias = bias
+        self.mask = torch.zeros(bias.shape[1], dtype=torch.bool)
+        self.mask[torch.as_tensor(token_ids, dtype=torch.long)] = True
+
+    def repeat_rows(self, n: int, device=None) -> "EmotionVote":
+        out = EmotionVote.__new__(EmotionVote)
+        out.bias = self.bias.to(device).repeat_interleave(n, 0)
+        out.mask = self.mask.to(device)
+        return out
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        b = self.bias.to(logits.device, logits.dtype)
+        if b.shape[0] != logits.shape[0]:  # rows repeated for beams / returned sequences
+            b = b.repeat_interleave(logits.shape[0] // b.shape[0], 0)
+        m = self.mask.to(logits.device)
+        wants = m[logits.argmax(-1)]
+        voted = (logits + b).masked_fill(~m, float("-inf"))
+        return torch.where(wants[:, None], voted, logits)
+
+
+class _Vote:
+    """transformers logits processor around an :class:`EmotionVote`."""
+
+    def __init__(self, vote: EmotionVote):
+        self.vote = vote
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        rep = scores.shape[0] // self.bias.shape[0]
-        return scores + self.bias.to(scores.device, scores.dtype).repeat_interleave(rep, 0)
+        return self.vote(scores)
 
 
 __all__ = ["Instructor", "MAX_LISTEN_S", "load_prompts", "speech_features", "to_instruction", "cut_sentence"]

@@ -194,10 +194,11 @@ def test_instructor_lean_and_transformers_paths_agree():
 # the motion recorded again when stage 2 was retrained on corpus version 2 (stage 1 unchanged: the same instruction);
 # both recorded again when stage 1 began to hear the speech between even margins (stage1.listen_pad_s; the
 # transformers + peft path writes the same new instruction); and again when the utterance probe began to vote with
-# the emotion head (stage1.utterance_probe; the transformers + peft path writes the same new instruction).
-PINNED_INSTRUCTION = ("A person speaks in a miserable way, with inner brow strongly raised, lip corner clearly pulled "
-                      "down, brow fairly furrowed, and chin somewhat raised.")
-PINNED_MOTION = [0.4488852024078369, 1.0089871883392334, 0.024801475927233696]
+# the emotion head (stage1.utterance_probe) and the vote decided which emotion word, not whether (EmotionVote; the
+# transformers + peft path writes the same new instruction).
+PINNED_INSTRUCTION = ("A miserable person speaks with inner brow very raised, lip corner clearly pulled down, brow "
+                      "fairly furrowed, and chin mildly raised.")
+PINNED_MOTION = [0.4516230523586273, 1.0146688222885132, 0.024833792820572853]
 
 
 def test_default_outputs_pinned_and_no_heavy_imports():

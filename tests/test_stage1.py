@@ -91,6 +91,26 @@ def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     assert Instructor.from_model(resumed["model"].eval(), None).generate(f, None, max_new_tokens=10) == before  # same result as the uninterrupted run
 
 
+def test_emotion_vote_picks_which_emotion_word_never_whether():
+    """EmotionVote: where the LLM's own top token begins an emotion word, the choice is among the emotion-word starts
+    (LLM + vote); elsewhere the logits are untouched; the lean runtime takes it as a per-step logits transform."""
+    from avitalk.lean.llama import _next_token
+    from stage1_instruct.instructor import EmotionVote, _Vote
+
+    bias = torch.tensor([[0.0, 0.0, -5.0, 0.0, 0.0], [0.0, 0.0, -5.0, 0.0, 0.0]])
+    vote = EmotionVote(bias, [2, 3])  # tokens 2 and 3 begin emotion words; the vote is against token 2's emotion
+    logits = torch.tensor([[0.0, 1.0, 3.0, -1.0, 2.5],    # the LLM would write emotion word 2
+                           [0.0, 4.0, 3.0, -1.0, 2.5]])   # the LLM would write token 1 (not an emotion word)
+    out = vote(logits)
+    assert out[0].argmax() == 3 and torch.isinf(out[0, [0, 1, 4]]).all()  # emotion word 3, never token 4 (2.5)
+    assert torch.equal(out[1], logits[1])
+    twice = vote.repeat_rows(2)
+    assert twice.bias.shape == (4, 5) and torch.equal(twice(logits.repeat_interleave(2, 0))[::2], out)
+    assert torch.equal(_Vote(vote)(None, logits), out)  # transformers' logits processor, the same rule
+    tok, done = _next_token(logits, vote, torch.zeros(2, dtype=torch.bool), False, 1.0, 1.0, 0, None)
+    assert tok.tolist() == [3, 1] and not done.any()
+
+
 def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
     """``emotion_guidance`` adds the Q-Former head's emotion log-probabilities to the tokens that begin each emotion's
     words: 0 leaves the LLM's text alone, a large weight writes the head's emotion, and the transformers + peft path

@@ -315,9 +315,12 @@ class LlamaLite(nn.Module):
         repeated for several sequences; finished rows padded with ``pad_token_id``). Sampling uses torch's global
         generator (seed it with ``torch.manual_seed``). ``static`` (default: on CUDA) decodes with a static KV cache,
         ``graph`` (default: with ``static`` on CUDA) replays each step as a CUDA graph; the tokens are the same.
-        ``logit_bias`` [B, vocab] is added to every step's logits of that row (before sampling or the argmax)."""
+        ``logit_bias`` [B, vocab] is added to every step's logits of that row (before sampling or the argmax); or a
+        callable with ``repeat_rows(n, device)`` that maps each step's float32 logits [B, vocab] to new ones."""
         x = inputs_embeds.repeat_interleave(num_return_sequences, 0)
-        if logit_bias is not None:
+        if callable(logit_bias):
+            logit_bias = logit_bias.repeat_rows(num_return_sequences, x.device)
+        elif logit_bias is not None:
             logit_bias = logit_bias.to(x.device, torch.float32).repeat_interleave(num_return_sequences, 0)
         mask = attention_mask.repeat_interleave(num_return_sequences, 0).long()
         B, P, _ = x.shape
@@ -391,7 +394,9 @@ class LlamaLite(nn.Module):
 
 def _next_token(logits, bias, done, do_sample, temperature, top_p, pad_token_id, eos_token_id):
     """The next token of every row (finished rows get ``pad_token_id``) and which rows are finished after it."""
-    tok = _choose(logits.float() if bias is None else logits.float() + bias, do_sample, temperature, top_p)
+    logits = logits.float()
+    tok = _choose(logits if bias is None else bias(logits) if callable(bias) else logits + bias, do_sample, temperature,
+                  top_p)
     tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
     return tok, (done | (tok == eos_token_id)) if eos_token_id is not None else done
 
