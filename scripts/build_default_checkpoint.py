@@ -102,16 +102,13 @@ def main(argv: list[str] | None = None) -> None:
          lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
                               extra_data=extra))
     if float(cfg.stage1.utterance_probe) > 0:  # fitted by train_stage1; a stage 1 trained before the probe gets it here
-        from stage1_instruct.probe import PROBE_FILE, fit_probe
-        from stage1_instruct.train import training_bank
+        from avitalk.encoders import audio_encoder_from_config
+        from stage1_instruct.probe import PROBE_FILE
+        from stage1_instruct.train import fit_stage1_probe
 
-        def probe() -> None:
-            from avitalk.encoders import audio_encoder_from_config
-
-            bank = training_bank(cfg, audio_encoder_from_config(cfg.audio_encoder), (data, *extra), progress=progress)
-            fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=progress).save(s1 / PROBE_FILE)
-
-        step("stage1 utterance probe", (s1 / PROBE_FILE).is_file(), probe)
+        step("stage1 utterance probe", (s1 / PROBE_FILE).is_file(),
+             lambda: fit_stage1_probe(cfg, audio_encoder_from_config(cfg.audio_encoder), (data, *extra), s1,
+                                      progress=progress))
     step("evaluate stage2", (s2 / "metrics.json").is_file(),
          lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data)))
     step("evaluate stage1", (s1 / "metrics.json").is_file(),

@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     from stage1_instruct.instructor import to_instruction
     from stage1_instruct.features import FeatureBank
     from stage1_instruct.instructor import Instructor, load_stage1
-    from stage1_instruct.probe import PROBE_FILE, fit_probe
-    from stage1_instruct.train import train_stage1
+    from stage1_instruct.probe import PROBE_FILE
+    from stage1_instruct.train import fit_stage1_probe, train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from avitalk.config import load_config
@@ -172,11 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             t_train = time.perf_counter() - t
         probe_w = float(cfg.stage1.get("utterance_probe", 0.0) or 0.0)
         if probe_w > 0 and not (out / PROBE_FILE).is_file():  # a fold trained before the probe: fit it (seconds)
-            from stage1_instruct.train import training_bank
-
-            bank = training_bank(cfg, enc, (Path(a.synth), real), tuple(held), progress=not a.quiet)
-            fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=not a.quiet).save(out / PROBE_FILE)
-            del bank
+            fit_stage1_probe(cfg, enc, (Path(a.synth), real), out, tuple(held), progress=not a.quiet)
         model, mcfg = load_stage1(out)
         gen = Instructor.from_model(model, mcfg).load_probe(out)
         gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # inference settings: the config's

@@ -417,14 +417,14 @@ class Instructor:
         _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
         utt = self.utterance(audio, features, encoder)
         if utt is not None:
-            t = max(float(self.cfg.stage1.get("heard_temperature", 1.0)), 1e-6)
-            p = torch.softmax(self.emotion_log_probs(pooled, utt)[0] / t, -1)
+            p = torch.softmax(self.emotion_log_probs(pooled, utt)[0] / self._temperature("heard_temperature"), -1)
         else:
-            p = torch.softmax(self._emotion_logits(pooled)[0] / self._head_temperature(), -1)
+            p = torch.softmax(self._emotion_logits(pooled)[0] / self._temperature("head_temperature"), -1)
         return {EMOTIONS[i]: float(p[i]) for i in p.argsort(descending=True).tolist()}
 
-    def _head_temperature(self) -> float:
-        return max(float(self.cfg.stage1.get("head_temperature", 1.0)) if self.cfg is not None else 1.0, 1e-6)
+    def _temperature(self, key: str) -> float:
+        """``stage1.head_temperature`` or ``stage1.heard_temperature`` (1 without a config)."""
+        return max(float(self.cfg.stage1.get(key, 1.0)) if self.cfg is not None else 1.0, 1e-6)
 
     def _probe_weight(self) -> float:
         """The utterance probe's exponent in the product (0 without a probe or when the config turns it off)."""
@@ -443,7 +443,8 @@ class Instructor:
         if w <= 0 or utterance is None:
             return torch.log_softmax(z, -1)
         lp = self.probe.log_probs(utterance).to(z.device)
-        return torch.log_softmax(torch.log_softmax(z / self._head_temperature(), -1) + w * lp[:, : z.shape[1]], -1)
+        return torch.log_softmax(torch.log_softmax(z / self._temperature("head_temperature"), -1) + w * lp[:, : z.shape[1]],
+                                 -1)
 
     def utterance(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> np.ndarray | None:
         """[1, 2 D] the utterance probe's statistics of a clip (features of the audio as given, over its speech span);
@@ -452,18 +453,20 @@ class Instructor:
             return None
         from .probe import utterance_stats
 
-        if audio.duration > MAX_LISTEN_S:
-            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
-            if features is not None:
-                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
-        if features is None and encoder is None:
-            if self._encoder is None:
-                from avitalk.encoders import audio_encoder_from_config
-
-                self._encoder = audio_encoder_from_config(self.cfg.audio_encoder)
-            encoder = self._encoder
-        rows = speech_features(self.cfg, audio, encoder, encoded=features)
+        audio, features = _first_listen(audio, features, warn=False)
+        rows = speech_features(self.cfg, audio, encoder if features is not None else self._encoder_for(encoder),
+                               encoded=features)
         return utterance_stats(rows, audio.samples)[None]
+
+    def _encoder_for(self, encoder):
+        """``encoder``, or the config's audio encoder (made once) when stage 1 must encode audio itself."""
+        if encoder is not None:
+            return encoder
+        if self._encoder is None:
+            from avitalk.encoders import audio_encoder_from_config
+
+            self._encoder = audio_encoder_from_config(self.cfg.audio_encoder)
+        return self._encoder
 
     def _emotion_logits(self, pooled: torch.Tensor) -> torch.Tensor | None:
         """The Q-Former emotion head's logits [B, len(EMOTIONS)] for pooled queries; None without the head."""
@@ -536,23 +539,13 @@ class Instructor:
         ``stage1.listen_pad_s`` the speech is first put between that much faint noise on each side
         (:func:`avitalk.audio.even_margins`), so how tightly a recording was cut does not change what stage 1 hears;
         then ``features`` (the encoder's output for the audio as given) cannot be used and the audio is encoded again."""
-        if audio.duration > MAX_LISTEN_S:
-            if warn:
-                log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
-            audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
-            if features is not None:
-                features = features[: int(MAX_LISTEN_S * FEATURE_RATE)]
+        audio, features = _first_listen(audio, features, warn)
         pad = float(self.cfg.stage1.get("listen_pad_s", 0.0) or 0.0) if self.cfg is not None else 0.0
         if pad <= 0:
             return np.asarray(speech_features(self.cfg, audio, encoder, encoded=features), np.float32)
         from avitalk.audio import even_margins
 
-        if encoder is None:
-            if self._encoder is None:
-                from avitalk.encoders import audio_encoder_from_config
-
-                self._encoder = audio_encoder_from_config(self.cfg.audio_encoder)
-            encoder = self._encoder
+        encoder = self._encoder_for(encoder)
         last = self._last_listened  # the same clip again (instruct, then heard): encoded once
         if last is not None and last[0] is audio.samples and last[1] == pad and last[2] is encoder:
             return last[3]
@@ -585,6 +578,16 @@ class Instructor:
             for i, texts in zip(idx, self.generate(f.to(dev), m.to(dev), utterance=utt)):
                 out[i] = to_instruction(texts[0])
         return out  # type: ignore[return-value]
+
+
+def _first_listen(audio: Audio, features: np.ndarray | None, warn: bool) -> tuple[Audio, np.ndarray | None]:
+    """The first :data:`MAX_LISTEN_S` seconds of a clip and of its features (what stage 1 reads)."""
+    if audio.duration <= MAX_LISTEN_S:
+        return audio, features
+    if warn:
+        log.warning("stage 1 reads the first %.0f s of %.1f s of speech", MAX_LISTEN_S, audio.duration)
+    audio = Audio(audio.samples[: int(MAX_LISTEN_S * audio.sample_rate)], audio.sample_rate, audio.source)
+    return audio, None if features is None else features[: int(MAX_LISTEN_S * FEATURE_RATE)]
 
 
 class EmotionVote:

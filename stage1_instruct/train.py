@@ -226,6 +226,14 @@ def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = N
     return FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
 
 
+def fit_stage1_probe(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
+    """Fit the utterance probe of a stage 1 trained without one (on the clips it trained on) into ``out``."""
+    from .probe import PROBE_FILE, fit_probe
+
+    bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
+    fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=progress).save(Path(out) / PROBE_FILE)
+
+
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:
     """Restore a phase's last saved state; the step to continue from (0 when there is none)."""
     from avitalk.training import load_phase
