@@ -165,6 +165,7 @@ class Stage1TrainConfig:
     augment_p: float = 0.5
     augment_p_main: Optional[float] = None  # the main corpus's (SynthTalk's) own chance; None: augment_p
     probe_c: float = 0.01  # the utterance probe's inverse L2 strength (stage1_instruct.probe)
+    probe_per_corpus: bool = False  # one probe per corpus mixed by a gate (stage1_instruct.probe; off: README why)
     checkpoint_every: int = 200
     mixed_precision: str = "bf16"
 

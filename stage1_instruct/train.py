@@ -194,7 +194,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         from .probe import PROBE_FILE, fit_probe
 
         t = time.perf_counter()
-        fit_probe(train, c=float(tc.probe_c), progress=progress).save(out / PROBE_FILE)
+        fit_probe(train, c=float(tc.probe_c), per_corpus=bool(tc.get("probe_per_corpus", False)),
+                  progress=progress).save(out / PROBE_FILE)
         timings["probe_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
         save_stage1(model, out, cfg)
@@ -231,7 +232,8 @@ def fit_stage1_probe(cfg, enc, datasets, out: str | os.PathLike, exclude_speaker
     from .probe import PROBE_FILE, fit_probe
 
     bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
-    fit_probe(bank, c=float(cfg.stage1.train.probe_c), progress=progress).save(Path(out) / PROBE_FILE)
+    fit_probe(bank, c=float(cfg.stage1.train.probe_c),
+              per_corpus=bool(cfg.stage1.train.get("probe_per_corpus", False)), progress=progress).save(Path(out) / PROBE_FILE)
 
 
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:

@@ -564,6 +564,50 @@ def test_utterance_probe_fits_saves_and_reads_only_the_speech(tmp_path):
     assert not np.allclose(utterance_stats(feats_loose), b, atol=0.5)  # without the audio: every frame
 
 
+def test_corpus_probe_reads_each_corpus_with_its_own_expert(tmp_path):
+    """With real speech beside the main corpus and per_corpus, fit_probe fits one regression per corpus (the main corpus clean, real
+    speech clean and augmented) mixed by a gate that tells the corpora apart: where the two corpora show the emotion
+    by different cues, one regression for both cannot read them and the corpus probe reads each; it saves and loads."""
+    import types
+
+    import torch
+
+    from avitalk.audio import save_wav
+    from stage1_instruct.probe import CorpusProbe, EmotionProbe, fit_probe
+
+    save_wav(tmp_path / "a.wav", Audio(_speechlike(1.0), 16000))
+    rng = np.random.default_rng(0)
+    from avitalk.vocab import EMOTIONS
+
+    clips, variants, real, truth = [], [], [], []
+    for i in range(240):
+        is_real, y = i % 2 == 1, int(rng.integers(0, 3))
+        cue = np.eye(4)[(y + 1) % 3 if is_real else y] * 2.0 + (5.0 * np.eye(4)[3] if is_real else 0.0)
+        n_var = 3 if is_real else 2  # the main corpus's augmented copy is read by the gate only
+        variants.append([(cue + rng.standard_normal((50, 4))).astype(np.float32) for _ in range(n_var)])
+        clips.append(types.SimpleNamespace(audio="a.wav", emotion=EMOTIONS[y]))
+        real.append(is_real)
+        truth.append(y)
+    bank = types.SimpleNamespace(clips=clips, variants=variants, real=np.array(real), roots=[str(tmp_path)] * 240)
+    stats = np.stack([np.concatenate([v[0].mean(0), v[0].std(0)]) for v in variants])
+    truth, real = np.array(truth), np.array(real)
+
+    probe = fit_probe(bank, c=1.0, per_corpus=True)
+    joint = fit_probe(bank, c=1.0)
+    assert isinstance(probe, CorpusProbe) and isinstance(joint, EmotionProbe) and probe.dim == 8
+    lp = probe.log_probs(stats)
+    assert lp.shape == (240, len(EMOTIONS)) and torch.allclose(lp.exp().sum(1), torch.ones(240), atol=1e-5)
+    right, right_joint = lp.argmax(1).numpy() == truth, joint.log_probs(stats).argmax(1).numpy() == truth
+    assert right[real].mean() > 0.9 and right[~real].mean() > 0.9
+    assert right_joint.mean() < 0.8                                      # one regression, two sets of cues
+    assert (probe.corpus_log_probs(stats).argmax(1).numpy() == real).all()  # the gate knows the corpora apart
+    probe.save(tmp_path / "probe.safetensors")
+    again = EmotionProbe.load(tmp_path / "probe.safetensors")
+    assert isinstance(again, CorpusProbe) and torch.allclose(again.log_probs(stats), lp)
+    main_only = types.SimpleNamespace(clips=clips[::2], variants=variants[::2], real=real[::2], roots=bank.roots[::2])
+    assert isinstance(fit_probe(main_only, c=1.0, per_corpus=True), EmotionProbe)  # one corpus: one regression
+
+
 def test_emotion_head_and_utterance_probe_vote_together():
     """With a probe and stage1.utterance_probe > 0 the emotion log-probabilities are the head at its temperature times
     the probe, renormalised; with either missing, the head's raw softmax (as before the probe)."""
