@@ -165,7 +165,9 @@ class Stage1TrainConfig:
     augment_p: float = 0.5
     augment_p_main: Optional[float] = None  # the main corpus's (SynthTalk's) own chance; None: augment_p
     probe_c: float = 0.01  # the utterance probe's inverse L2 strength (stage1_instruct.probe)
-    probe_per_corpus: bool = False  # one probe per corpus mixed by a gate (stage1_instruct.probe; off: README why)
+    # the utterance probe: joint (one regression), main (+ the main corpus's own regression inside its subspace), or
+    # corpus (one per corpus, a learned gate: misroutes other real corpora); stage1_instruct.probe, README "Real speech"
+    probe_experts: str = "main"
     checkpoint_every: int = 200
     mixed_precision: str = "bf16"
 
@@ -238,7 +240,14 @@ def merge_config(user, overrides: list[str] | None = None, source: str = "config
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         except OmegaConfBaseException as e:
             raise ConfigError(f"--set: {_why(e)}") from e
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key}: {value!r} is not one of {', '.join(allowed)}")
     return cfg
+
+
+CHOICES = {"stage1.train.probe_experts": ("joint", "main", "corpus")}  # string keys that take one of a few values
 
 
 def _why(e) -> str:

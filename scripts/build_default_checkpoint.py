@@ -211,6 +211,12 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
                           f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = f"; the Q-Former's emotion head votes on the emotion word (`stage1.emotion_guidance: {w:g}`)" if w else ""
+    if w and float(cfg.stage1.get("utterance_probe", 0.0) or 0.0) > 0:
+        kind = cfg.stage1.train.get("probe_experts", "joint")
+        guidance += (" with an utterance probe (a logistic regression on both corpora" +
+                     ("; speech that lies inside SynthTalk's own subspace is read by one fitted on SynthTalk alone"
+                      if kind == "main" else "; one per corpus, mixed by a learned gate" if kind == "corpus" else "") +
+                     f": `stage1.train.probe_experts: {kind}`)")
     pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
     if pad:
         guidance += f"; it hears the speech between {pad:g} s of faint noise on each side (`stage1.listen_pad_s`)"

@@ -7,12 +7,19 @@ different clips, so stage 1 multiplies their probabilities (``stage1.utterance_p
 the emotion word is chosen (README "Real speech", the utterance probe). It is fitted in seconds after the Q-Former
 (``stage1_instruct.train``) on the same clips.
 
-The probe is fitted on the main corpus (SynthTalk) clean and on real speech clean and through its augmented copies,
-the two corpora weighted equally. ``stage1.train.probe_per_corpus`` fits a :class:`CorpusProbe` instead: one
-regression per corpus on its own clips, mixed by a two-class regression that tells the corpora apart (the gate). Each
-corpus is then read better (SynthTalk and RAVDESS alike), but the gate learns "RAVDESS or not" rather than "espeak or
-human": real recordings of other corpora go to the SynthTalk expert, which reads them wrong and sure of itself, so it
-is off by default (README "Real speech", the utterance probe). Stored in ``probe.safetensors`` (float32).
+How it is made (``stage1.train.probe_experts``), from the main corpus (SynthTalk) clean and real speech clean and
+through its augmented copies:
+
+- ``joint``: one regression on both corpora, weighted equally.
+- ``main`` (the default): the joint regression, plus the main corpus's own regression for speech that lies where the
+  main corpus lies (:class:`SubspaceGate`: a clip's distance from the principal subspace of the main corpus's
+  statistics, under the 99.5th percentile of the main corpus's own distances). The two corpora pull one regression two
+  ways; this reads SynthTalk with SynthTalk's regression and leaves every other voice to the joint one.
+- ``corpus``: one regression per corpus mixed by a learned two-class gate. Measured and not recommended: with one real
+  corpus the gate learns "that corpus or not", and real recordings of other corpora go to the SynthTalk regression.
+
+A :class:`CorpusProbe` mixes the experts: p(e | x) = sum_k gate_k(x) expert_k(e | x). Stored in ``probe.safetensors``
+(README "Real speech", the utterance probe).
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from avitalk.types import FEATURE_RATE, SAMPLE_RATE
 
 PROBE_FILE = "probe.safetensors"
 SPAN_MARGIN_S = 0.1
-GATE_C = 0.001  # the gate's inverse L2 strength: espeak and real voices are told apart at any C; strong keeps it smooth
+GATE_C = 0.001  # the learned gate's inverse L2 strength (probe_experts: corpus)
+SUBSPACE_DIM = 64  # the main corpus's principal components the subspace gate keeps
+SUBSPACE_QUANTILE = 0.995  # the gate's threshold: this quantile of the main corpus's own distances
+SUBSPACE_SOFTNESS = 0.02  # the gate's logistic width, as a share of the threshold
 
 
 def speech_frames(samples: np.ndarray | None, n_frames: int) -> slice:
@@ -61,6 +71,10 @@ class EmotionProbe:
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
 
     def log_probs(self, stats) -> torch.Tensor:
         """[B, E] log-probabilities for [B, 2 D] utterance statistics."""
@@ -120,8 +134,8 @@ class EmotionProbe:
             s = load_file(str(path))
             if "gate.mean" not in s:
                 return cls.from_tensors(s)
-            gate = cls.from_tensors(s, "gate.")
-            probe = CorpusProbe(gate, [cls.from_tensors(s, f"expert{k}.") for k in range(gate.weight.shape[0])])
+            gate = SubspaceGate.from_tensors(s, "gate.") if "gate.basis" in s else cls.from_tensors(s, "gate.")
+            probe = CorpusProbe(gate, [cls.from_tensors(s, f"expert{k}.") for k in range(gate.n_out)])
             if any(e.dim != gate.dim or e.weight.shape[0] != probe.experts[0].weight.shape[0] for e in probe.experts):
                 raise ValueError("its gate and experts do not match")
             return probe
@@ -129,11 +143,66 @@ class EmotionProbe:
             raise CheckpointError(f"{path}: not an utterance probe ({e})") from e
 
 
-class CorpusProbe:
-    """One :class:`EmotionProbe` per corpus (``experts``, the main corpus first), mixed by ``gate`` (an EmotionProbe
-    over the corpora): p(e | x) = sum_k gate_k(x) expert_k(e | x). Reads like an EmotionProbe."""
+class SubspaceGate:
+    """Is this clip's speech where the main corpus's speech lies? Standardise, take the root mean square of what the
+    main corpus's first ``k`` principal components leave unexplained (its distance from their subspace), and compare
+    it with ``threshold`` (a high quantile of the main corpus's own distances): [B, 2] log-probabilities of (inside,
+    outside), a logistic of width ``softness`` around the threshold. One-class: it needs no example of the voices it
+    sends elsewhere, so voices of corpora never heard go to the joint regression rather than to the main corpus's."""
 
-    def __init__(self, gate: EmotionProbe, experts: list[EmotionProbe]):
+    n_out = 2
+
+    def __init__(self, mean, scale, center, basis, threshold, softness):
+        self.mean, self.scale, self.center, self.basis = mean.float(), scale.float(), center.float(), basis.float()
+        self.threshold, self.softness = threshold.float().reshape(()), softness.float().reshape(())
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def distance(self, stats) -> torch.Tensor:
+        """[B] the distance from the main corpus's subspace (about 1 for unrelated speech, lower inside)."""
+        x = torch.as_tensor(np.asarray(stats, np.float32))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"utterance statistics of shape {tuple(x.shape)}; the probe reads [B, {self.dim}]")
+        z = (x - self.mean) / self.scale - self.center
+        r = z - (z @ self.basis) @ self.basis.T
+        return r.square().mean(1).sqrt()
+
+    def log_probs(self, stats) -> torch.Tensor:
+        a = (self.threshold - self.distance(stats)) / (self.softness * self.threshold)
+        return torch.stack([torch.nn.functional.logsigmoid(a), torch.nn.functional.logsigmoid(-a)], 1)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, k: int | None = None, quantile: float = SUBSPACE_QUANTILE,
+            softness: float = SUBSPACE_SOFTNESS) -> "SubspaceGate":
+        """The gate of the main corpus's [N, 2 D] statistics ``x`` (``k``: SUBSPACE_DIM when not given)."""
+        k = SUBSPACE_DIM if k is None else int(k)
+        x = np.asarray(x, np.float64)
+        mean, scale = x.mean(0), x.std(0) + 1e-3
+        z = (x - mean) / scale
+        center = z.mean(0)
+        _, _, vt = np.linalg.svd(z - center, full_matrices=False)
+        basis = vt[: min(k, len(vt))].T
+        gate = cls(*(torch.as_tensor(a, dtype=torch.float32) for a in (mean, scale, center, basis)),
+                   torch.tensor(1.0), torch.tensor(float(softness)))
+        gate.threshold = torch.quantile(gate.distance(x.astype(np.float32)), float(quantile))
+        return gate
+
+    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {prefix + k: getattr(self, k).contiguous()
+                for k in ("mean", "scale", "center", "basis", "threshold", "softness")}
+
+    @classmethod
+    def from_tensors(cls, s: dict, prefix: str = "") -> "SubspaceGate":
+        return cls(*(s[prefix + k] for k in ("mean", "scale", "center", "basis", "threshold", "softness")))
+
+
+class CorpusProbe:
+    """:class:`EmotionProbe` experts (the main corpus's first) mixed by ``gate`` (an EmotionProbe over the corpora, or a
+    :class:`SubspaceGate`): p(e | x) = sum_k gate_k(x) expert_k(e | x). Reads like an EmotionProbe."""
+
+    def __init__(self, gate: "EmotionProbe | SubspaceGate", experts: list[EmotionProbe]):
         self.gate, self.experts = gate, list(experts)
 
     @property
@@ -141,7 +210,7 @@ class CorpusProbe:
         return self.gate.dim
 
     def corpus_log_probs(self, stats) -> torch.Tensor:
-        """[B, K] the gate's log-probabilities of each corpus."""
+        """[B, K] the gate's log-probabilities of each expert."""
         return self.gate.log_probs(stats)
 
     def log_probs(self, stats) -> torch.Tensor:
@@ -165,16 +234,20 @@ def _save(tensors: dict, path: str | os.PathLike) -> None:
         save_file(tensors, str(tmp))
 
 
-def fit_probe(bank, c: float = 0.01, per_corpus: bool = False, progress: bool = False) -> "EmotionProbe | CorpusProbe":
-    """The probe for a FeatureBank, the speech span read from each clip's audio: the main corpus clean, the real
-    sources clean and through every augmented copy. With real sources and ``per_corpus``: a :class:`CorpusProbe`
-    (one regression per corpus on its own clips; the gate on both corpora, clean and augmented, weighted equally);
-    otherwise one regression on all of them, each corpus weighing as much as the other in all."""
+EXPERTS = ("joint", "main", "corpus")
+
+
+def fit_probe(bank, c: float = 0.01, experts: str = "joint", progress: bool = False) -> "EmotionProbe | CorpusProbe":
+    """The probe for a FeatureBank (``experts``: joint / main / corpus, see the module), the speech span read from
+    each clip's audio: the main corpus clean, the real sources clean and through every augmented copy. With one corpus
+    only: one regression whatever ``experts`` says."""
     from tqdm import tqdm
 
     from avitalk import audio as audio_io
     from avitalk.vocab import EMOTIONS
 
+    if experts not in EXPERTS:
+        raise ValueError(f"probe experts {experts!r}: one of {', '.join(EXPERTS)}")
     rows, labels, real, clean = [], [], [], []
     for i, c_ in enumerate(tqdm(bank.clips, desc="stage1 utterance probe", disable=not progress or None)):
         samples = audio_io.load(Path(bank.roots[i]) / c_.audio).samples
@@ -187,10 +260,13 @@ def fit_probe(bank, c: float = 0.01, per_corpus: bool = False, progress: bool = 
     emo = real | clean  # what reads the emotion: the main corpus clean, real speech clean and augmented
     if not (real.any() and (~real).any()):
         return EmotionProbe.fit(x[emo], y[emo], len(EMOTIONS), c=c)
-    if not per_corpus:
-        w = np.where(real, (~real & emo).sum() / real.sum(), 1.0)
-        return EmotionProbe.fit(x[emo], y[emo], len(EMOTIONS), w[emo], c=c)
-    experts = [EmotionProbe.fit(x[m], y[m], len(EMOTIONS), c=c) for m in (~real & clean, real)]
-    w = np.where(real, (~real).sum() / real.sum(), 1.0)
-    gate = EmotionProbe.fit(x, real.astype(np.int64), 2, w, c=GATE_C)
-    return CorpusProbe(gate, experts)
+    main = ~real & clean
+    if experts == "corpus":
+        w = np.where(real, (~real).sum() / real.sum(), 1.0)
+        gate = EmotionProbe.fit(x, real.astype(np.int64), 2, w, c=GATE_C)
+        return CorpusProbe(gate, [EmotionProbe.fit(x[m], y[m], len(EMOTIONS), c=c) for m in (main, real)])
+    w = np.where(real, main.sum() / real.sum(), 1.0)
+    joint = EmotionProbe.fit(x[emo], y[emo], len(EMOTIONS), w[emo], c=c)
+    if experts == "joint":
+        return joint
+    return CorpusProbe(SubspaceGate.fit(x[main]), [EmotionProbe.fit(x[main], y[main], len(EMOTIONS), c=c), joint])

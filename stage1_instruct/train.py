@@ -194,7 +194,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         from .probe import PROBE_FILE, fit_probe
 
         t = time.perf_counter()
-        fit_probe(train, c=float(tc.probe_c), per_corpus=bool(tc.get("probe_per_corpus", False)),
+        fit_probe(train, c=float(tc.probe_c), experts=tc.get("probe_experts", "joint"),
                   progress=progress).save(out / PROBE_FILE)
         timings["probe_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
@@ -233,7 +233,7 @@ def fit_stage1_probe(cfg, enc, datasets, out: str | os.PathLike, exclude_speaker
 
     bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
     fit_probe(bank, c=float(cfg.stage1.train.probe_c),
-              per_corpus=bool(cfg.stage1.train.get("probe_per_corpus", False)), progress=progress).save(Path(out) / PROBE_FILE)
+              experts=cfg.stage1.train.get("probe_experts", "joint"), progress=progress).save(Path(out) / PROBE_FILE)
 
 
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:

@@ -106,6 +106,9 @@ def test_configs_are_checked_against_the_schema(tmp_path, cli):
         load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layres=3"])
     with pytest.raises(ConfigError, match="stage2.decoder.layers"):
         load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layers=abc"])
+    with pytest.raises(ConfigError, match="probe_experts: 'both' is not one of joint, main, corpus"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["stage1.train.probe_experts=both"])
+    assert load_config(ROOT / "configs" / "tiny.yaml", ["stage1.train.probe_experts=joint"]).stage1.train.probe_experts == "joint"
     bad.write_text("stage2: [unclosed\n")
     with pytest.raises(ConfigError, match="not a readable YAML"):
         load_config(bad)

@@ -564,48 +564,69 @@ def test_utterance_probe_fits_saves_and_reads_only_the_speech(tmp_path):
     assert not np.allclose(utterance_stats(feats_loose), b, atol=0.5)  # without the audio: every frame
 
 
-def test_corpus_probe_reads_each_corpus_with_its_own_expert(tmp_path):
-    """With real speech beside the main corpus and per_corpus, fit_probe fits one regression per corpus (the main corpus clean, real
-    speech clean and augmented) mixed by a gate that tells the corpora apart: where the two corpora show the emotion
-    by different cues, one regression for both cannot read them and the corpus probe reads each; it saves and loads."""
+def _two_corpus_bank(tmp_path, n: int = 240):
+    """A FeatureBank stand-in: a main corpus and a real one that show 3 emotions by different cues (the real one
+    shifted on a fourth channel); returns the bank, the clean clips' statistics, their labels and the real flags."""
     import types
 
-    import torch
-
     from avitalk.audio import save_wav
-    from stage1_instruct.probe import CorpusProbe, EmotionProbe, fit_probe
+    from avitalk.vocab import EMOTIONS
 
     save_wav(tmp_path / "a.wav", Audio(_speechlike(1.0), 16000))
     rng = np.random.default_rng(0)
-    from avitalk.vocab import EMOTIONS
-
     clips, variants, real, truth = [], [], [], []
-    for i in range(240):
+    for i in range(n):
         is_real, y = i % 2 == 1, int(rng.integers(0, 3))
         cue = np.eye(4)[(y + 1) % 3 if is_real else y] * 2.0 + (5.0 * np.eye(4)[3] if is_real else 0.0)
-        n_var = 3 if is_real else 2  # the main corpus's augmented copy is read by the gate only
+        n_var = 3 if is_real else 2  # the main corpus's augmented copy is read by the learned gate only
         variants.append([(cue + rng.standard_normal((50, 4))).astype(np.float32) for _ in range(n_var)])
         clips.append(types.SimpleNamespace(audio="a.wav", emotion=EMOTIONS[y]))
         real.append(is_real)
         truth.append(y)
-    bank = types.SimpleNamespace(clips=clips, variants=variants, real=np.array(real), roots=[str(tmp_path)] * 240)
+    bank = types.SimpleNamespace(clips=clips, variants=variants, real=np.array(real), roots=[str(tmp_path)] * n)
     stats = np.stack([np.concatenate([v[0].mean(0), v[0].std(0)]) for v in variants])
-    truth, real = np.array(truth), np.array(real)
+    return bank, stats, np.array(truth), np.array(real)
 
-    probe = fit_probe(bank, c=1.0, per_corpus=True)
-    joint = fit_probe(bank, c=1.0)
-    assert isinstance(probe, CorpusProbe) and isinstance(joint, EmotionProbe) and probe.dim == 8
-    lp = probe.log_probs(stats)
+
+def test_corpus_probes_read_each_corpus_with_its_own_expert(tmp_path, monkeypatch):
+    """fit_probe's three kinds (stage1.train.probe_experts). Where two corpora show the emotion by different cues one
+    joint regression reads neither well; "corpus" (a regression per corpus, a learned gate) reads both; "main" reads
+    the main corpus with its own regression, chosen by a one-class gate that sends whatever lies off the main
+    corpus's subspace (here the real corpus) to the joint regression. Both save and load; one corpus: one regression."""
+    import types
+
+    import torch
+
+    from avitalk.vocab import EMOTIONS
+    from stage1_instruct import probe as P
+
+    bank, stats, truth, real = _two_corpus_bank(tmp_path)
+    monkeypatch.setattr(P, "SUBSPACE_DIM", 3)  # the main corpus's statistics vary along its 3 emotion cues
+    joint = P.fit_probe(bank, c=1.0)
+    corpus = P.fit_probe(bank, c=1.0, experts="corpus")
+    main = P.fit_probe(bank, c=1.0, experts="main")
+    assert isinstance(joint, P.EmotionProbe) and joint.dim == 8
+    assert isinstance(corpus, P.CorpusProbe) and isinstance(main, P.CorpusProbe)
+    assert isinstance(main.gate, P.SubspaceGate) and main.gate.basis.shape == (8, 3)
+    right = {k: p.log_probs(stats).argmax(1).numpy() == truth for k, p in
+             {"joint": joint, "corpus": corpus, "main": main}.items()}
+    assert right["joint"].mean() < 0.8                                  # one regression, two sets of cues
+    assert right["corpus"][real].mean() > 0.9 and right["corpus"][~real].mean() > 0.9
+    assert (corpus.corpus_log_probs(stats).argmax(1).numpy() == real).all()
+    assert right["main"][~real].mean() > 0.9                             # the main corpus: its own regression
+    inside = main.corpus_log_probs(stats)[:, 0].exp().numpy()
+    assert (inside[real] < 0.01).all() and (inside[~real] > 0.5).mean() > 0.95
+    assert torch.allclose(main.log_probs(stats[real]), joint.log_probs(stats[real]), atol=1e-3)  # the rest: joint
+    lp = main.log_probs(stats)
     assert lp.shape == (240, len(EMOTIONS)) and torch.allclose(lp.exp().sum(1), torch.ones(240), atol=1e-5)
-    right, right_joint = lp.argmax(1).numpy() == truth, joint.log_probs(stats).argmax(1).numpy() == truth
-    assert right[real].mean() > 0.9 and right[~real].mean() > 0.9
-    assert right_joint.mean() < 0.8                                      # one regression, two sets of cues
-    assert (probe.corpus_log_probs(stats).argmax(1).numpy() == real).all()  # the gate knows the corpora apart
-    probe.save(tmp_path / "probe.safetensors")
-    again = EmotionProbe.load(tmp_path / "probe.safetensors")
-    assert isinstance(again, CorpusProbe) and torch.allclose(again.log_probs(stats), lp)
-    main_only = types.SimpleNamespace(clips=clips[::2], variants=variants[::2], real=real[::2], roots=bank.roots[::2])
-    assert isinstance(fit_probe(main_only, c=1.0, per_corpus=True), EmotionProbe)  # one corpus: one regression
+    for name, probe in (("corpus", corpus), ("main", main)):
+        probe.save(tmp_path / f"{name}.safetensors")
+        again = P.EmotionProbe.load(tmp_path / f"{name}.safetensors")
+        assert type(again.gate) is type(probe.gate) and torch.allclose(again.log_probs(stats), probe.log_probs(stats))
+    with pytest.raises(ValueError, match="one of joint, main, corpus"):
+        P.fit_probe(bank, experts="both")
+    one = types.SimpleNamespace(clips=bank.clips[::2], variants=bank.variants[::2], real=real[::2], roots=bank.roots[::2])
+    assert isinstance(P.fit_probe(one, c=1.0, experts="main"), P.EmotionProbe)
 
 
 def test_emotion_head_and_utterance_probe_vote_together():

@@ -131,8 +131,8 @@ def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
     m = torch.zeros(2, T, dtype=torch.bool)
     for i, r in enumerate(rows):
         f[i, : len(r)], m[i, : len(r)] = torch.from_numpy(np.asarray(r)), True
-    assert ins._guidance() == 2.0  # the embedded default's config (chosen on SynthTalk validation)
-    assert ins.generate(f, m) == ins.generate(f, m, emotion_guidance=2.0)
+    assert ins._guidance() == 8.0  # the embedded default's config (chosen on SynthTalk validation)
+    assert ins.generate(f, m) == ins.generate(f, m, emotion_guidance=8.0)
     _, _, pooled = ins.prefix(f, m)
     bias = ins.emotion_bias(pooled, 1.0)
     ids, emo = ins._emotion_tokens()
