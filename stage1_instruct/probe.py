@@ -61,7 +61,24 @@ def utterance_stats(feats: np.ndarray, samples: np.ndarray | None = None) -> np.
     return np.concatenate([f.mean(0), f.std(0)]).astype(np.float32)
 
 
-class EmotionProbe:
+class _Standardised:
+    """What both the probe and the gate do first: check [B, 2 D] statistics and standardise them."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def standardised(self, stats) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(stats, np.float32))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"utterance statistics of shape {tuple(x.shape)}; the probe reads [B, {self.dim}]")
+        return (x - self.mean) / self.scale
+
+
+class EmotionProbe(_Standardised):
     """Standardise, then ``weight @ x + bias``; log-probabilities over ``n`` emotions (avitalk.vocab.EMOTIONS)."""
 
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
@@ -69,19 +86,12 @@ class EmotionProbe:
         self.weight, self.bias = weight.float(), bias.float()
 
     @property
-    def dim(self) -> int:
-        return int(self.mean.shape[0])
-
-    @property
     def n_out(self) -> int:
         return int(self.weight.shape[0])
 
     def log_probs(self, stats) -> torch.Tensor:
         """[B, E] log-probabilities for [B, 2 D] utterance statistics."""
-        x = torch.as_tensor(np.asarray(stats, np.float32))
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"utterance statistics of shape {tuple(x.shape)}; the probe reads [B, {self.dim}]")
-        return torch.log_softmax(((x - self.mean) / self.scale) @ self.weight.T + self.bias, -1)
+        return torch.log_softmax(self.standardised(stats) @ self.weight.T + self.bias, -1)
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None,
@@ -143,7 +153,7 @@ class EmotionProbe:
             raise CheckpointError(f"{path}: not an utterance probe ({e})") from e
 
 
-class SubspaceGate:
+class SubspaceGate(_Standardised):
     """Is this clip's speech where the main corpus's speech lies? Standardise, take the root mean square of what the
     main corpus's first ``k`` principal components leave unexplained (its distance from their subspace), and compare
     it with ``threshold`` (a high quantile of the main corpus's own distances): [B, 2] log-probabilities of (inside,
@@ -156,16 +166,9 @@ class SubspaceGate:
         self.mean, self.scale, self.center, self.basis = mean.float(), scale.float(), center.float(), basis.float()
         self.threshold, self.softness = threshold.float().reshape(()), softness.float().reshape(())
 
-    @property
-    def dim(self) -> int:
-        return int(self.mean.shape[0])
-
     def distance(self, stats) -> torch.Tensor:
         """[B] the distance from the main corpus's subspace (about 1 for unrelated speech, lower inside)."""
-        x = torch.as_tensor(np.asarray(stats, np.float32))
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"utterance statistics of shape {tuple(x.shape)}; the probe reads [B, {self.dim}]")
-        z = (x - self.mean) / self.scale - self.center
+        z = self.standardised(stats) - self.center
         r = z - (z @ self.basis) @ self.basis.T
         return r.square().mean(1).sqrt()
 
