@@ -212,7 +212,7 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = f"; the Q-Former's emotion head votes on the emotion word (`stage1.emotion_guidance: {w:g}`)" if w else ""
     if w and float(cfg.stage1.get("utterance_probe", 0.0) or 0.0) > 0:
-        kind = cfg.stage1.train.get("probe_experts", "joint")
+        kind = cfg.stage1.train.probe_experts
         guidance += (" with an utterance probe (a logistic regression on both corpora" +
                      ("; speech that lies inside SynthTalk's own subspace is read by one fitted on SynthTalk alone"
                       if kind == "main" else "; one per corpus, mixed by a learned gate" if kind == "corpus" else "") +

@@ -237,9 +237,6 @@ def _save(tensors: dict, path: str | os.PathLike) -> None:
         save_file(tensors, str(tmp))
 
 
-EXPERTS = ("joint", "main", "corpus")
-
-
 def fit_probe(bank, c: float = 0.01, experts: str = "joint", progress: bool = False) -> "EmotionProbe | CorpusProbe":
     """The probe for a FeatureBank (``experts``: joint / main / corpus, see the module), the speech span read from
     each clip's audio: the main corpus clean, the real sources clean and through every augmented copy. With one corpus
@@ -249,12 +246,16 @@ def fit_probe(bank, c: float = 0.01, experts: str = "joint", progress: bool = Fa
     from avitalk import audio as audio_io
     from avitalk.vocab import EMOTIONS
 
-    if experts not in EXPERTS:
-        raise ValueError(f"probe experts {experts!r}: one of {', '.join(EXPERTS)}")
+    from avitalk.config import CHOICES
+
+    kinds = CHOICES["stage1.train.probe_experts"]
+    if experts not in kinds:
+        raise ValueError(f"probe experts {experts!r}: one of {', '.join(kinds)}")
     rows, labels, real, clean = [], [], [], []
     for i, c_ in enumerate(tqdm(bank.clips, desc="stage1 utterance probe", disable=not progress or None)):
         samples = audio_io.load(Path(bank.roots[i]) / c_.audio).samples
-        for j, f in enumerate(bank.variants[i]):
+        # the main corpus's augmented copies are read by the learned gate only
+        for j, f in enumerate(bank.variants[i] if bank.real[i] or experts == "corpus" else bank.variants[i][:1]):
             rows.append(utterance_stats(f, samples))
             labels.append(EMOTIONS.index(c_.emotion) if c_.emotion in EMOTIONS else -100)
             real.append(bool(bank.real[i]))

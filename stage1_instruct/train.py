@@ -191,11 +191,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     if main and float(s1.get("utterance_probe", 0.0) or 0.0) > 0:  # (3) the utterance probe: seconds, after the rest
-        from .probe import PROBE_FILE, fit_probe
-
         t = time.perf_counter()
-        fit_probe(train, c=float(tc.probe_c), experts=tc.get("probe_experts", "joint"),
-                  progress=progress).save(out / PROBE_FILE)
+        _save_probe(cfg, train, out, progress)
         timings["probe_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
         save_stage1(model, out, cfg)
@@ -229,11 +226,15 @@ def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = N
 
 def fit_stage1_probe(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
     """Fit the utterance probe of a stage 1 trained without one (on the clips it trained on) into ``out``."""
+    _save_probe(cfg, training_bank(cfg, enc, datasets, exclude_speakers, progress=progress), out, progress)
+
+
+def _save_probe(cfg, bank, out: str | os.PathLike, progress: bool = False) -> None:
+    """The utterance probe of ``bank`` as the config says (stage1.train.probe_c, probe_experts), into ``out``."""
     from .probe import PROBE_FILE, fit_probe
 
-    bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
-    fit_probe(bank, c=float(cfg.stage1.train.probe_c),
-              experts=cfg.stage1.train.get("probe_experts", "joint"), progress=progress).save(Path(out) / PROBE_FILE)
+    tc = cfg.stage1.train
+    fit_probe(bank, c=float(tc.probe_c), experts=tc.probe_experts, progress=progress).save(Path(out) / PROBE_FILE)
 
 
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:
