@@ -57,6 +57,7 @@ class SamplingConfig:
     steps: int = 25
     guidance_scale: float = 1.5
     sampler: str = "ddim"  # ddim | dpmpp2m (stage2_synthesis/samplers.py)
+    lip_seal: bool = False  # lips close where the decoder's reading with a reference style closes them (lip_seal.py)
 
 
 @dataclass

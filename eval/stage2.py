@@ -25,8 +25,8 @@ from avitalk.vocab import EMOTIONS
 def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", limit: int | None = None,
                     seed: int = 0, num_samples: int = 10, diversity_clips: int = 30,
                     guidance_scale: float | None = None, sampler: str | None = None, steps: int | None = None,
-                    evaluator=None, synth=None) -> dict[str, Any]:
-    """``sampler`` / ``steps`` / ``guidance_scale`` override the checkpoint's sampling; ``evaluator`` (a trained
+                    evaluator=None, synth=None, lip_seal: bool | None = None) -> dict[str, Any]:
+    """``sampler`` / ``steps`` / ``guidance_scale`` / ``lip_seal`` override the checkpoint's sampling; ``evaluator`` (a trained
     MotionEvaluator) and ``synth`` (a loaded Synthesizer) skip training / loading them again (sweeps)."""
     from avitalk.data.dataset import FeatureCache
     from avitalk.flame import FlameModel
@@ -47,6 +47,8 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
         samp.sampler = sampler
     if steps is not None:
         samp.steps = int(steps)
+    if lip_seal is not None:
+        samp.lip_seal = bool(lip_seal)
     cache = FeatureCache(data / "features", synth.audio_encoder.key)
     train = ClipBank(data, "train", cache)
     test = ClipBank(data, split, cache, limit)
@@ -146,7 +148,7 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
         "split": split,
         "clips": len(test),
         "guidance_scale": float(samp.guidance_scale),
-        "sampler": str(samp.sampler), "steps": int(samp.steps),
+        "sampler": str(samp.sampler), "steps": int(samp.steps), "lip_seal": bool(samp.lip_seal),
         "lve_mm": lve,
         "lve_ratio_to_best_baseline": lve["model"] / min(lve["neutral"], lve["mean_motion"]),
         "emotion_accuracy": acc,

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
              lambda: fit_stage1_probe(cfg, audio_encoder_from_config(cfg.audio_encoder), (data, *extra), s1,
                                       progress=progress))
     step("evaluate stage2", (s2 / "metrics.json").is_file(),
-         lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data)))
+         lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data,
+                                                                 lip_seal=bool(cfg.stage2.sampling.lip_seal))))
     step("evaluate stage1", (s1 / "metrics.json").is_file(),
          lambda: atomic_write_json(s1 / "metrics.json", evaluate_stage1(s1, data)))
     pipe = AVITalkingPipeline.from_stages(s1, s2)
@@ -209,6 +210,8 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
         if "bilabial" in ms:
             fold_rows += (f"| real speech: lips closed at /b p m/ / open vowels open | "
                           f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
+    seal = ("; the lips sealed at /b p m/ where the decoder's reading with \"A person speaks.\" seals them "
+            "(`stage2.sampling.lip_seal`)" if cfg.stage2.sampling.get("lip_seal") else "")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = f"; the Q-Former's emotion head votes on the emotion word (`stage1.emotion_guidance: {w:g}`)" if w else ""
     if w and float(cfg.stage1.get("utterance_probe", 0.0) or 0.0) > 0:
@@ -230,7 +233,7 @@ It is a demonstration and a test fixture; the face is the stand-in head's.
 - stage 1: Q-Former ({cfg.stage1.qformer.num_queries} queries{' + a listener: one utterance token' if cfg.stage1.qformer.listener else ''}) -> tiny Llama trained by us on the training
   instructions, frozen, LoRA r={cfg.stage1.lora.r}{guidance}
 - stage 2: sentence encoder `{cfg.stage2.text_encoder}` (frozen) -> diffusion prior -> {cfg.stage2.style_dim}-d style
-  -> lip-sync-pretrained decoder -> FLAME expression (50) + jaw (3) at 25 fps
+  -> lip-sync-pretrained decoder -> FLAME expression (50) + jaw (3) at 25 fps{seal}
 - weights: float16 safetensors (loaded as float32); LoRA adapter in peft format
 
 ## Measured

@@ -78,6 +78,7 @@ class Synthesizer:
         self.prior: DiffusionPrior = modules["prior"].eval()
         self._text_encoder = text_encoder
         self._audio_encoder = audio_encoder
+        self._seal: tuple | None = None  # (LipSeal or None, reference style), built on first use
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -186,6 +187,25 @@ class Synthesizer:
                                  float(samp.guidance_scale if guidance_scale is None else guidance_scale), g,
                                  sampler=sampler or str(samp.sampler), noise=noise)
 
+    def lip_seal(self):
+        """(LipSeal, reference style [style_dim]) for ``stage2.sampling.lip_seal`` (stage2_synthesis/lip_seal.py); the
+        LipSeal is None, with one warning, when the head model lacks the lip or upper-face regions it needs."""
+        if self._seal is None:
+            from avitalk.errors import FlameModelError
+            from avitalk.flame import FlameModel
+
+            from .lip_seal import REFERENCE_TEXT, LipSeal
+
+            try:
+                seal = LipSeal(FlameModel.from_spec(self.cfg.flame_model))
+            except FlameModelError as e:
+                log.warning("lip seal off: %s", e)
+                seal = None
+            emb = torch.as_tensor(self.text_encoder.encode([REFERENCE_TEXT])).to(self.device)
+            with torch.no_grad():
+                self._seal = (seal, self.prior.map(emb)[0])
+        return self._seal
+
     @torch.no_grad()
     def synthesize(
         self,
@@ -198,6 +218,7 @@ class Synthesizer:
         use_prior: bool = True,
         num_frames: int | None = None,
         sampler: str | None = None,
+        lip_seal: bool | None = None,
     ) -> list[FlameSequence]:
         """``audio``: an Audio, or its encoder features [N, D] at 50 Hz. Returns ``num_samples`` sequences (one clip of
         :meth:`synthesize_many`)."""
@@ -210,7 +231,7 @@ class Synthesizer:
         else:
             feats, T = audio, num_frames
         return self.synthesize_many([feats], [instruction], [T], [seed], num_samples, guidance_scale, steps, use_prior,
-                                    sampler)[0]
+                                    sampler, lip_seal=lip_seal)[0]
 
     @torch.no_grad()
     def synthesize_many(
@@ -225,11 +246,13 @@ class Synthesizer:
         use_prior: bool = True,
         sampler: str | None = None,
         batch_size: int = 64,
+        lip_seal: bool | None = None,
     ) -> list[list[FlameSequence]]:
         """Many clips at once (evaluation): encoder features [N_i, D] at 50 Hz and an instruction per clip ->
         ``num_samples`` sequences per clip, equal to ``synthesize(features[i], instructions[i], seed=seeds[i],
         num_frames=num_frames[i])`` clip by clip (to float rounding), with the prior and the decoder batched over
-        ``batch_size`` clips."""
+        ``batch_size`` clips. ``lip_seal`` (default: the config's ``stage2.sampling.lip_seal``): the lips close where
+        the decoder's reading of the audio with a reference style closes them (stage2_synthesis/lip_seal.py)."""
         from avitalk.encoders import to_motion_rate
 
         n = len(features)
@@ -244,6 +267,7 @@ class Synthesizer:
         # stage 2 reads the text only: a string is checked (Instruction's own rules), never parsed
         texts = [i.text if isinstance(i, Instruction) else Instruction.from_text(i, truncate=True).text
                  for i in instructions]
+        seal, z_ref = self.lip_seal() if (self.cfg.stage2.sampling.lip_seal if lip_seal is None else lip_seal) else (None, None)
         out: list[list[FlameSequence]] = []
         for b in range(0, n, max(1, int(batch_size))):
             audios = []
@@ -254,8 +278,13 @@ class Synthesizer:
                 audios.append(torch.as_tensor(to_motion_rate(f, T or f.shape[0] // FEATURES_PER_FRAME)).to(self.device))
             z = self.styles(texts[b : b + batch_size], num_samples, None, guidance_scale, steps, use_prior, sampler,
                             seeds=sds[b : b + batch_size])
+            if seal is not None:  # the reference style decoded as one more sample of every clip
+                z = torch.cat([z, z_ref.to(z).expand(z.shape[0], 1, -1)], 1)
             for k, m in enumerate(self.decoder.generate_many(audios, list(z))):
-                meta = {"instruction": texts[b + k], "seed": sds[b + k], "use_prior": use_prior}
+                if seal is not None:
+                    m = seal.apply(m[:-1], m[-1])
+                meta = {"instruction": texts[b + k], "seed": sds[b + k], "use_prior": use_prior,
+                        "lip_seal": seal is not None}
                 out.append([FlameSequence.from_motion(x, fps=MOTION_FPS, meta={**meta, "sample": j})
                             for j, x in enumerate(m.numpy())])
         return out
