@@ -108,3 +108,21 @@ def test_render_shows_eyes_and_a_mouth_that_opens(renders):
     # closed, only the thin line between the lips is dark; open, the cavity fills many times that area
     assert mouth(renders["jaw"]) > 300 and mouth(renders["jaw"]) > 5 * mouth(renders["neutral"])
     assert (renders["neutral"].std(axis=(0, 1)) > 10).all()  # not a blank image
+
+
+def test_pchip_is_scipys():
+    """The head's cross-sections are interpolated by our PCHIP (no scipy.interpolate import on a cold start): bit for bit
+    SciPy's on the head's own profiles, and SciPy's to rounding on data with flat runs, peaks and sign changes."""
+    from scipy.interpolate import PchipInterpolator
+
+    from avitalk.flame.standin import _PROFILE, _PROFILE_Y, _pchip, _ring_levels
+
+    y = np.clip(_ring_levels(), -0.17, 0.035)
+    for vals in _PROFILE.values():
+        np.testing.assert_array_equal(_pchip(_PROFILE_Y[::-1], vals[::-1], y),
+                                      PchipInterpolator(_PROFILE_Y[::-1], vals[::-1])(y))
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.uniform(0.1, 1.0, 12))
+    for v in (rng.normal(size=12), np.r_[0, 0, 1, 2, 2, 2, 1, 0, -1, -1, 3, 3.0], np.cumsum(rng.uniform(0, 1, 12))):
+        q = np.linspace(x[0], x[-1], 301)
+        np.testing.assert_allclose(_pchip(x, v, q), PchipInterpolator(x, v)(q), rtol=0, atol=1e-12)
