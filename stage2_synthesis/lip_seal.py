@@ -38,12 +38,13 @@ NEAR_S = 0.12  # only this near a frame where the reference's lips are open: in 
 UPPER_REGIONS = ("eye_region", "forehead", "nose")
 
 
-def mouth_projector(model, keep_weight: float = 0.1) -> np.ndarray:
+def mouth_projector(model, keep_weight: float = 0.1, n_expr: int | None = None) -> np.ndarray:
     """[E, E] P = argmin_P sum over expression changes d of |L (P d - d)|^2 + w |K P d|^2, L: the expression basis at
     the lip midline (:meth:`FlameModel.lip_midline`), vertical component; K: at every other face vertex, all three
     (w = ``keep_weight`` per coordinate): P d opens or closes the lips at the midline as d does and moves the rest of
-    the face (lip corners, cheeks, brows) as little as it can, so a smile or a pout survives the seal."""
-    E = model.exprdirs.detach().cpu().double().numpy()  # [V, 3, n_expr]
+    the face (lip corners, cheeks, brows) as little as it can, so a smile or a pout survives the seal. ``n_expr``: the
+    first components only (what the decoder writes; default all)."""
+    E = model.exprdirs.detach().cpu().double().numpy()[..., :n_expr]  # [V, 3, n_expr]
     up, lo = model.lip_midline()
     mid = np.concatenate([up, lo])
     face = model.region("face") if "face" in model.regions else np.arange(E.shape[0])
@@ -55,10 +56,16 @@ def mouth_projector(model, keep_weight: float = 0.1) -> np.ndarray:
 
 
 class LipSeal:
-    """Built once per head model; :meth:`apply` seals styled motion where the reference motion's lips touch."""
+    """Built once per head model; :meth:`apply` seals styled motion where the reference motion's lips touch.
+    ``n_expr``: how many expression coefficients the motion has (the decoder's; default: the model's). A head with more
+    uses its first ``n_expr`` components, as the head's forward does; one with fewer is a FlameModelError."""
 
     def __init__(self, model, touch_mm: float = TOUCH_MM, open_mm: float = OPEN_MM, excess_mm: float = EXCESS_MM,
-                 near_s: float | None = NEAR_S, fps: float = MOTION_FPS):
+                 near_s: float | None = NEAR_S, fps: float = MOTION_FPS, n_expr: int | None = None):
+        from avitalk.errors import FlameModelError
+
+        if n_expr is not None and n_expr > model.n_exp:
+            raise FlameModelError(f"{model.name}: has {model.n_exp} expression components, the motion {n_expr}")
         if not 0 <= touch_mm < open_mm or excess_mm <= 0:
             raise ValueError(f"need 0 <= touch_mm < open_mm and excess_mm > 0, got {touch_mm}, {open_mm}, {excess_mm}")
         self.touch_mm, self.open_mm, self.excess_mm = float(touch_mm), float(open_mm), float(excess_mm)
@@ -67,7 +74,7 @@ class LipSeal:
         self._mid = model.subset(np.concatenate([up, lo]))
         self._up = torch.arange(len(up))
         self._lo = torch.arange(len(up), len(up) + len(lo))
-        self.projector = torch.as_tensor(mouth_projector(model))
+        self.projector = torch.as_tensor(mouth_projector(model, n_expr=n_expr))
         self.n_expr = self.projector.shape[0]
 
     @torch.no_grad()

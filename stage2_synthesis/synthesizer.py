@@ -197,7 +197,7 @@ class Synthesizer:
             from .lip_seal import REFERENCE_TEXT, LipSeal
 
             try:
-                seal = LipSeal(FlameModel.from_spec(self.cfg.flame_model))
+                seal = LipSeal(FlameModel.from_spec(self.cfg.flame_model), n_expr=self.decoder.n_motion - 3)
             except FlameModelError as e:
                 log.warning("lip seal off: %s", e)
                 seal = None

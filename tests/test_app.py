@@ -83,6 +83,7 @@ def test_app_command_removes_its_temporary_folder(tmp_path):
     import socket
     import subprocess
     import sys
+    import threading
     import time
 
     with socket.socket() as sock:
@@ -100,9 +101,16 @@ def test_app_command_removes_its_temporary_folder(tmp_path):
                     break
             assert "removed on exit" in line
             assert [d.name for d in tmp_path.iterdir() if d.name.startswith("avitalk-app-")]
+            rest: list[str] = []  # keep reading what the app says, so that a full pipe never blocks it
+            reader = threading.Thread(target=lambda: rest.extend(p.stdout), daemon=True)
+            reader.start()
             time.sleep(2)
             p.send_signal(sig)
-            p.wait(60)
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{sig.name}: the app did not stop in 60 s; it said:\n{''.join(rest)[-3000:]}")
+            reader.join(10)
         finally:
             p.kill()
         assert not [d.name for d in tmp_path.iterdir() if d.name.startswith("avitalk-app-")], sig

@@ -98,3 +98,20 @@ def test_synthesizer_seals_with_the_reference_style():
     s.cfg.stage2.sampling.lip_seal = True
     again = s.synthesize(feats, text, num_samples=2, seed=3, num_frames=40)
     np.testing.assert_allclose(again[1].expression, sealed[1].expression, atol=1e-6)
+
+
+def test_seal_on_a_head_with_more_or_fewer_components(standin):
+    """Motion with fewer expression coefficients than the head (a decoder of 50 on a FLAME of 100) is sealed with the
+    head's first components; a head with fewer than the motion has is refused with a FlameModelError (the synthesizer
+    then turns the seal off with a warning)."""
+    from avitalk.errors import FlameModelError
+
+    few = LipSeal(standin, n_expr=40)
+    styled = (_au("AU10_upper_lip_raise") + _au("AU25_lips_part")).repeat(8, 1)[None]
+    styled = torch.cat([styled[..., :40], styled[..., 50:]], -1)  # 40 expression + 3 jaw
+    ref = torch.zeros(8, 43)
+    ref[:3] = ref[6:] = torch.cat([_au("AU25_lips_part", 1.5)[:40], torch.zeros(3)])
+    out = few.apply(styled, ref)
+    assert out.shape == styled.shape and (few.lip_gap(out[0])[3:6] < few.lip_gap(styled[0])[3:6]).all()
+    with pytest.raises(FlameModelError, match="expression components"):
+        LipSeal(standin, n_expr=60)
