@@ -129,12 +129,21 @@ def app_cmd(
     import os
     import signal
     import tempfile
+    import threading
 
     from .app import AppSession, build_app
     from .pipeline import AVITalkingPipeline
 
-    def stop(signum, frame):  # noqa: ARG001 - a plain `kill` ends the app like Ctrl-C: temporary files go
-        raise KeyboardInterrupt
+    # a plain `kill` ends the app like Ctrl-C, and the temporary files go. While it loads, a signal interrupts the
+    # loading; once it serves, a signal only sets `stopping`, which the main thread waits on: an exception raised from a
+    # signal handler can land in a finalizer (asyncio's event loop __del__), where Python ignores it and the app would
+    # never stop
+    stopping, serving = threading.Event(), threading.Event()
+
+    def stop(signum, frame):  # noqa: ARG001
+        stopping.set()
+        if not serving.is_set():
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job of a script)
@@ -145,14 +154,20 @@ def app_cmd(
         else:
             out_dir = out
             out_dir.mkdir(parents=True, exist_ok=True)
-        pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
-        session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
-        typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir}{', removed on exit' * (out is None)})")
         try:
-            build_app(session).launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
-                                      max_file_size=f"{int(max_upload_mb)}mb", show_error=True)
+            pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+            session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
+            typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir}{', removed on exit' * (out is None)})")
+            page = build_app(session)
+            page.launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
+                        max_file_size=f"{int(max_upload_mb)}mb", show_error=True, prevent_thread_lock=True)
+            serving.set()
+            stack.callback(page.close)
+            while not stopping.wait(0.2):
+                pass
         except KeyboardInterrupt:
-            typer.echo("stopped", err=True)
+            pass
+        typer.echo("stopped", err=True)
 
 
 @app.command("export")
