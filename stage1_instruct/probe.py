@@ -244,9 +244,8 @@ def fit_probe(bank, c: float = 0.01, experts: str = "joint", progress: bool = Fa
     from tqdm import tqdm
 
     from avitalk import audio as audio_io
-    from avitalk.vocab import EMOTIONS
-
     from avitalk.config import CHOICES
+    from avitalk.vocab import EMOTIONS
 
     kinds = CHOICES["stage1.train.probe_experts"]
     if experts not in kinds:

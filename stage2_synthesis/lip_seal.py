@@ -35,7 +35,6 @@ TOUCH_MM = 0.5  # a reference lip gap up to this: sealed (chosen on SynthTalk va
 OPEN_MM = 1.5  # from this reference gap on, the styled mouth is left alone
 EXCESS_MM = 1.0  # the seal's full weight where the styled lips are this much more open than the reference's
 NEAR_S = 0.12  # only this near a frame where the reference's lips are open: in speech, not through a pause
-UPPER_REGIONS = ("eye_region", "forehead", "nose")
 
 
 def mouth_projector(model, keep_weight: float = 0.1, n_expr: int | None = None) -> np.ndarray:
@@ -88,7 +87,9 @@ class LipSeal:
     @torch.no_grad()
     def weights(self, reference: torch.Tensor) -> torch.Tensor:
         """[T] in [0, 1]: 1 where the reference's lips touch, 0 where they are open ``open_mm`` or more."""
-        g = self.lip_gap(reference)
+        return self._weights(self.lip_gap(reference))
+
+    def _weights(self, g: torch.Tensor) -> torch.Tensor:
         c = ((self.open_mm - g) / (self.open_mm - self.touch_mm)).clamp(0, 1)
         if self.near is not None:  # speech nearby: the reference opens within `near` frames
             opened = (g >= self.open_mm).float()[None, None]
@@ -101,10 +102,11 @@ class LipSeal:
         if styled.shape[-1] != self.n_expr + 3 or reference.shape != styled.shape[1:]:
             raise ValueError(f"motion {tuple(styled.shape)} and reference {tuple(reference.shape)} do not fit a head "
                              f"with {self.n_expr} expression coefficients")
-        c = self.weights(reference)[None, :, None]
+        g_ref = self.lip_gap(reference)
+        c = self._weights(g_ref)[None, :, None]
         # only as far as the styled lips are more open than the reference's: a mouth already closed is left alone
         S, T, M = styled.shape
-        excess = (self.lip_gap(styled.reshape(S * T, M)).reshape(S, T) - self.lip_gap(reference)).clamp_min(0)
+        excess = (self.lip_gap(styled.reshape(S * T, M)).reshape(S, T) - g_ref).clamp_min(0)
         c = (c * (excess / self.excess_mm).clamp(0, 1)[..., None]).to(styled.dtype)
         d = reference[None].to(styled.dtype) - styled
         expr = d[..., : self.n_expr] @ self.projector.to(styled.dtype).T

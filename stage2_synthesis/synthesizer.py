@@ -189,7 +189,8 @@ class Synthesizer:
 
     def lip_seal(self):
         """(LipSeal, reference style [style_dim]) for ``stage2.sampling.lip_seal`` (stage2_synthesis/lip_seal.py); the
-        LipSeal is None, with one warning, when the head model lacks the lip or upper-face regions it needs."""
+        LipSeal is None, with one warning, when the head model lacks the lip region it needs or has fewer expression
+        components than the decoder writes."""
         if self._seal is None:
             from avitalk.errors import FlameModelError
             from avitalk.flame import FlameModel
