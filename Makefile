@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds clean
+.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds voice-folds clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -57,11 +57,21 @@ demo-checkpoint:
 	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint
 
 # Stage 1 on real voices, speaker-independently: 3 leave-actors-out folds over RAVDESS (needs ../shared/data and the
-# corpus of `make demo-checkpoint`); about 30 minutes on 2 cores. The model card quotes build/real-folds/summary.json.
+# corpus of `make demo-checkpoint`); about 30 minutes on 2 cores per fold.
 REAL ?= ../shared/data/ravdess-speech-16k
 real-folds:
 	$(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/real/ravdess --test-actors none --val-actors none
 	$(PYTHON) scripts/real_speech_folds.py --synth build/demo-checkpoint/data --real build/real/ravdess --folds 3 --synth-val
+
+# The emotion reader on leave-speakers-out folds over SynthTalk, RAVDESS and plain read speech (needs ../shared/data):
+# statistics of every clip (about 25 minutes on 2 cores the first time, cached), then the folds (about a minute).
+# Writes build/voice-folds/ (summary.json, reliability.png, coverage.png) and prints the table.
+READ ?= ../shared/data/librispeech-neutral-16k
+voice-folds:
+	test -f build/voices/synth/manifest.jsonl || $(PYTHON) -m avitalk.cli data synth -o build/voices/synth -n 2000 --seed 0 -q
+	test -f build/voices/ravdess/manifest.jsonl || $(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/voices/ravdess --test-actors none --val-actors none
+	test -f build/voices/librispeech/manifest.jsonl || $(PYTHON) -m avitalk.cli data speech $(READ) -o build/voices/librispeech --source librispeech
+	$(PYTHON) scripts/voice_folds.py --synth build/voices/synth --real build/voices/ravdess build/voices/librispeech --variants acted read
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache

@@ -59,7 +59,8 @@ class AppSession:
             if ins.text not in seen:
                 seen.add(ins.text)
                 uniq.append(ins.text)
-        return {"text": main.text, "parsed": main.to_dict(), "alternatives": uniq, "heard": heard}
+        return {"text": main.text, "parsed": main.to_dict(), "alternatives": uniq, "heard": heard,
+                "threshold": self.pipe.heard_threshold}
 
     @staticmethod
     def rewrite(text: str, emotion: str | None, intensity: int | None) -> str:
@@ -184,7 +185,7 @@ def build_app(session: AppSession):
             r = session.listen(path)
         except AvitalkError as e:
             raise gr.Error(str(e))
-        return r["text"], gr.update(choices=r["alternatives"], value=None), f"**Heard:** {describe_heard(r['heard'])}"
+        return r["text"], gr.update(choices=r["alternatives"], value=None), f"**Heard:** {describe_heard(r['heard'], r.get('threshold'))}"
 
     def on_pick(alt, text):
         return alt or text

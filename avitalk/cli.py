@@ -351,6 +351,22 @@ def data_ravdess(
     _report_import(m)
 
 
+@data_app.command("speech")
+def data_speech(
+    root: Path = typer.Argument(..., help="A folder of speech clips that share one label (wav, flac, mp3, m4a, ogg)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    emotion: str = typer.Option("neutral", help="The clips' emotion (read speech: neutral)."),
+    intensity: int = typer.Option(2, help="The clips' intensity, 1-3."),
+    source: str = typer.Option("speech", help="The corpus's name, kept in the manifest (e.g. librispeech)."),
+    holdout: float = typer.Option(0.0, help="Share of speakers put in test (and as many in val); 0: all in train."),
+) -> None:
+    """Import speech with one label (e.g. plain read English as neutral), audio only, for stage 1. The speaker is
+    the file name's part before the first - or _ (LibriSpeech: SPEAKER-CHAPTER-UTTERANCE.flac), else its folder."""
+    from .data.real import import_speech
+
+    _report_import(import_speech(root, out, emotion, intensity, source, holdout))
+
+
 @data_app.command("mead")
 def data_mead(
     root: Path = typer.Argument(..., help="Your MEAD folder (<ID>/audio/<emotion>/level_<n>/<NNN>.m4a)."),
@@ -482,7 +498,8 @@ def instruct(
         if heard is not None:
             from .pipeline import describe_heard
 
-            typer.echo(f"heard: {describe_heard(heard)}", err=True)
+            typer.echo(f"heard: {describe_heard(heard, None if model.reader is None else model.reader.threshold)}",
+                       err=True)
 
 
 @app.command("eval")
@@ -527,13 +544,22 @@ def eval_cmd(
         write_real_report(res, out)
         e, m = res["emotion"], res["mouth_stage1"]
         typer.echo(f"emotion named right: {e['accuracy']:.1%} of {res['clips']} clips (chance {e['chance']:.1%})")
+        r = res["reading"]
+        prec = "none named" if r["non_neutral_precision"] is None else f"{r['non_neutral_precision']:.1%} right"
+        typer.echo(f"written neutral: {r['written_neutral']:.1%}; most written: {r['most_written'][0]} "
+                   f"{r['most_written'][1]:.1%}; naming an emotion: {r['non_neutral_share']:.1%} ({prec})"
+                   + (f"; calibration error {r['ece']:.3f}" if "ece" in r else ""))
+        if r["one_emotion_for_all"]:
+            typer.echo(f"warning: {r['most_written'][0]} is written for {r['most_written'][1]:.0%} of the clips, "
+                       f"{r['most_written_labelled']:.0%} are labelled so", err=True)
         typer.echo(f"mouth vs loudness r (median): {m['jaw_loudness_r']['median']:.3f}; silence-rest ratio (median): "
                    f"{m['silence_rest_ratio']['median']:.3f}")
         if "bilabial" in m:
             b = m["bilabial"]
             typer.echo(f"bilabial closure: {b['bilabial_closure_rate']:.1%} of {b['bilabials']}; open vowels open: "
                        f"{b['open_vowel_open_rate']:.1%} of {b['open_vowels']}")
-        typer.echo(f"wrote {out}/ (real_speech.md, real_speech.json, confusion.png)")
+        typer.echo(f"wrote {out}/ (real_speech.md, real_speech.json, confusion.png"
+                   + (", reliability.png, coverage.png)" if "ece" in r else ")"))
         return
     for name, f in (("--inception", inception), ("--syncnet", syncnet)):
         if f is not None and not f.is_file():
@@ -635,7 +661,7 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
     if res.heard is not None:
         from .pipeline import describe_heard
 
-        say(f"heard: {describe_heard(res.heard)}")
+        say(f"heard: {describe_heard(res.heard, res.heard_threshold)}")
     say(f"stage 2 (motion, {samples} sample{'s' * (samples > 1)}): {res.timings['stage2_s']:.2f} s")
 
     names = ["flame.npz"] if samples == 1 else [f"flame_{k}.npz" for k in range(samples)]
@@ -667,7 +693,7 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
                 "speech": {"path": str(speech), "duration_s": speech_audio.duration},
                 "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
                                 "stage1_listened_s": res.listened_s,
-                                "heard": _heard_json(res.heard)},
+                                "heard": _heard_json(res.heard), "heard_threshold": res.heard_threshold},
                 "seed": seed, "samples": samples, "outputs": {"flame": names, "video": videos, "instruction": "instruction.txt"},
                 "size": None if no_render else size,
                 "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -165,10 +165,7 @@ class Stage1TrainConfig:
     augment_copies: int = 0
     augment_p: float = 0.5
     augment_p_main: Optional[float] = None  # the main corpus's (SynthTalk's) own chance; None: augment_p
-    probe_c: float = 0.01  # the utterance probe's inverse L2 strength (stage1_instruct.probe)
-    # the utterance probe: joint (one regression), main (+ the main corpus's own regression inside its subspace), or
-    # corpus (one per corpus, a learned gate: misroutes other real corpora); stage1_instruct.probe, README "Real speech"
-    probe_experts: str = "main"
+    reader_c: float = 0.01  # the emotion reader's inverse L2 strength (stage1_instruct.reader)
     checkpoint_every: int = 200
     mixed_precision: str = "bf16"
 
@@ -178,19 +175,17 @@ class Stage1Config:
     llm: str = "tiny"  # or a path / hub id of a causal LM
     chat_template: bool = False
     prosody: bool = False
-    # weight of the Q-Former's emotion head in the choice of the instruction's emotion word (0: the LLM alone)
+    # weight of the emotion reader (stage1_instruct.reader; without one, the Q-Former's emotion head) in the choice of
+    # the instruction's emotion word (0: the LLM alone)
     emotion_guidance: float = 0.0
-    # the emotion head's probabilities as shown to people (`heard`) are softmax(logits / head_temperature): the raw head
-    # is overconfident on voices it never heard (fitted on unseen actors by scripts/real_speech_folds.py)
-    head_temperature: float = 1.0
+    # fit the emotion reader after training (its temperature and threshold: scripts/voice_folds.py)
+    reader: bool = False
+    # the emotion reader's own audio encoder (a spec like audio_encoder, one that carries prosody, e.g. whisper_layers);
+    # None: it reads the features stage 1 reads
+    reader_encoder: Any = None
     # stage 1 hears the speech between this much faint noise on each side (0: the clip as cut); see
     # avitalk.audio.even_margins
     listen_pad_s: float = 0.0
-    # the utterance probe's exponent in the product with the emotion head (0: the head alone, and no probe is fitted);
-    # see stage1_instruct.probe
-    utterance_probe: float = 0.0
-    # with the probe, `heard` shows the head x probe probabilities at this temperature (fitted like head_temperature)
-    heard_temperature: float = 1.0
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -248,7 +243,7 @@ def merge_config(user, overrides: list[str] | None = None, source: str = "config
     return cfg
 
 
-CHOICES = {"stage1.train.probe_experts": ("joint", "main", "corpus")}  # string keys that take one of a few values
+CHOICES = {"stage2.sampling.sampler": ("ddim", "dpmpp2m")}  # string keys that take one of a few values
 
 
 def _why(e) -> str:

@@ -44,22 +44,22 @@ class PipelineOutput:
     instruction_source: str  # "stage1" or "given"
     timings: dict[str, float] = field(default_factory=dict)
     listened_s: float | None = None  # how much of the speech stage 1 read
-    heard: dict[str, float] | None = None  # stage 1's emotion head: {emotion: probability}, most likely first
+    heard: dict[str, float] | None = None  # stage 1's emotion reader: {emotion: probability}, most likely first
+    heard_threshold: float | None = None  # the reader's threshold: an emotion under it is not named
 
 
-# below this calibrated probability the heard emotion is flagged as unsure: on unseen RAVDESS actors (3 folds, 1080
-# clips, temperature fitted on the other folds, even margins) the head was right for 47% of such clips (28% of all),
-# 79% above it
-UNSURE_BELOW = 0.6
-
-
-def describe_heard(heard: dict[str, float] | None, top: int = 3) -> str:
-    """``heard`` in words: "angry 52%, happy 45%, fear 2% (unsure: check the instruction's emotion)"."""
+def describe_heard(heard: dict[str, float] | None, threshold: float | None = None, top: int = 3) -> str:
+    """``heard`` in words: "angry 52%, happy 45%, fear 2% (under 60%: not named, the instruction says neutral)".
+    ``threshold``: the emotion reader's (below it, the instruction names no emotion); None without a reader."""
     if not heard:
-        return "no emotion head in this checkpoint"
+        return "no emotion reader in this checkpoint"
     items = list(heard.items())[:top]
     text = ", ".join(f"{e} {p:.0%}" for e, p in items)
-    return text + (" (unsure: check the instruction's emotion)" if items[0][1] < UNSURE_BELOW else "")
+    if threshold is None:
+        return text + " (uncalibrated: no emotion reader in this checkpoint)"
+    if items[0][0] != "neutral" and items[0][1] < threshold:
+        return text + f" (under {threshold:.0%}: not named, the instruction says neutral)"
+    return text
 
 
 def _as_audio(audio: Audio | str | os.PathLike) -> Audio:
@@ -216,8 +216,8 @@ class AVITalkingPipeline:
         return self.instructions(audio, 1, seed, features)[0]
 
     def heard(self, audio: Audio | str | os.PathLike, features: np.ndarray | None = None) -> dict[str, float] | None:
-        """Stage 1's emotion head on this speech: ``{emotion: calibrated probability}``, most likely first (None
-        without the head); see :meth:`Instructor.heard <stage1_instruct.instructor.Instructor.heard>`."""
+        """Stage 1's emotion reader on this speech: ``{emotion: calibrated probability}``, most likely first (None
+        without a reader or head); see :meth:`Instructor.heard <stage1_instruct.instructor.Instructor.heard>`."""
         if self.instructor is None:
             raise CheckpointError(f"{self.source}: this checkpoint has no stage 1; give the instruction yourself")
         a = _as_audio(audio)
@@ -288,7 +288,14 @@ class AVITalkingPipeline:
         t = time.perf_counter()
         seqs = self.synthesize(a, ins, num_samples, seed, guidance_scale, steps, features=feats)
         timings["stage2_s"] = time.perf_counter() - t
-        return PipelineOutput(ins, seqs, "given" if instruction is not None else "stage1", timings, listened, heard)
+        return PipelineOutput(ins, seqs, "given" if instruction is not None else "stage1", timings, listened, heard,
+                              self.heard_threshold if heard is not None else None)
+
+    @property
+    def heard_threshold(self) -> float | None:
+        """The emotion reader's threshold (an emotion heard with less is not named); None without stage 1 or reader."""
+        r = getattr(self.instructor, "reader", None)
+        return None if r is None else r.threshold
 
     def describe(self) -> dict[str, Any]:
         out = {"stage2": self.synthesizer.describe(), "audio_encoder": str(self.cfg.audio_encoder)}

@@ -15,14 +15,17 @@ front of the lips near the midline (mm, 0 when the lips touch; the lower lip is 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from avitalk.audio import loudness_db  # noqa: F401 - re-exported: the metric lives with its loudness envelope
 from avitalk.vocab import EMOTIONS
+from stage1_instruct.reader import fit_temperature  # noqa: F401 - its one home; the folds scripts read it here
 
 SILENT_DB = 35.0
+ONE_EMOTION_SHARE = 0.4  # reading_report flags a corpus that gets one emotion for more than this share of its clips
 LOUD_DB = 10.0
 
 
@@ -47,14 +50,6 @@ def _softmax(logits: np.ndarray, t: float) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
-    """The temperature T (0.25-20, log grid) that minimises the negative log-likelihood of softmax(logits / T)."""
-    y = np.asarray(labels)
-    grid = np.exp(np.linspace(np.log(0.25), np.log(20.0), 121))
-    nll = [-np.log(_softmax(logits, t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
-    return float(grid[int(np.argmin(nll))])
-
-
 def calibration(logits: np.ndarray, labels: Sequence[int], t: float = 1.0, bins: int = 10) -> dict[str, Any]:
     """How far the top probability of softmax(logits / t) is from being right that often: negative log-likelihood,
     expected calibration error (``bins`` equal-width confidence bins) and accuracy per confidence band."""
@@ -73,6 +68,103 @@ def calibration(logits: np.ndarray, labels: Sequence[int], t: float = 1.0, bins:
                       "accuracy": float(right[m].mean()) if m.any() else None})
     return {"temperature": float(t), "nll": float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean()),
             "ece": float(ece), "accuracy": float(right.mean()), "bands": bands}
+
+
+def scores(pred: np.ndarray, y: np.ndarray, corpus: np.ndarray) -> dict[str, Any]:
+    """Emotions written (indices into EMOTIONS) against labels. Per corpus: accuracy, the share written neutral, the
+    precision of its instructions that name an emotion, the most-written emotion and its share; pooled: the precision
+    of the instructions that name an emotion (not neutral) and their share (the coverage)."""
+    pred, y, corpus = np.asarray(pred), np.asarray(y), np.asarray(corpus)
+    neu = EMOTIONS.index("neutral")
+    out: dict[str, Any] = {}
+    for c in sorted(set(corpus.tolist())):
+        m = corpus == c
+        vals, counts = np.unique(pred[m], return_counts=True)
+        named = m & (pred != neu)
+        out[c] = {"clips": int(m.sum()), "accuracy": float((pred[m] == y[m]).mean()),
+                  "written_neutral": float((pred[m] == neu).mean()),
+                  "non_neutral_precision": float((pred[named] == y[named]).mean()) if named.any() else None,
+                  "most_written": [EMOTIONS[int(vals[counts.argmax()])], float(counts.max() / m.sum())]}
+    nn = pred != neu
+    out["non_neutral_precision"] = float((pred[nn] == y[nn]).mean()) if nn.any() else None
+    out["non_neutral_share"] = float(nn.mean())
+    return out
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per confidence bin: the clips' share, their mean top probability and how often the top emotion was right."""
+    p, y = np.asarray(p), np.asarray(y)
+    conf, right = p.max(1), p.argmax(1) == y
+    out = []
+    for lo in np.linspace(0, 1, bins, endpoint=False):
+        m = (conf > lo) & (conf <= lo + 1 / bins)
+        if m.any():
+            out.append({"from": float(lo), "share": float(m.mean()), "confidence": float(conf[m].mean()),
+                        "accuracy": float(right[m].mean())})
+    return out
+
+
+def coverage_curve(p: np.ndarray, y: np.ndarray, corpus: np.ndarray) -> list[dict[str, Any]]:
+    """For each threshold of :data:`stage1_instruct.reader.THRESHOLDS`: :func:`scores` of the emotions written when
+    an emotion under it is written neutral."""
+    from stage1_instruct.reader import THRESHOLDS, decide_np
+
+    return [{"threshold": float(t), **scores(decide_np(p, t), y, corpus)} for t in THRESHOLDS]
+
+
+def plot_reliability(bins: list[dict[str, float]], path, title: str) -> None:
+    """How often the top emotion is right against how sure the reader was (each point labelled with its share)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avitalk.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfectly calibrated")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="emotion reader")
+    for b in bins:
+        ax.annotate(f"{b['share']:.0%}", (b["confidence"], b["accuracy"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set_xlabel("probability of the top emotion (calibrated)")
+    ax.set_ylabel("how often it was right")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_coverage(curve: list[dict[str, Any]], threshold: float | None, path) -> None:
+    """Per threshold: the share of instructions that name an emotion, how often that emotion is right, and each
+    corpus's accuracy; a dotted line at the threshold in use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avitalk.io import atomic_path
+
+    th = [x["threshold"] for x in curve]
+    fig, ax = plt.subplots(figsize=(5.6, 4))
+    ax.plot(th, [x["non_neutral_share"] for x in curve], label="instructions naming an emotion (coverage)")
+    ax.plot(th, [x["non_neutral_precision"] if x["non_neutral_precision"] is not None else np.nan for x in curve],
+            label="... naming the right one (precision)")
+    for corpus in sorted(k for k in curve[0] if isinstance(curve[0][k], dict)):
+        ax.plot(th, [x[corpus]["accuracy"] for x in curve], ls="--", label=f"{corpus}: accuracy")
+    if threshold is not None:
+        ax.axvline(threshold, color="0.4", lw=1, ls=":")
+    ax.set_xlabel("threshold: an emotion heard with less is written neutral")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def plot_confusion(report: dict[str, Any], path, title: str = "") -> None:
@@ -182,7 +274,7 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
         raise DatasetError(f"{data}: no clips to evaluate (split {split}, speakers {speakers})")
     gap = LipGap(FlameModel.from_spec(pipe.cfg.flame_model))
     aligner = bl.WordAligner() if bilabial else None
-    said, texts, per_clip = [], [], []
+    said, texts, per_clip, heard = [], [], [], []
     mouth = {"stage1": [], "neutral": []}
     closure = {"stage1": [], "neutral": []}
     t0 = time.perf_counter()
@@ -194,6 +286,7 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
         feats = [pipe.encode(a) for a in auds]
         seeds = [seed + b0 + k for k in range(len(batch))]
         instrs = pipe.instruct_many(auds, feats)
+        heard += [pipe.heard(a, f) for a, f in zip(auds, feats)]
         motion = {"stage1": pipe.synthesize_many(auds, instrs, seeds=seeds, features=feats),
                   "neutral": pipe.synthesize_many(auds, [NEUTRAL_TEXT] * len(batch), seeds=seeds, features=feats)}
         for k, (c, a, ins) in enumerate(zip(batch, auds, instrs)):
@@ -220,6 +313,7 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
         "data": str(data), "split": split or "all", "clips": len(clips),
         "speakers": sorted({c.speaker for c in clips}),
         "emotion": emotion_report(said, [c.emotion for c in clips]),
+        "reading": reading_report(said, heard, [c.emotion for c in clips], getattr(pipe, "heard_threshold", None)),
         "seconds": time.perf_counter() - t0,
         "per_clip": per_clip,
     }
@@ -230,6 +324,63 @@ def evaluate_real_speech(pipe, data, split: str | None = None, limit: int | None
             **({"bilabial": bl.pooled(closure[key])} if aligner is not None else {}),
         }
     return res
+
+
+def reading_report(said: Sequence[str | None], heard: Sequence[dict[str, float] | None], true: Sequence[str],
+                   threshold: float | None) -> dict[str, Any]:
+    """How the voice was read: the share of instructions written neutral, the most-written emotion and its share, the
+    precision of instructions that name an emotion; with ``heard`` probabilities, their calibration error,
+    reliability bins and the coverage curve over thresholds."""
+    neu = EMOTIONS.index("neutral")
+    pred = np.asarray([EMOTIONS.index(e) if e in EMOTIONS else neu for e in said])
+    y = np.asarray([EMOTIONS.index(e) if e in EMOTIONS else -1 for e in true])
+    one = np.zeros(len(y), dtype="<U4")
+    out: dict[str, Any] = {"threshold": threshold}
+    sc = scores(pred, y, one)
+    top, share = sc[""]["most_written"]
+    labelled = float((y == EMOTIONS.index(top)).mean())
+    out.update({"written_neutral": sc[""]["written_neutral"], "most_written": [top, share],
+                "most_written_labelled": labelled,
+                # one emotion for much of a corpus whose labels do not say so: the reader hears the recording, not the
+                # voice (over 40% of the clips and over 10 points above the share labelled so)
+                "one_emotion_for_all": bool(share > ONE_EMOTION_SHARE and share > labelled + 0.10),
+                "non_neutral_precision": sc["non_neutral_precision"], "non_neutral_share": sc["non_neutral_share"]})
+    if heard and all(h is not None for h in heard) and (y >= 0).all():
+        p = np.asarray([[h[e] for e in EMOTIONS] for h in heard], np.float64)
+        out["ece"] = calibration(np.log(p + 1e-12), y)["ece"]
+        out["reliability"] = reliability(p, y)
+        out["curve"] = [{**{k: v for k, v in r.items() if k != ""}, "accuracy": r[""]["accuracy"]}
+                        for r in coverage_curve(p, y, one)]
+    return out
+
+
+def reading_lines(r: dict[str, Any] | None, out) -> list[str]:
+    """The report's "Reading the voice" section (and its two plots in ``out``)."""
+    if not r:
+        return []
+    prec = r["non_neutral_precision"]
+    lines = ["## Reading the voice", "",
+             f"- **Written neutral: {r['written_neutral']:.1%}** of the clips. On plain read speech this should be "
+             "nearly all; on acted emotional speech it is the share where the reader was not sure enough.",
+             f"- **Most-written emotion: {r['most_written'][0]}, {r['most_written'][1]:.1%}** of the clips "
+             f"({r['most_written_labelled']:.1%} are labelled so). Far above the labelled share, it means one emotion "
+             "is written for everything"
+             + (": **that is the case here**." if r["one_emotion_for_all"] else "; not the case here."),
+             f"- **Instructions that name an emotion: {r['non_neutral_share']:.1%}; the right one: "
+             + (f"{prec:.1%}**" if prec is not None else "none named**")
+             + ". A strong wrong emotion is worse than a neutral face: this is the number to watch."]
+    if "ece" in r:
+        th = r["threshold"]
+        lines += [f"- **Calibration error of `heard` (ECE): {r['ece']:.3f}**: how far the top probability is from how "
+                  "often it is right, averaged over the clips (0 = a 70% top emotion is right 70% of the time).",
+                  "- The coverage curve: for each threshold (an emotion heard with less is written neutral), how many "
+                  "instructions name an emotion and how often it is the right one"
+                  + (f"; this checkpoint's threshold is {th:.2f} (dotted)." if th is not None else "."), "",
+                  "![reliability](reliability.png) ![coverage](coverage.png)"]
+        plot_reliability(r["reliability"], Path(out) / "reliability.png", f"ECE {r['ece']:.3f}")
+        curve = [{**c, "this corpus": {"accuracy": c["accuracy"]}} for c in r["curve"]]
+        plot_coverage(curve, th, Path(out) / "coverage.png")
+    return lines + [""]
 
 
 def write_real_report(res: dict[str, Any], out) -> None:
@@ -250,7 +401,7 @@ def write_real_report(res: dict[str, Any], out) -> None:
              f"**Emotion named right: {e['accuracy']:.1%}** (chance {e['chance']:.1%}).", "",
              "| emotion | " + " | ".join(e["per_emotion"]) + " |", "|---|" + "---|" * len(e["per_emotion"]),
              "| accuracy | " + " | ".join(f"{v:.0%}" for v in e["per_emotion"].values()) + " |", "",
-             "![confusion](confusion.png)", "",
+             "![confusion](confusion.png)", "", *reading_lines(res.get("reading"), out),
              "| instruction given to stage 2 | mouth-loudness r (median) | silence-rest ratio (median) | bilabial closure | open vowels open |",
              "|---|---|---|---|---|"]
     for key, name in (("stage1", "stage 1's instruction"), ("neutral", '"A person speaks."')):

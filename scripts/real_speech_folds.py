@@ -49,7 +49,7 @@ def head_calibration(done: list[dict], key: str = "head_logits") -> dict:
     """The emotion head's temperature (fitted on all folds' held-out clips: stage1.head_temperature) and, measured
     honestly, the calibration of each fold's held-out clips with a temperature fitted on the *other* folds, pooled;
     empty when a fold has no stored logits (results from before they were kept). ``key="voted_log_probs"``: the same
-    for the head x utterance probe (stage1.heard_temperature)."""
+    for the emotion reader as it voted."""
     from eval.real_speech import calibration, fit_temperature
 
     if len(done) < 2 or any(key not in r for r in done):
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     from stage1_instruct.instructor import to_instruction
     from stage1_instruct.features import FeatureBank
     from stage1_instruct.instructor import Instructor, load_stage1
-    from stage1_instruct.probe import PROBE_FILE
-    from stage1_instruct.train import fit_stage1_probe, train_stage1
+    from stage1_instruct.reader import READER_FILE
+    from stage1_instruct.train import fit_stage1_reader, train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from avitalk.config import load_config
@@ -170,14 +170,15 @@ def main(argv: list[str] | None = None) -> None:
             train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), a.synth, out, resume=True,
                          progress=not a.quiet, extra_data=(real,), exclude_speakers=tuple(held))
             t_train = time.perf_counter() - t
-        probe_w = float(cfg.stage1.get("utterance_probe", 0.0) or 0.0)
-        if probe_w > 0 and not (out / PROBE_FILE).is_file():  # a fold trained before the probe: fit it (seconds)
-            fit_stage1_probe(cfg, enc, (Path(a.synth), real), out, tuple(held), progress=not a.quiet)
+        if bool(cfg.stage1.reader) and not (out / READER_FILE).is_file():  # a fold trained before the reader
+            fit_stage1_reader(cfg, enc, (Path(a.synth), real), out, tuple(held), progress=not a.quiet)
         model, mcfg = load_stage1(out)
-        gen = Instructor.from_model(model, mcfg).load_probe(out)
+        gen = Instructor.from_model(model, mcfg)
+        if bool(cfg.stage1.reader):
+            gen.load_reader(out)
         gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # inference settings: the config's
         pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
-        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad, "utterance_probe": probe_w}})
+        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad}})
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                 z = model.aux(pooled)[:, : len(EMOTIONS)]
                 aux += [EMOTIONS[j] for j in z.argmax(-1).tolist()]
                 logits += np.round(z.float().numpy(), 4).tolist()
-                if utt is not None:  # the head and the utterance probe together: what guides the emotion word
+                if utt is not None:  # the emotion reader: what guides the emotion word
                     voted += np.round(gen.emotion_log_probs(pooled, utt).float().numpy(), 4).tolist()
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"fold {k}: SynthTalk validation {rep['synth_val']['accuracy']:.1%} of {rep['synth_val']['clips']}")
         results[str(k)] = rep
         atomic_write_json(results_path, results)
-        voted_s = f", head x utterance probe {rep['voted_accuracy']:.1%}" if voted else ""
+        voted_s = f", emotion reader {rep['voted_accuracy']:.1%}" if voted else ""
         print(f"fold {k} ({', '.join(held)}): {rep['accuracy']:.1%} of {rep['clips']} clips (Q-Former head "
               f"{rep['qformer_head_accuracy']:.1%}{voted_s}; emotion guidance {gen.emotion_guidance:g})", flush=True)
     done = [results[str(k)] for k in range(a.folds) if str(k) in results]
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         vcal = head_calibration(done, "voted_log_probs")
         if vcal:
             summary["voted_calibration"] = vcal
-            print(f"head x utterance probe: temperature {vcal['temperature']:.2f} (all folds); fitted on the other "
+            print(f"emotion reader (as voted): temperature {vcal['temperature']:.2f} (all folds); fitted on the other "
                   f"folds, calibration error {vcal['before']['ece']:.3f} -> {vcal['after']['ece']:.3f}")
         cal = head_calibration(done)
         if cal:

@@ -208,7 +208,8 @@ class Instructor:
         self._tokenizer_files = tokenizer_files
         self._encoder = None  # the config's audio encoder, made when stage 1 must encode audio itself
         self._last_listened: tuple | None = None  # (samples, pad, encoder, rows): instruct + heard encode once
-        self.probe = None  # the utterance probe (stage1_instruct.probe), when the checkpoint has one
+        self.reader = None  # the emotion reader (stage1_instruct.reader), when the checkpoint has one
+        self._reader_encoder = None  # stage1.reader_encoder, made when first needed
 
     @property
     def lean(self) -> bool:
@@ -249,7 +250,7 @@ class Instructor:
         state = load_file(str(d / "qformer.safetensors"))
         if not lean:
             text_dim = int(state["align.weight"].shape[0]) if "align.weight" in state else 384
-            return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg).load_probe(d)
+            return cls.from_model(load_stage1(d, text_dim=text_dim, cfg=cfg)[0], cfg).load_reader(d)
         q = build_qformer(cfg, lm.hidden_size)
         try:
             q.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("qformer.")})
@@ -258,14 +259,14 @@ class Instructor:
         files = {p.name: p.read_bytes() for p in (d / "tokenizer").iterdir() if p.is_file()}
         ins = cls(cfg, q, lm, tok, load_prompts()[0], heads={k: v for k, v in state.items() if not k.startswith("qformer.")},
                   adapter_config=json.loads((d / "adapter" / "adapter_config.json").read_text()), tokenizer_files=files)
-        return ins.load_probe(d)
+        return ins.load_reader(d)
 
-    def load_probe(self, d: str | os.PathLike) -> "Instructor":
-        """Take the utterance probe of folder ``d`` when it has one (``probe.safetensors``)."""
-        from .probe import PROBE_FILE, EmotionProbe
+    def load_reader(self, d: str | os.PathLike) -> "Instructor":
+        """Take the emotion reader of folder ``d`` when it has one (``reader.safetensors``)."""
+        from .reader import READER_FILE, EmotionReader
 
-        if (Path(d) / PROBE_FILE).is_file():
-            self.probe = EmotionProbe.load(Path(d) / PROBE_FILE)
+        if (Path(d) / READER_FILE).is_file():
+            self.reader = EmotionReader.load(Path(d) / READER_FILE)
         return self
 
     @classmethod
@@ -283,11 +284,11 @@ class Instructor:
         from avitalk.io import atomic_write_bytes, atomic_write_json
 
         out = Path(out)
-        if self.probe is not None:
-            from .probe import PROBE_FILE
+        if self.reader is not None:
+            from .reader import READER_FILE
 
             out.mkdir(parents=True, exist_ok=True)
-            self.probe.save(out / PROBE_FILE)
+            self.reader.save(out / READER_FILE)
         if not self.lean:
             save_stage1(self._model, out, self.cfg)
             (out / "stage1.yaml").unlink()
@@ -390,9 +391,8 @@ class Instructor:
 
     def emotion_bias(self, pooled: torch.Tensor, strength: float, utterance=None) -> torch.Tensor | None:
         """[B, vocab] logit bias: ``strength`` x the log-probability of each emotion (:meth:`emotion_log_probs`: the
-        Q-Former's emotion head, with the utterance probe when there is one), on the tokens that begin that emotion's
-        words (so the LLM's emotion word is scored by both: a product of experts). None without the head (a
-        checkpoint saved without training heads) or at strength 0."""
+        emotion reader's, or without one the Q-Former's emotion head's), on the tokens that begin that emotion's
+        words. None without either or at strength 0."""
         logp = self.emotion_log_probs(pooled, utterance) if strength else None
         if logp is None:
             return None
@@ -404,58 +404,50 @@ class Instructor:
 
     @torch.no_grad()
     def heard(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> dict[str, float] | None:
-        """How stage 1 hears the voice: ``{emotion: probability}``, most likely first: the Q-Former's emotion head's
-        logits divided by ``stage1.head_temperature`` (calibrated on unseen actors: the raw head is overconfident), or
-        with the utterance probe, the head x probe log-probabilities divided by ``stage1.heard_temperature``.
-        None for a checkpoint without the head. Reads what :meth:`instruct` reads (the first 30 s)."""
-        if "aux.weight" not in self._heads or "aux.bias" not in self._heads:
-            return None
+        """How stage 1 hears the voice: ``{emotion: probability}``, most likely first: the emotion reader's calibrated
+        probabilities (without a reader: the Q-Former emotion head's softmax, uncalibrated). None with neither. Reads
+        what :meth:`instruct` reads (the first 30 s)."""
         from avitalk.vocab import EMOTIONS
 
-        dev = next(self.qformer.parameters()).device
-        f = torch.as_tensor(self._listened(audio, features, encoder, warn=False))[None].to(dev)
-        _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
         utt = self.utterance(audio, features, encoder)
         if utt is not None:
-            p = torch.softmax(self.emotion_log_probs(pooled, utt)[0] / self._temperature("heard_temperature"), -1)
+            p = self.reader.probs(utt)[0]
         else:
-            p = torch.softmax(self._emotion_logits(pooled)[0] / self._temperature("head_temperature"), -1)
+            if "aux.weight" not in self._heads or "aux.bias" not in self._heads:
+                return None
+            dev = next(self.qformer.parameters()).device
+            f = torch.as_tensor(self._listened(audio, features, encoder, warn=False))[None].to(dev)
+            _, _, pooled = self.prefix(f, torch.ones(f.shape[:2], dtype=torch.bool, device=dev))
+            p = torch.softmax(self._emotion_logits(pooled)[0].cpu(), -1)
         return {EMOTIONS[i]: float(p[i]) for i in p.argsort(descending=True).tolist()}
 
-    def _temperature(self, key: str) -> float:
-        """``stage1.head_temperature`` or ``stage1.heard_temperature`` (1 without a config)."""
-        return max(float(self.cfg.stage1.get(key, 1.0)) if self.cfg is not None else 1.0, 1e-6)
-
-    def _probe_weight(self) -> float:
-        """The utterance probe's exponent in the product (0 without a probe or when the config turns it off)."""
-        if self.probe is None or self.cfg is None:
-            return 0.0
-        return float(self.cfg.stage1.get("utterance_probe", 0.0) or 0.0)
-
     def emotion_log_probs(self, pooled: torch.Tensor, utterance=None) -> torch.Tensor | None:
-        """[B, len(EMOTIONS)] log-probabilities of the speaker's emotion. Without the utterance probe (or its
-        statistics): the Q-Former head's raw softmax. With it: the head at ``stage1.head_temperature`` times the probe
-        to the power ``stage1.utterance_probe``, renormalised (a product of experts). None without the head."""
+        """[B, len(EMOTIONS)] log-probabilities that guide the emotion word: the emotion reader's for ``utterance``
+        statistics (all the weight on neutral where it is not sure enough to name an emotion:
+        :meth:`EmotionReader.vote_log_probs <stage1_instruct.reader.EmotionReader.vote_log_probs>`); without a reader,
+        the Q-Former head's softmax. None with neither."""
+        if self.reader is not None and utterance is not None:
+            return self.reader.vote_log_probs(utterance).to(pooled.device)
         z = self._emotion_logits(pooled)
-        if z is None:
-            return None
-        w = self._probe_weight()
-        if w <= 0 or utterance is None:
-            return torch.log_softmax(z, -1)
-        lp = self.probe.log_probs(utterance).to(z.device)
-        return torch.log_softmax(torch.log_softmax(z / self._temperature("head_temperature"), -1) + w * lp[:, : z.shape[1]],
-                                 -1)
+        return None if z is None else torch.log_softmax(z, -1)
 
     def utterance(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> np.ndarray | None:
-        """[1, 2 D] the utterance probe's statistics of a clip (features of the audio as given, over its speech span);
-        None when the probe is off. ``features``: the encoder's output for the audio, if already computed."""
-        if self._probe_weight() <= 0:
+        """[1, 2 D] the emotion reader's statistics of a clip (features of the audio as given, over its speech span);
+        None without a reader. ``features``: the encoder's output for the audio, if already computed."""
+        if self.reader is None:
             return None
-        from .probe import utterance_stats
+        from .reader import utterance_stats
 
         audio, features = _first_listen(audio, features, warn=False)
-        rows = speech_features(self.cfg, audio, encoder if features is not None else self._encoder_for(encoder),
-                               encoded=features)
+        if self.cfg is not None and self.cfg.stage1.reader_encoder:  # the reader's own encoder
+            if self._reader_encoder is None:
+                from avitalk.encoders import audio_encoder_from_config
+
+                self._reader_encoder = audio_encoder_from_config(self.cfg.stage1.reader_encoder)
+            rows = self._reader_encoder.encode(audio)
+        else:
+            rows = speech_features(self.cfg, audio, encoder if features is not None else self._encoder_for(encoder),
+                                   encoded=features)
         return utterance_stats(rows, audio.samples)[None]
 
     def _encoder_for(self, encoder):
@@ -490,9 +482,9 @@ class Instructor:
                  emotion_guidance: float | None = None, utterance=None) -> list[list[str]]:
         """Texts [B][num_samples]; greedy by default, nucleus sampling (or beam search, transformers LMs only) on
         request; always stops (end-of-text token or ``max_new_tokens``) and is cut after the first sentence.
-        ``emotion_guidance`` (default: the config's ``stage1.emotion_guidance``) weighs the Q-Former's emotion head
-        into the choice of the emotion word (:meth:`emotion_bias`); 0 leaves the LLM alone. ``utterance``: [B, 2 D]
-        statistics for the utterance probe (:meth:`utterance`), which then votes with the head."""
+        ``emotion_guidance`` (default: the config's ``stage1.emotion_guidance``) weighs the emotion reader (or the
+        Q-Former's emotion head) into the choice of the emotion word (:meth:`emotion_bias`); 0 leaves the LLM alone.
+        ``utterance``: [B, 2 D] statistics for the emotion reader (:meth:`utterance`)."""
         pre, pmask, pooled = self.prefix(feats, mask, None, use_speech)
         g = self._guidance() if emotion_guidance is None else float(emotion_guidance)
         bias = self.emotion_bias(pooled, g, utterance) if use_speech else None

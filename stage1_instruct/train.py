@@ -190,10 +190,10 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model = acc.unwrap_model(pmodel).eval().cpu()
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    if main and float(s1.get("utterance_probe", 0.0) or 0.0) > 0:  # (3) the utterance probe: seconds, after the rest
+    if main and bool(s1.reader):  # (3) the emotion reader: seconds, after the rest
         t = time.perf_counter()
-        _save_probe(cfg, train, out, progress)
-        timings["probe_s"] = time.perf_counter() - t
+        _save_reader(cfg, enc, train, (data, *extra_data), out, progress)
+        timings["reader_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
         save_stage1(model, out, cfg)
         atomic_write_json(out / "history.json", history)
@@ -208,9 +208,10 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     return {"model": model, "timings": timings, "history": history}
 
 
-def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = None, progress: bool = False):
-    """Stage 1's training clips (FeatureBank, float16): every dataset's train split, encoded and cached (+ prosody,
-    + ``stage1.train.augment_copies`` augmented copies), the excluded speakers left out."""
+def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = None, progress: bool = False,
+                  prosody: bool = True):
+    """Stage 1's training clips (FeatureBank, float16): every dataset's train split, encoded and cached (+ prosody
+    when stage 1 adds it, + ``stage1.train.augment_copies`` augmented copies), the excluded speakers left out."""
     from avitalk.encoders.cache import cache_augmented_features, cache_dataset_features
     from avitalk.encoders.prosody import ProsodyEncoder
 
@@ -218,23 +219,51 @@ def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = N
     sources = []
     for d in datasets:
         cache = cache_dataset_features(d, enc, progress=progress)
-        pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if prosody_dim(cfg) else None
+        add = prosody and prosody_dim(cfg)
+        pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if add else None
         acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
         sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
-    return FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
+    bank = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
+    bank.excluded = tuple(exclude_speakers)
+    return bank
 
 
-def fit_stage1_probe(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
-    """Fit the utterance probe of a stage 1 trained without one (on the clips it trained on) into ``out``."""
-    _save_probe(cfg, training_bank(cfg, enc, datasets, exclude_speakers, progress=progress), out, progress)
+def fit_stage1_reader(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
+    """Fit the emotion reader of a stage 1 trained without one (on the clips it trained on) into ``out``."""
+    bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
+    _save_reader(cfg, enc, bank, datasets, out, progress)
 
 
-def _save_probe(cfg, bank, out: str | os.PathLike, progress: bool = False) -> None:
-    """The utterance probe of ``bank`` as the config says (stage1.train.probe_c, probe_experts), into ``out``."""
-    from .probe import PROBE_FILE, fit_probe
+def _save_reader(cfg, enc, bank, datasets, out: str | os.PathLike, progress: bool = False) -> None:
+    """The emotion reader of ``bank`` (stage1.train.reader_c), calibrated (temperature, threshold) on the datasets'
+    validation splits when they have one, into ``out``."""
+    import logging
 
-    tc = cfg.stage1.train
-    fit_probe(bank, c=float(tc.probe_c), experts=tc.probe_experts, progress=progress).save(Path(out) / PROBE_FILE)
+    from avitalk.encoders.cache import cache_dataset_features
+    from avitalk.errors import DatasetError
+
+    from .reader import READER_FILE, bank_rows, calibrate, fit_reader
+
+    from avitalk.encoders import audio_encoder_from_config
+    from avitalk.encoders.prosody import ProsodyEncoder
+
+    own = cfg.stage1.reader_encoder  # the reader's own encoder: its own features (it carries its prosody)
+    if own:
+        enc = audio_encoder_from_config(own)
+        bank = training_bank(cfg, enc, datasets, bank.excluded, progress=progress, prosody=False)
+    rows = bank_rows(bank, progress=progress)
+    reader = fit_reader(rows["x"], rows["y"], rows["real"], c=float(cfg.stage1.train.reader_c))
+    try:
+        val = FeatureBank(split="val", sources=[
+            (d, cache_dataset_features(d, enc, progress=False),
+             cache_dataset_features(d, ProsodyEncoder(), progress=False) if prosody_dim(cfg) and not own else None,
+             None, 0, ()) for d in datasets])
+        v = bank_rows(val, clean_only=True)
+        reader = calibrate(reader, v["x"], v["y"], v["corpus"])
+    except DatasetError:
+        logging.getLogger(__name__).warning("no validation clips: the emotion reader is not calibrated (temperature "
+                                            "1, no threshold); scripts/voice_folds.py calibrates it on held-out speakers")
+    reader.save(Path(out) / READER_FILE)
 
 
 def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:

@@ -191,8 +191,16 @@ def build_tiny_pipeline():
     llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
     instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
     from avitalk.pipeline import AVITalkingPipeline
+    from stage1_instruct.instructor import prosody_dim
+    from stage1_instruct.reader import EmotionReader
 
-    return AVITalkingPipeline(cfg, synth, instructor, source="test")
+    pipe = AVITalkingPipeline(cfg, synth, instructor, source="test")
+    d = 2 * (int(cfg.audio_dim) + prosody_dim(cfg))  # a random emotion reader on the utterance statistics
+    g = torch.Generator().manual_seed(0)
+    pipe.instructor.reader = EmotionReader(torch.zeros(d), torch.ones(d), 0.3 * torch.randn(len(EMOTIONS), d,
+                                                                                            generator=g),
+                                           torch.zeros(len(EMOTIONS)), temperature=1.0, threshold=0.0)
+    return pipe
 
 
 def speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:

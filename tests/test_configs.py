@@ -106,9 +106,9 @@ def test_configs_are_checked_against_the_schema(tmp_path, cli):
         load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layres=3"])
     with pytest.raises(ConfigError, match="stage2.decoder.layers"):
         load_config(ROOT / "configs" / "tiny.yaml", ["stage2.decoder.layers=abc"])
-    with pytest.raises(ConfigError, match="probe_experts: 'both' is not one of joint, main, corpus"):
-        load_config(ROOT / "configs" / "tiny.yaml", ["stage1.train.probe_experts=both"])
-    assert load_config(ROOT / "configs" / "tiny.yaml", ["stage1.train.probe_experts=joint"]).stage1.train.probe_experts == "joint"
+    with pytest.raises(ConfigError, match="sampler: 'euler' is not one of ddim, dpmpp2m"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["stage2.sampling.sampler=euler"])
+    assert load_config(ROOT / "configs" / "tiny.yaml", ["stage2.sampling.sampler=dpmpp2m"]).stage2.sampling.sampler == "dpmpp2m"
     bad.write_text("stage2: [unclosed\n")
     with pytest.raises(ConfigError, match="not a readable YAML"):
         load_config(bad)

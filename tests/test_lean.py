@@ -182,8 +182,8 @@ def test_instructor_lean_and_transformers_paths_agree():
     mask = torch.ones(3, 150, dtype=torch.bool)
     mask[1, 120:] = False
     assert lean.generate(feats, mask) == hf.generate(feats, mask)
-    assert lean.probe is not None and hf.probe is not None  # both runtimes load the utterance probe and vote with it
-    utt = torch.randn(3, 2 * int(cfg.audio_dim), generator=g).numpy()
+    assert lean.reader is not None and hf.reader is not None  # both runtimes load the emotion reader and vote with it
+    utt = torch.randn(3, lean.reader.dim, generator=g).numpy()
     assert lean.generate(feats, mask, utterance=utt) == hf.generate(feats, mask, utterance=utt)
     assert lean.describe() == hf.describe()
 
@@ -195,10 +195,10 @@ def test_instructor_lean_and_transformers_paths_agree():
 # both recorded again when stage 1 began to hear the speech between even margins (stage1.listen_pad_s; the
 # transformers + peft path writes the same new instruction); and again when the utterance probe began to vote with
 # the emotion head (stage1.utterance_probe) and the vote decided which emotion word, not whether (EmotionVote; the
-# transformers + peft path writes the same new instruction).
-PINNED_INSTRUCTION = ("A miserable person speaks with inner brow very raised, lip corner clearly pulled down, brow "
-                      "fairly furrowed, and chin mildly raised.")
-PINNED_MOTION = [0.4516230523586273, 1.0146688222885132, 0.024833792820572853]
+# transformers + peft path writes the same new instruction); and again when the emotion reader replaced the head and
+# the probe (it hears sad 55% / contempt 41% in this signal, under its 60% threshold: the instruction says neutral).
+PINNED_INSTRUCTION = "A relaxed person speaks."
+PINNED_MOTION = [-0.013373562134802341, 0.077040895819664, 0.027386270463466644]
 
 
 def test_default_outputs_pinned_and_no_heavy_imports():

@@ -371,22 +371,24 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     cfg.stage1.qformer.listener = 8  # the default's listener: trained, saved and loaded with the rest
     cfg.stage1.train.update(augment_copies=1, augment_p=0.5, real_fraction=0.5, qformer_warmup_steps=2,
                             aux_weight=1.0)
-    cfg.stage1.utterance_probe = 1.0  # the utterance probe is fitted after the rest, saved and loaded with it
+    cfg.stage1.reader = True  # the emotion reader is fitted after the rest, calibrated on val, saved and loaded with it
+    cfg.stage1.reader_encoder = {"spec": "whisper_layers", "kwargs": {"layers": [2]}}  # on its own encoder: 384 + 4
     r = train_stage1(cfg, synth_clips, tmp_path / "s1", progress=False, extra_data=(real,),
                      exclude_speakers=("Actor_03",))
-    assert (tmp_path / "s1" / "probe.safetensors").is_file()
+    assert (tmp_path / "s1" / "reader.safetensors").is_file()
     info = json.loads((tmp_path / "s1" / "train_info.json").read_text())
     assert info["real_train_clips"] == 6 and info["excluded_speakers"] == ["Actor_03"] and info["augment_copies"] == 1
     assert r["model"].qformer.prosody_dim == 4 and r["model"].qformer.feature_dim == 768
     assert r["model"].qformer.listener is not None and r["model"].aux.in_features == 2 * 32
-    aug = list((real / "features").glob("*-aug0*/*~aug0.npy"))
+    aug = list((real / "features").glob("*L2_4*-aug0*/*~aug0.npy"))  # stage 1's encoder (the reader's has its own)
     assert len(aug) == 9  # every real clip's copy is cached (the excluded actor's too: the cache is per dataset)
     loaded = Instructor.load(tmp_path / "s1")
-    assert loaded.qformer.listener is not None and loaded.probe is not None and loaded.probe.dim == 2 * 772
+    assert loaded.qformer.listener is not None and loaded.reader is not None and loaded.reader.dim == 2 * 388
+    assert 0.25 <= loaded.reader.temperature <= 20 and 0 <= loaded.reader.threshold < 1
     assert isinstance(loaded.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
     clip = Audio(_speechlike(1.5), 16000)
     utt = loaded.utterance(clip)
-    assert utt.shape == (1, 2 * 772)
+    assert utt.shape == (1, 2 * 388)
     heard = loaded.heard(clip)
     assert sum(heard.values()) == pytest.approx(1.0, abs=1e-4)
     assert isinstance(loaded.instruct(clip)[0].text, str)
@@ -437,7 +439,15 @@ def test_eval_on_audio_only_speech_writes_the_real_speech_report(tmp_path, cli):
         assert set(rep[key]) == {"jaw_loudness_r", "silence_rest_ratio", "bilabial"}
         assert rep[key]["bilabial"]["bilabials"] == 2  # "by" in each statement
     assert (tmp_path / "rep" / "confusion.png").is_file() and "Emotion named right" in (tmp_path / "rep" / "real_speech.md").read_text()
-    assert "emotion named right" in out
+    assert "emotion named right" in out and "written neutral" in out
+    r = rep["reading"]  # how the voice was read: neutral share, most-written emotion, calibration and its curve
+    assert 0 <= r["written_neutral"] <= 1 and r["most_written"][0] in ("neutral", "angry", "happy", "sad", "fear",
+                                                                        "disgusted", "surprised", "contempt")
+    assert 0 <= r["ece"] <= 1 and len(r["curve"]) == 20 and r["curve"][0]["threshold"] == 0.0
+    assert r["curve"][-1]["non_neutral_share"] <= r["curve"][0]["non_neutral_share"]  # a higher bar names fewer
+    assert r["threshold"] is not None
+    assert (tmp_path / "rep" / "reliability.png").is_file() and (tmp_path / "rep" / "coverage.png").is_file()
+    assert "Reading the voice" in (tmp_path / "rep" / "real_speech.md").read_text()
     code, _, err = cli("eval", "--data", data, "-o", tmp_path / "rep2", "--split", "val")
     assert code == 2 and "no clips in split 'val'" in err
 
@@ -529,31 +539,37 @@ def test_feature_bank_augments_each_corpus_with_its_own_chance():
         assert all(m > 0 for m in means(1.0))              # no main chance given: augment_p for every corpus
 
 
-def test_utterance_probe_fits_saves_and_reads_only_the_speech(tmp_path):
-    """The probe: L2 logistic regression on standardised utterance statistics, stored as safetensors; its statistics
-    cover the speech span, so silence added around a clip does not change them."""
+def test_emotion_reader_fits_saves_and_reads_only_the_speech(tmp_path):
+    """The reader: L2 logistic regression on standardised utterance statistics, a temperature and a threshold, stored
+    as safetensors (the two scalars exactly, though the pipeline halves float32 weights); its statistics cover the
+    speech span, so silence added around a clip does not change them."""
     import torch
 
     from avitalk.errors import CheckpointError
-    from stage1_instruct.probe import EmotionProbe, utterance_stats
+    from avitalk.pipeline import _halve
+    from stage1_instruct.reader import EmotionReader, utterance_stats
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     x = rng.standard_normal((300, 6)) + 2.0 * np.eye(3, 6)[y] + 10.0  # a large offset: standardised first
-    probe = EmotionProbe.fit(x, y, 4, c=1.0)
-    lp = probe.log_probs(x)
+    reader = EmotionReader.fit(x, y, 4, c=1.0)
+    lp = reader.log_probs(x)
     assert lp.shape == (300, 4) and torch.allclose(lp.exp().sum(1), torch.ones(300), atol=1e-5)
     assert (lp.argmax(1).numpy() == y).mean() > 0.85 and lp[:, 3].exp().max() < 0.05  # a class never seen
-    weak = EmotionProbe.fit(x, y, 4, c=1e-5)  # a strong penalty: nearly the class frequencies
+    weak = EmotionReader.fit(x, y, 4, c=1e-5)  # a strong penalty: nearly the class frequencies
     assert weak.log_probs(x).exp().std(0).max() < 0.05
-    probe.save(tmp_path / "probe.safetensors")
-    again = EmotionProbe.load(tmp_path / "probe.safetensors")
-    assert torch.allclose(again.log_probs(x), lp)
-    with pytest.raises(ValueError, match="probe reads"):
-        probe.log_probs(x[:, :5])
-    (tmp_path / "bad.safetensors").write_bytes(b"not a probe")
-    with pytest.raises(CheckpointError, match="not an utterance probe"):
-        EmotionProbe.load(tmp_path / "bad.safetensors")
+    soft = reader.calibrated(3.0, 0.6)
+    assert torch.allclose(soft.log_probs(x), torch.log_softmax(reader.logits(x) / 3.0, -1))
+    soft.save(tmp_path / "reader.safetensors")
+    _halve(tmp_path / "reader.safetensors")
+    again = EmotionReader.load(tmp_path / "reader.safetensors")
+    assert (again.temperature, again.threshold) == (3.0, 0.6)
+    assert torch.allclose(again.log_probs(x), soft.log_probs(x), atol=2e-2)
+    with pytest.raises(ValueError, match="reader reads"):
+        reader.log_probs(x[:, :5])
+    (tmp_path / "bad.safetensors").write_bytes(b"not a reader")
+    with pytest.raises(CheckpointError, match="not an emotion reader"):
+        EmotionReader.load(tmp_path / "bad.safetensors")
 
     speech = _speechlike(2.0)
     feats = rng.standard_normal((100, 5)).astype(np.float32)  # 2 s at 50 Hz
@@ -564,95 +580,55 @@ def test_utterance_probe_fits_saves_and_reads_only_the_speech(tmp_path):
     assert not np.allclose(utterance_stats(feats_loose), b, atol=0.5)  # without the audio: every frame
 
 
-def _two_corpus_bank(tmp_path, n: int = 240):
-    """A FeatureBank stand-in: a main corpus and a real one that show 3 emotions by different cues (the real one
-    shifted on a fourth channel); returns the bank, the clean clips' statistics, their labels and the real flags."""
-    import types
-
-    from avitalk.audio import save_wav
-    from avitalk.vocab import EMOTIONS
-
-    save_wav(tmp_path / "a.wav", Audio(_speechlike(1.0), 16000))
-    rng = np.random.default_rng(0)
-    clips, variants, real, truth = [], [], [], []
-    for i in range(n):
-        is_real, y = i % 2 == 1, int(rng.integers(0, 3))
-        cue = np.eye(4)[(y + 1) % 3 if is_real else y] * 2.0 + (5.0 * np.eye(4)[3] if is_real else 0.0)
-        n_var = 3 if is_real else 2  # the main corpus's augmented copy is read by the learned gate only
-        variants.append([(cue + rng.standard_normal((50, 4))).astype(np.float32) for _ in range(n_var)])
-        clips.append(types.SimpleNamespace(audio="a.wav", emotion=EMOTIONS[y]))
-        real.append(is_real)
-        truth.append(y)
-    bank = types.SimpleNamespace(clips=clips, variants=variants, real=np.array(real), roots=[str(tmp_path)] * n)
-    stats = np.stack([np.concatenate([v[0].mean(0), v[0].std(0)]) for v in variants])
-    return bank, stats, np.array(truth), np.array(real)
-
-
-def test_corpus_probes_read_each_corpus_with_its_own_expert(tmp_path, monkeypatch):
-    """fit_probe's three kinds (stage1.train.probe_experts). Where two corpora show the emotion by different cues one
-    joint regression reads neither well; "corpus" (a regression per corpus, a learned gate) reads both; "main" reads
-    the main corpus with its own regression, chosen by a one-class gate that sends whatever lies off the main
-    corpus's subspace (here the real corpus) to the joint regression. Both save and load; one corpus: one regression."""
-    import types
-
+def test_reader_names_an_emotion_only_above_its_threshold():
+    """decide: the most likely emotion when it reaches the threshold, else neutral; the vote puts all its weight on
+    neutral exactly where decide says neutral, and elsewhere is the calibrated log-probabilities."""
     import torch
 
     from avitalk.vocab import EMOTIONS
-    from stage1_instruct import probe as P
+    from stage1_instruct.reader import EmotionReader
 
-    bank, stats, truth, real = _two_corpus_bank(tmp_path)
-    monkeypatch.setattr(P, "SUBSPACE_DIM", 3)  # the main corpus's statistics vary along its 3 emotion cues
-    joint = P.fit_probe(bank, c=1.0)
-    corpus = P.fit_probe(bank, c=1.0, experts="corpus")
-    main = P.fit_probe(bank, c=1.0, experts="main")
-    assert isinstance(joint, P.EmotionProbe) and joint.dim == 8
-    assert isinstance(corpus, P.CorpusProbe) and isinstance(main, P.CorpusProbe)
-    assert isinstance(main.gate, P.SubspaceGate) and main.gate.basis.shape == (8, 3)
-    right = {k: p.log_probs(stats).argmax(1).numpy() == truth for k, p in
-             {"joint": joint, "corpus": corpus, "main": main}.items()}
-    assert right["joint"].mean() < 0.8                                  # one regression, two sets of cues
-    assert right["corpus"][real].mean() > 0.9 and right["corpus"][~real].mean() > 0.9
-    assert (corpus.corpus_log_probs(stats).argmax(1).numpy() == real).all()
-    assert right["main"][~real].mean() > 0.9                             # the main corpus: its own regression
-    inside = main.corpus_log_probs(stats)[:, 0].exp().numpy()
-    assert (inside[real] < 0.01).all() and (inside[~real] > 0.5).mean() > 0.95
-    assert torch.allclose(main.log_probs(stats[real]), joint.log_probs(stats[real]), atol=1e-3)  # the rest: joint
-    lp = main.log_probs(stats)
-    assert lp.shape == (240, len(EMOTIONS)) and torch.allclose(lp.exp().sum(1), torch.ones(240), atol=1e-5)
-    for name, probe in (("corpus", corpus), ("main", main)):
-        probe.save(tmp_path / f"{name}.safetensors")
-        again = P.EmotionProbe.load(tmp_path / f"{name}.safetensors")
-        assert type(again.gate) is type(probe.gate) and torch.allclose(again.log_probs(stats), probe.log_probs(stats))
-    with pytest.raises(ValueError, match="one of joint, main, corpus"):
-        P.fit_probe(bank, experts="both")
-    one = types.SimpleNamespace(clips=bank.clips[::2], variants=bank.variants[::2], real=real[::2], roots=bank.roots[::2])
-    assert isinstance(P.fit_probe(one, c=1.0, experts="main"), P.EmotionProbe)
+    n = len(EMOTIONS)
+    angry, neutral = EMOTIONS.index("angry"), EMOTIONS.index("neutral")
+    bias = torch.zeros(n)
+    reader = EmotionReader(torch.zeros(n), torch.ones(n), torch.eye(n) * 4.0, bias, temperature=1.0, threshold=0.6)
+    sure = np.eye(n, dtype=np.float32)[[angry]] * 2.0      # angry well above the rest
+    unsure = np.eye(n, dtype=np.float32)[[angry]] * 0.15    # angry only a little above the rest
+    p_sure, p_unsure = reader.probs(sure), reader.probs(unsure)
+    assert p_sure.argmax() == angry and p_sure.max() >= 0.6
+    assert p_unsure.argmax() == angry and p_unsure.max() < 0.6
+    assert reader.decide(p_sure).item() == angry and reader.decide(p_unsure).item() == neutral
+    assert torch.allclose(reader.vote_log_probs(sure), reader.log_probs(sure))
+    v = reader.vote_log_probs(unsure)[0]
+    assert v.argmax() == neutral and (v[torch.arange(n) != neutral] < -20).all()
+    assert reader.calibrated(1.0, 0.0).decide(p_unsure).item() == angry  # threshold 0: always the most likely
 
 
-def test_emotion_head_and_utterance_probe_vote_together():
-    """With a probe and stage1.utterance_probe > 0 the emotion log-probabilities are the head at its temperature times
-    the probe, renormalised; with either missing, the head's raw softmax (as before the probe)."""
+def test_threshold_rule_and_calibration_on_held_out_clips():
+    """choose_threshold: the best mean accuracy over corpora among thresholds whose emotion-naming instructions are
+    at least 85% right; calibrate fits the temperature that makes an overconfident reader honest."""
     import torch
-    from omegaconf import OmegaConf
 
-    from stage1_instruct.instructor import Instructor
-    from stage1_instruct.probe import EmotionProbe
+    from avitalk.vocab import EMOTIONS
+    from stage1_instruct.reader import MIN_PRECISION, EmotionReader, calibrate, choose_threshold, decide_np
 
-    ins = object.__new__(Instructor)
-    ins.cfg = OmegaConf.create({"stage1": {"head_temperature": 2.0, "utterance_probe": 1.0}})
-    ins._heads = {"aux.weight": torch.eye(8, 3), "aux.bias": torch.zeros(8)}
-    pooled = torch.tensor([[3.0, 0.0, -1.0]])
-    z = pooled @ torch.eye(8, 3).T
-    ins.probe = None
-    assert torch.allclose(ins.emotion_log_probs(pooled, np.zeros((1, 2))), torch.log_softmax(z, -1))
-    ins.probe = EmotionProbe(torch.zeros(2), torch.ones(2), torch.zeros(8, 2), torch.arange(8.0))
-    utt = np.zeros((1, 2), np.float32)
-    want = torch.log_softmax(torch.log_softmax(z / 2.0, -1) + torch.log_softmax(torch.arange(8.0), -1), -1)
-    assert torch.allclose(ins.emotion_log_probs(pooled, utt), want, atol=1e-6)
-    assert ins.emotion_log_probs(pooled, utt).argmax() != z.argmax()   # the probe can outvote the head
-    assert torch.allclose(ins.emotion_log_probs(pooled, None), torch.log_softmax(z, -1))
-    ins.cfg.stage1.utterance_probe = 0.0
-    assert torch.allclose(ins.emotion_log_probs(pooled, utt), torch.log_softmax(z, -1))
+    rng = np.random.default_rng(1)
+    n, k = 3000, len(EMOTIONS)
+    base = rng.normal(0, 1.2, (n, k))
+    p = np.exp(base) / np.exp(base).sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=row) for row in p])
+    corpus = np.where(np.arange(n) % 2 == 0, "a", "b")
+    t = choose_threshold(p, y, corpus)
+    d = decide_np(p, t)
+    named = d != EMOTIONS.index("neutral")
+    assert (d[named] == y[named]).mean() >= MIN_PRECISION
+    lower = decide_np(p, max(0.0, t - 0.05))
+    named_lower = lower != EMOTIONS.index("neutral")
+    assert (lower[named_lower] == y[named_lower]).mean() < MIN_PRECISION   # the lowest threshold that reaches it
+    reader = EmotionReader(torch.zeros(k), torch.ones(k), 3.0 * torch.eye(k), torch.zeros(k))  # 3x too sharp
+    cal = calibrate(reader, base.astype(np.float32), y, corpus)
+    assert 2.6 < cal.temperature < 3.4 and cal.threshold == choose_threshold(
+        cal.probs(base.astype(np.float32)).numpy().astype(np.float64), y, corpus)
 
 
 def test_aligner_lag_script_picks_word_initial_stops_before_vowels():
@@ -723,32 +699,33 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
         assert ft.main(["folds", str(tmp_path / "pack"), "-o", str(out), "--device", "cuda"]) == 2
 
 
-def test_emotion_head_temperature_softens_what_people_are_shown(tmp_path):
-    """Instructor.heard: calibrated probabilities, most likely first; the temperature keeps the ranking and flattens
-    them; describe_heard flags an unsure top emotion."""
-    from omegaconf import OmegaConf
-
-    from avitalk.pipeline import UNSURE_BELOW, describe_heard
+def test_heard_shows_the_readers_calibrated_probabilities(tmp_path):
+    """Instructor.heard: the reader's calibrated probabilities, most likely first; a higher temperature keeps the
+    ranking and flattens them; describe_heard says when the top emotion is under the threshold (not named)."""
+    from avitalk.pipeline import describe_heard
     from avitalk.types import Audio
 
     from .conftest import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
+    assert pipe.instructor.reader is not None
     a = Audio(_speechlike(1.6))
     sharp = pipe.heard(a)
-    cfg = OmegaConf.merge(pipe.instructor.cfg, {"stage1": {"head_temperature": 4.0}})
-    pipe.instructor.cfg = cfg
+    pipe.instructor.reader = pipe.instructor.reader.calibrated(4.0, 0.0)
     soft = pipe.heard(a)
     assert list(soft) == list(sharp) and abs(sum(soft.values()) - 1) < 1e-5
     assert max(soft.values()) < max(sharp.values()) and min(soft.values()) > min(sharp.values())
-    assert describe_heard({"angry": 0.52, "happy": 0.45, "fear": 0.03}) == \
-        "angry 52%, happy 45%, fear 3% (unsure: check the instruction's emotion)"
-    assert describe_heard({"sad": UNSURE_BELOW + 0.1, "fear": 0.3}) == "sad 70%, fear 30%"
+    assert describe_heard({"angry": 0.52, "happy": 0.45, "fear": 0.03}, 0.6) == \
+        "angry 52%, happy 45%, fear 3% (under 60%: not named, the instruction says neutral)"
+    assert describe_heard({"sad": 0.7, "fear": 0.3}, 0.6) == "sad 70%, fear 30%"
+    assert describe_heard({"neutral": 0.4, "fear": 0.3}, 0.6) == "neutral 40%, fear 30%"
+    assert "uncalibrated" in describe_heard({"sad": 0.7}, None)
 
 
 def test_temperature_fit_recovers_an_overconfident_classifier():
     """eval.real_speech: logits 3x too sharp are fitted back to T ~ 3, and the calibration error falls."""
-    from eval.real_speech import calibration, fit_temperature
+    from eval.real_speech import calibration
+    from stage1_instruct.reader import fit_temperature
 
     rng = np.random.default_rng(0)
     n, k = 4000, 7
@@ -789,6 +766,7 @@ def test_stage1_listens_between_even_margins_when_the_config_says_so():
 
     pipe = build_tiny_pipeline()
     ins, enc = pipe.instructor, pipe.audio_encoder
+    ins.reader = None  # heard from the Q-Former's head: the path that listens between the margins
     a = Audio(np.concatenate([np.zeros(4000, np.float32), _speechlike(1.6), np.zeros(8000, np.float32)]))
     base = OmegaConf.to_container(ins.cfg)
     ins.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.0}})

