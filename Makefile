@@ -52,7 +52,7 @@ demo:
 	@echo "edit out/demo/run/instruction.txt, then: avitalk run out/demo/speech.wav -o out/demo/edited --instruction-file out/demo/run/instruction.txt"
 
 # Rebuild the embedded default checkpoint from scratch (SynthTalk corpus, both stages, measurements, model card):
-# about 25 minutes on 2 CPU cores; resumes after an interruption (work in build/demo-checkpoint).
+# about 50 minutes on 2 CPU cores (the emotion reader's statistics: 25 of them); resumes after an interruption (work in build/demo-checkpoint).
 demo-checkpoint:
 	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint
 

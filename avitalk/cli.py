@@ -12,7 +12,7 @@ import typer
 
 from .types import SAMPLE_RATE
 
-from .errors import AvitalkError, CheckpointError
+from .errors import AppError, AvitalkError, CheckpointError
 
 app = typer.Typer(
     name="avitalk",
@@ -20,13 +20,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: readable at 80 columns, flags without placeholders
 )
-flame_app = typer.Typer(help="FLAME model files: convert official models safely, inspect model files.", no_args_is_help=True)
+flame_app = typer.Typer(rich_markup_mode=None, help="FLAME model files: convert official models safely, inspect model files.", no_args_is_help=True)
 app.add_typer(flame_app, name="flame")
-train_app = typer.Typer(help="Train the models (CPU, one GPU, or many with `accelerate launch`).", no_args_is_help=True)
+train_app = typer.Typer(rich_markup_mode=None, help="Train the models (CPU, one GPU, or many with `accelerate launch`).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-data_app = typer.Typer(help="Datasets: generate SynthTalk, import MEAD / RAVDESS, print statistics.", no_args_is_help=True)
+data_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                       help="Datasets: generate SynthTalk, import MEAD / RAVDESS / labelled speech, statistics.")
 app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"avitalk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print avitalk's version and exit.")) -> None:
+    """Speech in, expressive 3D talking face out, through an editable audio-visual instruction."""
 
 
 MAX_SPEECH_S = 600.0  # the default --max-duration of the commands that read speech (10 minutes)
@@ -85,7 +101,7 @@ def head(
 @app.command()
 def render(
     flame: Path = typer.Argument(..., help="FlameSequence .npz (expression, jaw_pose, fps)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output .mp4 file."),
+    output: Path = typer.Option(..., "--out", "-o", help="Output .mp4 file."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Speech to mux into the video (any audio file)."),
     flame_model: Optional[str] = typer.Option(None, "--flame-model", help="Model .npz (default: the stand-in head)."),
     size: int = typer.Option(512, help="Width and height of the video in pixels (even)."),
@@ -134,6 +150,7 @@ def app_cmd(
     from .app import AppSession, build_app
     from .pipeline import AVITalkingPipeline
 
+    _check_port(host, port)  # before anything loads: a port in use is one line naming --port
     # a plain `kill` ends the app like Ctrl-C, and the temporary files go. While it loads, a signal interrupts the
     # loading; once it serves, a signal only sets `stopping`, which the main thread waits on: an exception raised from a
     # signal handler can land in a finalizer (asyncio's event loop __del__), where Python ignores it and the app would
@@ -159,8 +176,12 @@ def app_cmd(
             session = AppSession(pipe, out_dir, max_upload_mb=max_upload_mb, max_duration_s=max_duration)
             typer.echo(f"avitalk app on http://{host}:{port} (outputs in {out_dir}{', removed on exit' * (out is None)})")
             page = build_app(session)
-            page.launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
-                        max_file_size=f"{int(max_upload_mb)}mb", show_error=True, prevent_thread_lock=True)
+            try:
+                page.launch(server_name=host, server_port=port, allowed_paths=[str(out_dir)],
+                            max_file_size=f"{int(max_upload_mb)}mb", show_error=True, prevent_thread_lock=True)
+            except OSError as e:  # taken between the check and the launch: Gradio's message names its own variable
+                raise AppError(f"{host}:{port}: cannot serve there ({e.strerror or 'in use'}); choose another port "
+                               "with --port") from e
             serving.set()
             stack.callback(page.close)
             while not stopping.wait(0.2):
@@ -170,10 +191,21 @@ def app_cmd(
         typer.echo("stopped", err=True)
 
 
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise AppError(f"{host}:{port}: cannot serve there ({e.strerror or e}); choose another port with "
+                           "--port") from e
+
+
 @app.command("export")
 def export_cmd(
     flame: Path = typer.Argument(..., help="FlameSequence .npz (from avitalk run)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output .glb file."),
+    output: Path = typer.Option(..., "--out", "-o", help="Output .glb file."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Speech to save next to it (OUT.wav), named in the file."),
     layout: str = typer.Option("auto", help="morph (expression + jaw morph targets), baked (exact per-frame shapes) or auto."),
     flame_model: Optional[str] = typer.Option(None, "--flame-model", help="Model .npz (default: the stand-in head)."),
@@ -393,7 +425,7 @@ def _load_config(path: Path, overrides: list[str] | None):
 
 @train_app.command("stage2")
 def train_stage2_cmd(
-    config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", "-c", help="YAML config."),
+    config: Path = typer.Option(Path("tiny"), "--config", "-c", help="YAML config, or a packaged one by name: tiny, base, paper."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
     phase: str = typer.Option("all", help="lipsync, prior or all."),
@@ -403,7 +435,7 @@ def train_stage2_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train stage 2: lip-sync pretraining (style encoder + decoder), then the diffusion prior."""
-    from stage2_synthesis.train import train_stage2
+    from avitalk.stage2_synthesis.train import train_stage2
 
     if phase not in ("lipsync", "prior", "all"):
         _fail(f"--phase must be lipsync, prior or all, got {phase!r}")
@@ -412,7 +444,7 @@ def train_stage2_cmd(
     t = r["timings"]
     typer.echo("trained stage 2 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + f" -> {out}")
     if evaluate:
-        from eval.stage2 import evaluate_stage2
+        from avitalk.eval.stage2 import evaluate_stage2
 
         from .io import atomic_write_json
 
@@ -423,7 +455,7 @@ def train_stage2_cmd(
 
 @train_app.command("stage1")
 def train_stage1_cmd(
-    config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", "-c", help="YAML config."),
+    config: Path = typer.Option(Path("tiny"), "--config", "-c", help="YAML config, or a packaged one by name: tiny, base, paper."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
     resume: bool = typer.Option(False, help="Reuse the checkpoint folder's trained tokenizer and LM."),
@@ -435,8 +467,8 @@ def train_stage1_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train stage 1: tokenizer + tiny LM (embedded default), then Q-Former, projection and LoRA."""
-    from eval.stage1 import evaluate_stage1
-    from stage1_instruct.train import train_stage1
+    from avitalk.eval.stage1 import evaluate_stage1
+    from avitalk.stage1_instruct.train import train_stage1
 
     for d in extra_data or ():
         if not (d / "manifest.jsonl").is_file():
@@ -458,7 +490,7 @@ def train_stage1_cmd(
 def instruct(
     speech: Path = typer.Argument(..., help="Speech file (wav, flac, ogg, mp3, m4a...)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline or stage-1 checkpoint folder (default: the embedded one)."),
-    samples: int = typer.Option(1, "--samples", "-k", min=1, max=20, help="How many instructions (sampled when > 1)."),
+    samples: int = typer.Option(1, "--samples", "-n", min=1, max=20, help="How many instructions (sampled when > 1)."),
     seed: int = typer.Option(0, help="Seed for sampling."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with the parsed fields."),
     max_duration: float = typer.Option(30.0, "--max-duration", min=0.1, help="Longest accepted speech in seconds "
@@ -470,7 +502,7 @@ def instruct(
 
     speech_audio = audio_io.load(speech, max_duration_s=max_duration)  # longer than 30 s: the first 30 s are read
     if checkpoint is not None and (checkpoint / "stage1.yaml").is_file():  # a folder from `avitalk train stage1`
-        from stage1_instruct.instructor import Instructor
+        from avitalk.stage1_instruct.instructor import Instructor
 
         model = Instructor.load(checkpoint)
         model.emotion_guidance = emotion_guidance
@@ -521,7 +553,7 @@ def eval_cmd(
 ) -> None:
     """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy; on
     labelled real speech without motion (--real): emotion, mouth vs loudness, silence rest, bilabial closure."""
-    from eval.benchmark import ROW_NAMES, run_benchmark, write_report
+    from avitalk.eval.benchmark import ROW_NAMES, run_benchmark, write_report
 
     from .flame import FlameModel
     from .pipeline import AVITalkingPipeline
@@ -532,7 +564,7 @@ def eval_cmd(
 
     clips = read_manifest(data)
     if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
-        from eval.real_speech import evaluate_real_speech, write_real_report
+        from avitalk.eval.real_speech import evaluate_real_speech, write_real_report
 
         if out.exists() and not out.is_dir():
             _fail(f"{out}: exists and is not a folder")
@@ -602,6 +634,35 @@ def _timed(iterable, acc: dict, key: str):
 def _heard_json(heard: dict[str, float] | None) -> list | None:
     """Stage 1's emotion head for JSON: [[emotion, probability], ...], most likely first (JSON objects lose order)."""
     return None if heard is None else [[e, round(p, 4)] for e, p in heard.items()]
+
+
+def _warn_if_unknown(text: str) -> None:
+    """One warning line when an instruction names no emotion and no facial action of the vocabulary (stage 2 then
+    follows the sentence alone, close to a neutral style)."""
+    from .vocab import EMOTIONS, load_vocabulary, parse_instruction
+
+    ins = parse_instruction(text)
+    if ins.emotion is None and not ins.actions:
+        words = load_vocabulary().emotions
+        typer.echo("warning: the instruction names no emotion or facial action that stage 2 knows, so the face keeps "
+                   "a near-neutral style; emotion words: " + ", ".join(words[e][2][0] for e in EMOTIONS)
+                   + " (`avitalk vocab` lists them all)", err=True)
+
+
+@app.command("vocab")
+def vocab_cmd() -> None:
+    """The words stage 2 understands in an instruction: emotions by intensity, facial actions, degree adverbs."""
+    from .vocab import EMOTIONS, load_vocabulary
+
+    v = load_vocabulary()
+    typer.echo("emotions (weak | medium | strong):")
+    for e in EMOTIONS:
+        typer.echo(f"  {e}: " + " | ".join(", ".join(v.emotions[e][k]) for k in sorted(v.emotions[e])))
+    typer.echo("facial actions (part + one of its words):")
+    for a in v.actions.values():
+        typer.echo(f"  {a['part']}: {', '.join(a['participles'])}")
+    typer.echo("degrees (weakest first): " + " | ".join(", ".join(d["words"]) for d in v.degrees))
+    typer.echo('e.g. "A furious man speaks with brow strongly lowered and lips clearly pressed."')
 
 
 def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str]:
@@ -718,11 +779,18 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
     if need_instruction and text is None:
         _fail("give the instruction: --instruction TEXT or --instruction-file FILE")
     say = (lambda m: None) if quiet or as_json else (lambda m: typer.echo(m, err=True))
+    if text is not None and not quiet:
+        _warn_if_unknown(text)
     t = time.perf_counter()
     speech_audio = audio_io.load(speech, max_duration_s=max_duration)
     load_s = time.perf_counter() - t
     folder = OutputFolder(out, overwrite)  # before any model work: an unusable OUT fails now
     try:
+        stems = ["flame"] if samples == 1 else [f"flame_{k}" for k in range(samples)]
+        planned = ["instruction.txt", "run.json", *(f"{n}.npz" for n in stems)]
+        if not no_render:
+            planned += [n.replace("flame", "video") + ".mp4" for n in stems]
+        folder.check(planned)  # a file of the user's in the way: refused now, not after the model work
         info, timings = _run_into(folder.staging, speech, speech_audio, text, samples, seed, no_render, size,
                                   checkpoint, flame_model, quiet, as_json, say, t_all, load_s, emotion_guidance)
         kept = folder.commit()
@@ -746,7 +814,7 @@ def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: 
 # the options `avitalk run` and `avitalk synthesize` share
 _Speech = Annotated[Path, typer.Argument(help="Speech file (wav, flac, ogg, mp3, m4a...).")]
 _EmotionGuidance = Annotated[Optional[float], typer.Option(
-    "--emotion-guidance", min=0.0, help="Weight of stage 1's emotion head in the instruction's emotion word "
+    "--emotion-guidance", min=0.0, help="Weight of stage 1's emotion reader in the instruction's emotion word "
     "(default: the checkpoint config's stage1.emotion_guidance; 0: the LLM alone).")]
 _InstructionFile = Annotated[Optional[Path], typer.Option("--instruction-file", "-f", help="Read the instruction from a file.")]
 _Samples = Annotated[int, typer.Option("--samples", "-n", min=1, max=16, help="Motion samples (different styles).")]
@@ -812,9 +880,22 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported (if ever)
 
 
+# old option names, still accepted (not shown in --help): one name per idea across commands now
+OLD_NAMES = {"--output": "--out", "-k": "-n"}
+
+
+def _new_names(argv: list[str]) -> list[str]:
+    out = []
+    for a in argv:
+        name, eq, value = a.partition("=")
+        out.append(OLD_NAMES[name] + eq + value if name in OLD_NAMES else a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
+    argv = _new_names(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = app(args=argv, prog_name="avitalk", standalone_mode=False)
     except AvitalkError as e:
@@ -830,6 +911,11 @@ def main(argv: list[str] | None = None) -> int:
 
         mods = [click.exceptions] + [m.exceptions for m in (getattr(typer, "_click", None),) if m is not None]
         if any(isinstance(e, m.ClickException) for m in mods):
+            if type(e).__name__ == "NoArgsIsHelpError":  # `avitalk` (or `avitalk data`) alone: its help, no error
+                text = e.format_message()
+                if text.strip():  # (the rich formatter has printed it already; the plain one hands it over)
+                    typer.echo(text)
+                return 0
             typer.echo("error: " + " ".join(e.format_message().split()), err=True)
             return 2 if any(isinstance(e, m.UsageError) for m in mods) else int(e.exit_code or 1)
         if any(isinstance(e, getattr(m, "Abort", ())) for m in mods):

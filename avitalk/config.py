@@ -210,13 +210,27 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None):
     from omegaconf import OmegaConf
 
     p = Path(path)
+    if not p.is_file() and p.suffix == "" and len(p.parts) == 1 and (configs_dir() / f"{p}.yaml").is_file():
+        p = configs_dir() / f"{p}.yaml"  # a packaged config by name: tiny, base, paper
     if not p.is_file():
-        raise ConfigError(f"{p}: no such config file")
+        raise ConfigError(f"{p}: no such config file (or one of the packaged configs: {', '.join(packaged_configs())})")
     try:
         user = OmegaConf.load(p)
     except Exception as e:  # noqa: BLE001 - YAML errors of any kind
         raise ConfigError(f"{p}: not a readable YAML config ({' '.join(str(e).split())})") from e
     return merge_config(user, overrides, source=str(p))
+
+
+def configs_dir() -> Path:
+    """The packaged configs (``avitalk.configs``: the repository's ``configs/``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("avitalk.configs")
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else Path("configs")
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
 def merge_config(user, overrides: list[str] | None = None, source: str = "config"):

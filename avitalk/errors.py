@@ -44,8 +44,13 @@ class RenderError(AvitalkError):
     """Rendering or video writing failed (no OpenGL/EGL driver, bad frame data, unwritable output)."""
 
 
+class AppError(AvitalkError):
+    """The web app cannot serve (its port is in use or not allowed)."""
+
+
 __all__ = [
     "AvitalkError",
+    "AppError",
     "AudioError",
     "InstructionError",
     "CheckpointError",

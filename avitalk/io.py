@@ -100,8 +100,8 @@ class OutputFolder:
     ``OutputFolder(out, overwrite).staging`` is a hidden folder inside ``out`` (created now, so an unwritable or
     uncreatable ``out`` fails before any work); the writer fills it, then :meth:`commit` moves each file into ``out``
     with an atomic rename (``run.json`` last) and deletes only the outputs that the previous run's ``run.json``
-    listed and this run did not write again. Files avitalk did not write are kept, with or without ``overwrite``;
-    without it a non-empty ``out`` is refused. :meth:`discard` (on failure) removes the staging folder, and ``out``
+    listed and this run did not write again. Files avitalk did not write are kept, with or without ``overwrite``, and
+    an output that would replace one is refused (:meth:`check`); without ``overwrite`` a non-empty ``out`` is refused. :meth:`discard` (on failure) removes the staging folder, and ``out``
     too when this object created it and it is still empty.
     """
 
@@ -132,6 +132,21 @@ class OutputFolder:
             return []
         return [n for n in names if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".")]
 
+    def check(self, names) -> None:
+        """Refuse (OutputError naming it) when an output about to be written would replace a file in ``out`` that the
+        previous run's ``run.json`` did not list: a file of the user's, even with ``overwrite``."""
+        from .errors import OutputError
+
+        ours = set(self.previous_outputs())
+        if ours:
+            ours.add(self.MANIFEST)  # a run.json that lists outputs is avitalk's own
+        for name in names:
+            p = self.out / name
+            if not (p.exists() or p.is_symlink()) or name in ours:
+                continue
+            raise OutputError(f"{p}: a file avitalk did not write is in the way (the previous run.json does not list "
+                              "it); move it, or choose another OUT")
+
     def kept(self) -> list[str]:
         """Files in ``out`` that are not avitalk's (neither written now nor by the previous run)."""
         ours = set(self.previous_outputs()) | {p.name for p in self.staging.iterdir()} | {self.MANIFEST}
@@ -144,6 +159,7 @@ class OutputFolder:
         from .errors import OutputError
 
         new = sorted(p.name for p in self.staging.iterdir())
+        self.check(new)
         stale = [n for n in self.previous_outputs() if n not in new]
         kept = self.kept()
         try:

@@ -81,7 +81,7 @@ class AVITalkingPipeline:
         self.cfg = resolve_config(cfg, source or "pipeline config")
         self.synthesizer = synthesizer
         if instructor is not None and not hasattr(instructor, "instruct"):  # a (training) InstructionModel
-            from stage1_instruct.instructor import Instructor
+            from avitalk.stage1_instruct.instructor import Instructor
 
             instructor = Instructor.from_model(instructor, cfg)
         self.instructor = instructor
@@ -92,7 +92,7 @@ class AVITalkingPipeline:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, stage1: bool = True) -> "AVITalkingPipeline":
         """Load a pipeline folder (default: the embedded default checkpoint). ``stage1=False`` skips the LLM."""
-        from stage2_synthesis.synthesizer import Synthesizer
+        from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
         d = Path(path) if path is not None else DEFAULT_CHECKPOINT
         if not d.is_dir():
@@ -113,7 +113,7 @@ class AVITalkingPipeline:
         synth = Synthesizer.load(d, cfg=cfg)
         instructor = None
         if stage1 and any((d / p).exists() for p in STAGE1_PARTS):
-            from stage1_instruct.instructor import Instructor
+            from avitalk.stage1_instruct.instructor import Instructor
 
             instructor = Instructor.load(d, cfg=cfg)
         return cls(cfg, synth, instructor, source=str(d))
@@ -121,13 +121,13 @@ class AVITalkingPipeline:
     @classmethod
     def from_stages(cls, stage1_dir: str | os.PathLike | None, stage2_dir: str | os.PathLike) -> "AVITalkingPipeline":
         """Join separately trained stage folders (``avitalk train stage1/stage2`` outputs) into one pipeline."""
-        from stage2_synthesis.synthesizer import Synthesizer
+        from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
         synth = Synthesizer.load(stage2_dir)
         cfg = OmegaConf.create(OmegaConf.to_container(synth.cfg))
         instructor = None
         if stage1_dir is not None:
-            from stage1_instruct.instructor import Instructor
+            from avitalk.stage1_instruct.instructor import Instructor
 
             instructor = Instructor.load(stage1_dir)
             c1 = instructor.cfg
@@ -282,7 +282,7 @@ class AVITalkingPipeline:
             ins = self.instruct(a, seed=seed or 0, features=feats)
             heard = self.instructor.heard(a, feats, self.audio_encoder)
             timings["stage1_s"] = time.perf_counter() - t
-            from stage1_instruct.instructor import MAX_LISTEN_S
+            from avitalk.stage1_instruct.instructor import MAX_LISTEN_S
 
             listened = min(a.duration, MAX_LISTEN_S)
         t = time.perf_counter()

@@ -223,11 +223,15 @@ class FlameSequence:
         p = Path(path)
         if not p.is_file():
             raise SequenceError(f"{p}: no such file")
+        if not zipfile.is_zipfile(p):  # a .npy, a pickle, text...: numpy's own messages would confuse
+            raise SequenceError(f"{p}: not a FLAME motion file (an .npz archive with expression and jaw_pose, as "
+                                "avitalk run writes)")
         try:
             with np.load(p, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise SequenceError(f"{p}: not a readable .npz file ({e})") from e
+            why = "it holds Python objects, which avitalk never loads" if "pickle" in str(e) else str(e)
+            raise SequenceError(f"{p}: not a readable .npz file ({why})") from e
         missing = [k for k in ("expression", "jaw_pose") if k not in data]
         if missing:
             raise SequenceError(f"{p}: missing key(s) {', '.join(missing)} (found: {', '.join(sorted(data)) or 'none'})")

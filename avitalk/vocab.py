@@ -20,9 +20,17 @@ INTENSITIES = (1, 2, 3)
 
 
 def prompts_dir() -> Path:
-    """Folder of prompt templates and vocabulary (``$AVITALK_PROMPTS`` overrides the repository's ``prompts/``)."""
+    """Folder of prompt templates and vocabulary: the installed ``avitalk.prompts`` (the repository's ``prompts/``);
+    ``$AVITALK_PROMPTS`` overrides it."""
     env = os.environ.get("AVITALK_PROMPTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "prompts"
+    if env:
+        return Path(env)
+    import importlib.util
+
+    spec = importlib.util.find_spec("avitalk.prompts")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("avitalk.prompts is not installed (run `make setup` or `pip install .`)")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 # "uni" sounds "you-" (unique, unit) except in the un- prefix (unimpressed, uninterested)

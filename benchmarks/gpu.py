@@ -185,7 +185,7 @@ def train_rates(dev: torch.device, small: bool) -> dict:
 
 def _step_rates(name: str, dev: torch.device, small: bool) -> dict:
     from avitalk.config import load_config
-    from stage2_synthesis.synthesizer import build_modules
+    from avitalk.stage2_synthesis.synthesizer import build_modules
 
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")

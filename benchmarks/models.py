@@ -32,7 +32,7 @@ def bench_stage2() -> dict:
     from omegaconf import OmegaConf
 
     from avitalk.types import Audio
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     torch.manual_seed(0)
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
@@ -52,8 +52,8 @@ def bench_stage1() -> dict:
     from omegaconf import OmegaConf
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
-    from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.instructor import build_model, prosody_dim
+    from avitalk.stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
+    from avitalk.stage1_instruct.instructor import build_model, prosody_dim
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     v = load_vocabulary()
@@ -85,7 +85,7 @@ def bench_stage1() -> dict:
 
     from avitalk.lean.llama import LlamaLite
 
-    from stage1_instruct.instructor import save_lm
+    from avitalk.stage1_instruct.instructor import save_lm
 
     with tempfile.TemporaryDirectory() as d:
         save_lm(None, model.llm, Path(d))  # the frozen LM alone (the adapter is zero-initialised: no LoRA needed)

@@ -4,7 +4,7 @@ DATA/eval_cache/ and shared with `avitalk eval`) reads from the generated motion
 clip's ground-truth emotion. Also reports the same with the reference instruction (stage 2 alone) and stage 1's
 parsed emotion, so a miss can be blamed on the stage that made it.
 
-``python -m eval.end_to_end CHECKPOINT DATA [--split test] [--limit N]``
+``python -m avitalk.eval.end_to_end CHECKPOINT DATA [--split test] [--limit N]``
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import numpy as np
 
 from avitalk.audio import loudness_db  # noqa: F401 - re-exported: the metric lives with its loudness envelope
 from avitalk.vocab import EMOTIONS
-from stage1_instruct.reader import fit_temperature  # noqa: F401 - its one home; the folds scripts read it here
+from avitalk.stage1_instruct.reader import fit_temperature  # noqa: F401 - its one home; the folds scripts read it here
 
 SILENT_DB = 35.0
 ONE_EMOTION_SHARE = 0.4  # reading_report flags a corpus that gets one emotion for more than this share of its clips
@@ -107,7 +107,7 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, 
 def coverage_curve(p: np.ndarray, y: np.ndarray, corpus: np.ndarray) -> list[dict[str, Any]]:
     """For each threshold of :data:`stage1_instruct.reader.THRESHOLDS`: :func:`scores` of the emotions written when
     an emotion under it is written neutral."""
-    from stage1_instruct.reader import THRESHOLDS, decide_np
+    from avitalk.stage1_instruct.reader import THRESHOLDS, decide_np
 
     return [{"threshold": float(t), **scores(decide_np(p, t), y, corpus)} for t in THRESHOLDS]
 

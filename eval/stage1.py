@@ -14,8 +14,8 @@ import numpy as np
 from avitalk.text_metrics import instruction_scores
 from avitalk.types import FEATURE_RATE
 from avitalk.vocab import EMOTIONS
-from stage1_instruct.features import FeatureBank
-from stage1_instruct.instructor import Instructor, prosody_dim
+from avitalk.stage1_instruct.features import FeatureBank
+from avitalk.stage1_instruct.instructor import Instructor, prosody_dim
 
 
 def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str = "test",

@@ -31,8 +31,8 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
     from avitalk.data.dataset import FeatureCache
     from avitalk.flame import FlameModel
     from avitalk.vocab import load_vocabulary
-    from stage2_synthesis.clips import ClipBank
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage2_synthesis.clips import ClipBank
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     from .diversity import diversity, vertex_diversity
     from .evaluator import train_evaluator
@@ -163,7 +163,7 @@ def evaluate_stage2(ckpt: str | Path, data: str | Path, split: str = "test", lim
 def stage2_evaluator(synth, data: str | Path, seed: int = 0):
     """The evaluator :func:`evaluate_stage2` trains on the training split's ground-truth motion (for reuse in sweeps)."""
     from avitalk.data.dataset import FeatureCache
-    from stage2_synthesis.clips import ClipBank
+    from avitalk.stage2_synthesis.clips import ClipBank
 
     from .evaluator import train_evaluator
 
@@ -172,7 +172,7 @@ def stage2_evaluator(synth, data: str | Path, seed: int = 0):
                            synth.text_encoder.encode([ins[0] for ins in train.instructions]), steps=600, seed=seed)
 
 
-if __name__ == "__main__":  # python -m eval.stage2 CKPT DATA [SPLIT]
+if __name__ == "__main__":  # python -m avitalk.eval.stage2 CKPT DATA [SPLIT]
     import json
     import sys
 

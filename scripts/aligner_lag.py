@@ -33,7 +33,7 @@ def measure(data: Path, clips: int | None = None, split: str | None = None, prog
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
     from avitalk.types import FlameSequence
-    from eval.bilabial import WordAligner, events_from_phonemes, release_time
+    from avitalk.eval.bilabial import WordAligner, events_from_phonemes, release_time
 
     rows = read_manifest(data, split)[:clips]
     al = WordAligner()

@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.config import load_config
     from avitalk.io import atomic_write_json
     from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
-    from eval.end_to_end import evaluate_end_to_end
-    from eval.stage1 import evaluate_stage1
-    from eval.stage2 import evaluate_stage2
-    from stage1_instruct.train import train_stage1
-    from stage2_synthesis.train import train_stage2
+    from avitalk.eval.end_to_end import evaluate_end_to_end
+    from avitalk.eval.stage1 import evaluate_stage1
+    from avitalk.eval.stage2 import evaluate_stage2
+    from avitalk.stage1_instruct.train import train_stage1
+    from avitalk.stage2_synthesis.train import train_stage2
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = Path(a.work)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
     if extra:
-        from eval.real_speech import evaluate_real_speech
+        from avitalk.eval.real_speech import evaluate_real_speech
 
         def real_check() -> None:
             r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def install_reader(enc, data: Path, real: Path, read: Path, work: Path, s1: Path, progress: bool) -> None:
     """The emotion reader, calibrated on leave-speakers-out folds (scripts/voice_folds.py), into stage 1's folder."""
-    from stage1_instruct.reader import READER_FILE
+    from avitalk.stage1_instruct.reader import READER_FILE
     from voice_folds import build_reader
 
     reader, _ = build_reader(enc, data, real, read, work / "voice-folds", progress=progress)
@@ -206,9 +206,9 @@ def reader_only(a, cfg, out: Path, work: Path, data: Path, real: Path, read: Pat
     speech again, and rewrite the folder with its card."""
     from avitalk.io import atomic_write_json
     from avitalk.pipeline import AVITalkingPipeline
-    from eval.end_to_end import evaluate_end_to_end
-    from eval.real_speech import evaluate_real_speech
-    from stage1_instruct.reader import READER_FILE, EmotionReader
+    from avitalk.eval.end_to_end import evaluate_end_to_end
+    from avitalk.eval.real_speech import evaluate_real_speech
+    from avitalk.stage1_instruct.reader import READER_FILE, EmotionReader
 
     pipe = AVITalkingPipeline.from_pretrained(out)
     for key in STAGE1_INFERENCE:

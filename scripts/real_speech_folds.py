@@ -50,7 +50,7 @@ def head_calibration(done: list[dict], key: str = "head_logits") -> dict:
     honestly, the calibration of each fold's held-out clips with a temperature fitted on the *other* folds, pooled;
     empty when a fold has no stored logits (results from before they were kept). ``key="voted_log_probs"``: the same
     for the emotion reader as it voted."""
-    from eval.real_speech import calibration, fit_temperature
+    from avitalk.eval.real_speech import calibration, fit_temperature
 
     if len(done) < 2 or any(key not in r for r in done):
         return {}
@@ -130,12 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.encoders import audio_encoder_from_config
     from avitalk.encoders.cache import cache_dataset_features
     from avitalk.io import atomic_write_json
-    from eval.real_speech import emotion_report, plot_confusion
-    from stage1_instruct.instructor import to_instruction
-    from stage1_instruct.features import FeatureBank
-    from stage1_instruct.instructor import Instructor, load_stage1
-    from stage1_instruct.reader import READER_FILE
-    from stage1_instruct.train import fit_stage1_reader, train_stage1
+    from avitalk.eval.real_speech import emotion_report, plot_confusion
+    from avitalk.stage1_instruct.instructor import to_instruction
+    from avitalk.stage1_instruct.features import FeatureBank
+    from avitalk.stage1_instruct.instructor import Instructor, load_stage1
+    from avitalk.stage1_instruct.reader import READER_FILE
+    from avitalk.stage1_instruct.train import fit_stage1_reader, train_stage1
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from avitalk.config import load_config

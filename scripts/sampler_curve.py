@@ -45,8 +45,8 @@ def main() -> None:
         _choose_and_write(rows, a)
         return
 
-    from eval.stage2 import evaluate_stage2, stage2_evaluator
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.eval.stage2 import evaluate_stage2, stage2_evaluator
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     synth = Synthesizer.load(a.ckpt)
     ev = stage2_evaluator(synth, a.data)

@@ -30,7 +30,7 @@ def corpus_stats(root: Path, enc, copies: int, seed: int, out: Path, progress: b
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders.cache import augmented_id, cache_augmented_features, cache_dataset_features
-    from stage1_instruct.reader import utterance_stats
+    from avitalk.stage1_instruct.reader import utterance_stats
 
     if out.is_file():
         z = np.load(out, allow_pickle=False)
@@ -94,7 +94,7 @@ def variants(names):
 def fit_on(data: dict, train_masks: dict, recipe: dict):
     """The reader's regression on SynthTalk's train split (clean) and the real clips in ``train_masks`` (clean and
     augmented)."""
-    from stage1_instruct.reader import fit_reader
+    from avitalk.stage1_instruct.reader import fit_reader
 
     xs, ys, real = [], [], []
     s = data["synthtalk"]
@@ -125,8 +125,8 @@ def run_folds(data: dict, folds: int, recipes: dict) -> dict:
     """For each recipe: every fold's reader reads its held-out speakers (and SynthTalk validation); temperature and
     threshold for fold k fitted on the other folds' held-out clips; pooled scores, calibration, the coverage curve,
     and the temperature and threshold fitted on all folds' held-out clips (what the shipped reader takes)."""
-    from eval.real_speech import calibration, reliability, scores
-    from stage1_instruct.reader import THRESHOLDS, choose_threshold, decide_np, fit_temperature
+    from avitalk.eval.real_speech import calibration, reliability, scores
+    from avitalk.stage1_instruct.reader import THRESHOLDS, choose_threshold, decide_np, fit_temperature
 
     real = [n for n in data if n != "synthtalk"]
     fmap = {n: real_folds(data[n], folds) for n in real}
@@ -174,7 +174,7 @@ def run_folds(data: dict, folds: int, recipes: dict) -> dict:
 
 def plot_summary(summary: dict, name: str, work: Path) -> None:
     """``reliability.png`` and ``coverage.png`` of one recipe (eval.real_speech draws both)."""
-    from eval.real_speech import plot_coverage, plot_reliability
+    from avitalk.eval.real_speech import plot_coverage, plot_reliability
 
     t = summary["table"][name]
     plot_reliability(t["reliability"], work / "reliability.png", f"unseen speakers: ECE {t['ece']:.3f}")

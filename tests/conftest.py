@@ -13,6 +13,29 @@ from omegaconf import OmegaConf
 SR = 16_000
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_folder():
+    """Every temporary file the tests (and what they start: Gradio, Chromium, torch's launcher, subprocesses) make goes
+    into one folder, removed when the session ends: nothing is left in the system's temporary folder."""
+    import os
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="avitalk-tests-")
+    keys = ("TMPDIR", "GRADIO_TEMP_DIR")
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ["TMPDIR"], os.environ["GRADIO_TEMP_DIR"] = d, os.path.join(d, "gradio")
+    tempfile.tempdir = d
+    yield Path(d)
+    tempfile.tempdir = None
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def tone(seconds: float = 1.0, sr: int = SR, freq: float = 220.0, amp: float = 0.3, channels: int = 1) -> np.ndarray:
     t = np.arange(int(round(seconds * sr))) / sr
     x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
@@ -175,9 +198,9 @@ def build_tiny_pipeline():
     import torch
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
-    from stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from stage1_instruct.instructor import build_model, load_prompts
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
+    from avitalk.stage1_instruct.instructor import build_model, load_prompts
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     cfg = tiny_stage2_cfg(stage1=STAGE1)
     cfg.audio_dim = 32
@@ -191,8 +214,8 @@ def build_tiny_pipeline():
     llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
     instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
     from avitalk.pipeline import AVITalkingPipeline
-    from stage1_instruct.instructor import prosody_dim
-    from stage1_instruct.reader import EmotionReader
+    from avitalk.stage1_instruct.instructor import prosody_dim
+    from avitalk.stage1_instruct.reader import EmotionReader
 
     pipe = AVITalkingPipeline(cfg, synth, instructor, source="test")
     d = 2 * (int(cfg.audio_dim) + prosody_dim(cfg))  # a random emotion reader on the utterance statistics

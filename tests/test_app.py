@@ -1,5 +1,7 @@
 """The web app's work (AppSession) on a tiny random pipeline, and the page's construction."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,27 @@ def test_parsed_table_reads_the_text_as_stage_2_will():
     assert "| facial actions | brow lower (strongly), lip press (slightly) |" in t
     assert "none found" in AppSession.parsed_table("Someone mumbles")
     assert "empty" in AppSession.parsed_table("  ")
+
+
+def test_a_port_in_use_is_one_line_naming_the_option(cli):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code, out, err = cli("app", "--port", port)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: 127.0.0.1:{port}: cannot serve there (Address already in use); choose another port with --port"]
+    assert "GRADIO_SERVER_PORT" not in err
+
+
+def test_temporary_files_of_the_tests_stay_in_their_own_folder(own_temp_folder):
+    """Gradio's uploads and every tempfile of the session land in one folder that the session removes."""
+    import os
+    import tempfile
+
+    assert Path(tempfile.gettempdir()) == own_temp_folder and own_temp_folder.name.startswith("avitalk-tests-")
+    assert Path(os.environ["GRADIO_TEMP_DIR"]).parent == own_temp_folder
+    with tempfile.NamedTemporaryFile() as f:
+        assert Path(f.name).parent == own_temp_folder

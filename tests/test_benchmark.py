@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avitalk.errors import CheckpointError, DatasetError
-from eval.benchmark import ROWS, run_benchmark, write_report
+from avitalk.eval.benchmark import ROWS, run_benchmark, write_report
 
 from .conftest import build_tiny_pipeline
 
@@ -25,7 +25,7 @@ def test_benchmark_report_has_every_row_and_column(corpus, tmp_path):
 
     import torch
 
-    from eval.syncnet import SyncNet
+    from avitalk.eval.syncnet import SyncNet
 
     torch.manual_seed(0)
     torch.save(SyncNet().state_dict(), tmp_path / "syncnet_v2.model")  # SyncNet's layout, random weights
@@ -118,7 +118,7 @@ def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
 
 
 def test_end_to_end_check_reads_the_emotion_back(corpus):
-    from eval.end_to_end import evaluate_end_to_end
+    from avitalk.eval.end_to_end import evaluate_end_to_end
 
     pipe = build_tiny_pipeline()
     res = evaluate_end_to_end(pipe, corpus, split="train", limit=3, progress=False, evaluator_steps=(10, 10))

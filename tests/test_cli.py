@@ -66,6 +66,17 @@ def test_out_folder_never_loses_a_file(tmp_path, wav_file):
     assert r.returncode == 0 and "keep.txt" in r.stderr  # it says what it kept
     assert sorted(p.name for p in out.iterdir()) == ["flame.npz", "instruction.txt", "keep.txt", "run.json"]
     assert (out / "keep.txt").read_text() == "mine"
+    # a file of the user's with an output's name is never replaced, --overwrite or not: refused before any model work
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "flame.npz").write_bytes(b"my own motion")
+    r = run("-o", mine, "--overwrite")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {mine / 'flame.npz'}: a file avitalk did not write is in the way (the previous run.json does not list "
+        "it); move it, or choose another OUT"]
+    assert (mine / "flame.npz").read_bytes() == b"my own motion" and sorted(p.name for p in mine.iterdir()) == ["flame.npz"]
+    (mine / "run.json").write_text("{}")  # a run.json that is not avitalk's does not make the file avitalk's
+    assert run("-o", mine, "--overwrite").returncode == 2 and (mine / "flame.npz").read_bytes() == b"my own motion"
     r = run("-o", tmp_path / "new" / "deeper", "--max-duration", "0.5")
     assert r.returncode == 2 and "--max-duration" in r.stderr and not (tmp_path / "new").exists()
     r = run("-o", tmp_path / "new2", "--checkpoint", tmp_path / "nowhere")
@@ -155,3 +166,47 @@ def test_data_say_speaks_with_an_emotion(tmp_path, cli):
     assert code == 2 and "unknown emotion" in err
     code, _, err = cli("data", "say", "Hello there.", "-o", tmp_path / "s.wav")
     assert code == 2 and "already exists" in err
+
+
+def test_version_and_bare_commands_print_help_without_an_empty_error(cli):
+    from avitalk import __version__
+
+    code, out, err = cli("--version")
+    assert code == 0 and out.strip() == f"avitalk {__version__}"
+    for args in ((), ("data",), ("train",)):
+        code, out, err = cli(*args)
+        assert code == 0 and "Usage" in out + err and "error" not in err, (args, err)
+
+
+def test_an_instruction_stage2_cannot_read_gets_one_warning_and_vocab_lists_the_words(cli, tmp_path, wav_file):
+    wav = wav_file("speech.wav", seconds=1.0)
+    for text, warned in (("A bored person speaks.", True), ("\U0001F600\U0001F600", True),
+                         ("A furious person speaks.", False), ("A person speaks with brow strongly lowered.", False)):
+        code, out, err = cli("synthesize", wav, "-o", tmp_path / f"o{len(text)}", "-i", text, "--no-render")
+        assert code == 0, err
+        lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+        assert len(lines) == int(warned), (text, err)
+        if warned:
+            assert "avitalk vocab" in lines[0] and "angry" in lines[0]
+    code, out, err = cli("vocab")
+    assert code == 0 and "furious" in out and "brow: lowered, furrowed" in out and "strongly" in out
+
+
+def test_help_fits_80_columns_without_placeholders_and_one_name_per_idea(monkeypatch):
+    """Every command's --help at 80 columns: no line wider, flags without a <bool> placeholder; -o/--out and
+    -n/--samples mean the same everywhere, the old names (--output, -k) still accepted."""
+    from avitalk.cli import _new_names
+
+    monkeypatch.setenv("COLUMNS", "80")
+    exe = [sys.executable, "-m", "avitalk.cli"]
+    for cmd in (["run"], ["synthesize"], ["instruct"], ["export"], ["render"], ["app"], ["eval"], ["data", "speech"]):
+        r = subprocess.run([*exe, *cmd, "--help"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert max(len(line) for line in r.stdout.splitlines()) <= 80, cmd
+        assert "<bool>" not in r.stdout and "╭" not in r.stdout, cmd
+        if cmd in (["run"], ["export"], ["render"]):
+            assert "-o, --out" in r.stdout, cmd
+        if cmd in (["run"], ["instruct"]):
+            assert "-n, --samples" in r.stdout, cmd
+    assert _new_names(["export", "f.npz", "--output", "x.glb"]) == ["export", "f.npz", "--out", "x.glb"]
+    assert _new_names(["instruct", "a.wav", "-k", "3", "--output=x"]) == ["instruct", "a.wav", "-n", "3", "--out=x"]

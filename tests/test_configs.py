@@ -18,7 +18,7 @@ def _tiny_llm(arch: str, out: Path, corpus: list[str]) -> Path:
     """A random causal LM of the named architecture, saved like a hub checkpoint (with a chat template)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from stage1_instruct.lm_pretrain import train_tokenizer
+    from avitalk.stage1_instruct.lm_pretrain import train_tokenizer
 
     tok = train_tokenizer(corpus, 300)
     tok.chat_template = CHAT
@@ -64,9 +64,9 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     from avitalk.data.synthtalk import generate
     from avitalk.data.manifest import read_manifest
     from avitalk.pipeline import AVITalkingPipeline
-    from stage1_instruct.instructor import Instructor, load_prompts
-    from stage1_instruct.train import train_stage1
-    from stage2_synthesis.train import train_stage2
+    from avitalk.stage1_instruct.instructor import Instructor, load_prompts
+    from avitalk.stage1_instruct.train import train_stage1
+    from avitalk.stage2_synthesis.train import train_stage2
 
     data = generate(tmp_path / "d", 8, seed=2, workers=1, progress=False).parent
     corpus = [t for c in read_manifest(data) for t in c.instructions] + load_prompts()

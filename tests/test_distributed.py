@@ -86,7 +86,7 @@ def test_stage2_on_two_processes(tmp_path):
     names = sorted(p.name for p in (tmp_path / "two").iterdir() if not p.name.startswith("."))
     assert [n for n in names if n.endswith(".safetensors")] == ["decoder.safetensors", "prior.safetensors",
                                                                "style_encoder.safetensors"]
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     synth = Synthesizer.load(tmp_path / "two")
     seq = synth.synthesize(np.random.default_rng(0).normal(size=(60, 32)).astype(np.float32), "A happy person speaks.",
@@ -111,7 +111,7 @@ def test_stage2_on_two_processes(tmp_path):
 
 def test_stage1_on_two_processes(tmp_path):
     from avitalk.data.synthtalk import generate
-    from stage1_instruct.instructor import Instructor
+    from avitalk.stage1_instruct.instructor import Instructor
 
     generate(tmp_path / "d", 12, seed=3, workers=1, progress=False)
     cfg = tiny_stage1_cfg()

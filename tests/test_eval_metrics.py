@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from avitalk.errors import CheckpointError, SequenceError
-from eval.diversity import diversity, vertex_diversity
-from eval.fid_kid import fid_kid, inception_features
-from eval.lse import lse, mfcc_windows, motion_windows, sync_distances
-from eval.vertex import eve, fdd, lve_euclidean_max, lve_squared_max, mve
+from avitalk.eval.diversity import diversity, vertex_diversity
+from avitalk.eval.fid_kid import fid_kid, inception_features
+from avitalk.eval.lse import lse, mfcc_windows, motion_windows, sync_distances
+from avitalk.eval.vertex import eve, fdd, lve_euclidean_max, lve_squared_max, mve
 
 
 @pytest.fixture()

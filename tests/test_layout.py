@@ -8,17 +8,20 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("avitalk", "stage1_instruct", "stage2_synthesis", "eval")
+# folder -> the import name it installs as (pyproject.toml's package-dir): one installed name, avitalk
+PACKAGES = {"avitalk": "avitalk", "stage1_instruct": "avitalk.stage1_instruct",
+            "stage2_synthesis": "avitalk.stage2_synthesis", "eval": "avitalk.eval"}
+S1, S2, EVAL = PACKAGES["stage1_instruct"], PACKAGES["stage2_synthesis"], PACKAGES["eval"]
 
 
 def _modules() -> dict[str, Path]:
     mods = {}
-    for pkg in PACKAGES:
-        for p in (ROOT / pkg).rglob("*.py"):
-            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+    for folder, name in PACKAGES.items():
+        for p in (ROOT / folder).rglob("*.py"):
+            parts = list(p.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            mods[".".join(parts)] = p
+            mods[".".join([name, *parts])] = p
     return mods
 
 
@@ -80,17 +83,17 @@ def test_no_import_circles_and_the_stages_stay_apart():
     graph = _imports(_modules())
     assert _cycles(graph) == []
     for m, deps in graph.items():
-        if m.startswith("stage1_instruct"):
-            assert not any(d.startswith("stage2_synthesis") for d in deps), m
-        if m.startswith("stage2_synthesis"):
-            assert not any(d.startswith("stage1_instruct") for d in deps), m
-        if m.startswith("avitalk.") and m not in ("avitalk.cli", "avitalk.pipeline", "avitalk.app"):
-            assert not any(d.split(".")[0] in ("stage1_instruct", "stage2_synthesis", "eval") for d in deps), m
+        if m.startswith(S1):
+            assert not any(d.startswith(S2) for d in deps), m
+        if m.startswith(S2):
+            assert not any(d.startswith(S1) for d in deps), m
+        if not m.startswith((S1, S2, EVAL)) and m not in ("avitalk.cli", "avitalk.pipeline", "avitalk.app"):
+            assert not any(d.startswith((S1, S2, EVAL)) for d in deps), m
 
 
 def test_only_training_code_imports_the_stage1_trainer():
     graph = _imports(_modules())
-    importers = sorted(m for m, deps in graph.items() if "stage1_instruct.train" in deps)
+    importers = sorted(m for m, deps in graph.items() if f"{S1}.train" in deps)
     assert importers == ["avitalk.cli"]  # its `train stage1` command; inference goes through the Instructor
     for p in list((ROOT / "benchmarks").glob("*.py")):
         assert "stage1_instruct.train" not in p.read_text(), p.name
@@ -109,7 +112,7 @@ def test_time_bases_are_named_constants():
     """16 kHz, 50 Hz and 25 fps are SAMPLE_RATE, FEATURE_RATE and MOTION_FPS (avitalk/types.py) in code; tests,
     comments and docstrings may say the numbers."""
     bad = []
-    for pkg in PACKAGES + ("benchmarks", "scripts"):
+    for pkg in (*PACKAGES, "benchmarks", "scripts"):
         for p in (ROOT / pkg).rglob("*.py"):
             if p.relative_to(ROOT).as_posix() == "avitalk/types.py":
                 continue

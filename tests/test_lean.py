@@ -123,7 +123,7 @@ def test_llama_lite_with_lora_matches_transformers_and_peft(tmp_path, model_type
 def test_ddim_matches_diffusers():
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from stage2_synthesis.samplers import cosine_alphas_cumprod, ddim_step, ddim_timesteps
+    from avitalk.stage2_synthesis.samplers import cosine_alphas_cumprod, ddim_step, ddim_timesteps
 
     for T, n in ((100, 25), (100, 7), (1000, 50)):
         train = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
@@ -144,7 +144,7 @@ def test_ddim_matches_diffusers():
 def test_dpmpp2m_matches_diffusers():
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-    from stage2_synthesis.samplers import cosine_alphas_cumprod, dpmpp2m_timesteps, sample
+    from avitalk.stage2_synthesis.samplers import cosine_alphas_cumprod, dpmpp2m_timesteps, sample
 
     for T, n in ((100, 5), (100, 12), (1000, 20)):
         train = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
@@ -172,7 +172,7 @@ def test_instructor_lean_and_transformers_paths_agree():
     from omegaconf import OmegaConf
 
     from avitalk.pipeline import DEFAULT_CHECKPOINT
-    from stage1_instruct.instructor import Instructor
+    from avitalk.stage1_instruct.instructor import Instructor
 
     cfg = OmegaConf.load(DEFAULT_CHECKPOINT / "config.yaml")
     lean, hf = Instructor.load(DEFAULT_CHECKPOINT, cfg), Instructor.load(DEFAULT_CHECKPOINT, cfg, lean=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stage2_synthesis.lip_seal import LipSeal
+from avitalk.stage2_synthesis.lip_seal import LipSeal
 
 from .conftest import tiny_stage2_cfg, wake_modulation
 
@@ -77,7 +77,7 @@ def test_seal_closes_where_the_reference_closes_and_keeps_the_style(seal, standi
 def test_synthesizer_seals_with_the_reference_style():
     """lip_seal off is the decoder's own output; on, it is that output sealed against the reference style's
     (decoded in the same batch); the config switches it, a call overrides it."""
-    from stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     torch.manual_seed(0)
     s = Synthesizer.build(tiny_stage2_cfg())

@@ -133,7 +133,7 @@ def test_augment_is_deterministic_and_keeps_length_and_level_sane():
 
 # ------------------------------------------------------------------------------------------------ metrics
 def test_emotion_report_counts_and_plots(tmp_path):
-    from eval.real_speech import emotion_report, plot_confusion
+    from avitalk.eval.real_speech import emotion_report, plot_confusion
 
     rep = emotion_report(["angry", "sad", None, "contempt"], ["angry", "angry", "sad", "sad"])
     assert rep["accuracy"] == 0.25 and rep["confusion"]["rows"] == ["angry", "sad"]
@@ -147,7 +147,7 @@ def test_emotion_report_counts_and_plots(tmp_path):
 
 
 def test_mouth_loudness_metrics():
-    from eval.real_speech import loudness_db, mouth_loudness
+    from avitalk.eval.real_speech import loudness_db, mouth_loudness
 
     x = _speechlike(3.0)
     T = 75
@@ -162,7 +162,7 @@ def test_mouth_loudness_metrics():
 
 def test_lip_gap_opens_with_the_jaw_and_closes_at_rest(standin):
     from avitalk.flame.standin import demo_sequence
-    from eval.real_speech import LipGap
+    from avitalk.eval.real_speech import LipGap
 
     seq = demo_sequence(2.0)
     gap = LipGap(standin)(seq)
@@ -172,7 +172,7 @@ def test_lip_gap_opens_with_the_jaw_and_closes_at_rest(standin):
 
 
 def test_closure_scores_count_closed_bilabials_and_open_vowels():
-    from eval.bilabial import closure_scores, events_from_phonemes, pooled
+    from avitalk.eval.bilabial import closure_scores, events_from_phonemes, pooled
 
     gap = np.full(50, 6.0)
     gap[10] = 0.2  # closed at 0.4 s
@@ -197,8 +197,8 @@ def test_synthtalk_lips_close_at_bilabials_and_rest_in_pauses(synth_clips):
     """The corpus's ground truth seals the lips at /b p m/ (espeak's phoneme events) and starts with a pause."""
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
-    from eval.bilabial import closure_scores, events_from_phonemes, pooled
-    from eval.real_speech import LipGap, loudness_db, mouth_loudness
+    from avitalk.eval.bilabial import closure_scores, events_from_phonemes, pooled
+    from avitalk.eval.real_speech import LipGap, loudness_db, mouth_loudness
 
     gap = LipGap()
     scores, ratios, leads = [], [], []
@@ -220,8 +220,8 @@ def test_synthtalk_seals_bilabial_stops_before_their_release(synth_clips):
     ground truth's lips are sealed in the closure before it and part after it, as real lips do."""
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
-    from eval.bilabial import release_time
-    from eval.real_speech import LipGap
+    from avitalk.eval.bilabial import release_time
+    from avitalk.eval.real_speech import LipGap
 
     gap = LipGap()
     before, after, errs = [], [], []
@@ -244,7 +244,7 @@ def test_synthtalk_seals_bilabial_stops_before_their_release(synth_clips):
 
 
 def test_release_time_finds_the_burst_after_a_closure():
-    from eval.bilabial import release_time
+    from avitalk.eval.bilabial import release_time
 
     rng = np.random.default_rng(0)
     sr = 16000
@@ -258,7 +258,7 @@ def test_release_time_finds_the_burst_after_a_closure():
 
 
 def test_aligner_lag_depends_on_the_voice():
-    from eval.bilabial import ALIGN_LAG_REAL_S, ALIGN_LAG_SYNTH_S, align_lag, events_from_words
+    from avitalk.eval.bilabial import ALIGN_LAG_REAL_S, ALIGN_LAG_SYNTH_S, align_lag, events_from_words
 
     assert align_lag({"espeak": {"rate": 170}}) == ALIGN_LAG_SYNTH_S > ALIGN_LAG_REAL_S == align_lag({"source": "ravdess"})
     words = [("by", 1.0, 1.2)]
@@ -273,9 +273,9 @@ def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
     (median), and the ground-truth motion scores as closed at the aligned times too."""
     from avitalk import audio as audio_io
     from avitalk.data.manifest import read_manifest
-    from eval.bilabial import (WINDOW_S, WordAligner, align_lag, closure_scores, events_from_phonemes, events_from_words,
+    from avitalk.eval.bilabial import (WINDOW_S, WordAligner, align_lag, closure_scores, events_from_phonemes, events_from_words,
                                pooled)
-    from eval.real_speech import LipGap
+    from avitalk.eval.real_speech import LipGap
 
     al, gap = WordAligner(), LipGap()
     errs, scores = [], []
@@ -296,7 +296,7 @@ def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
 def test_qformer_utterance_statistics_ignore_padding():
     import torch
 
-    from stage1_instruct.qformer import QFormer
+    from avitalk.stage1_instruct.qformer import QFormer
 
     q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
                 conv_frontend=True, stats=True).eval()
@@ -316,7 +316,7 @@ def test_qformer_utterance_statistics_ignore_padding():
 def test_qformer_listener_ignores_padding_and_reaches_the_tokens():
     import torch
 
-    from stage1_instruct.qformer import QFormer
+    from avitalk.stage1_instruct.qformer import QFormer
 
     q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
                 conv_frontend=True, stats=True, listener=8).eval()
@@ -355,10 +355,10 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
 
 
     from avitalk.data.real import import_ravdess
-    from stage1_instruct.instructor import Instructor
-    from stage1_instruct.train import train_stage1
-    from stage2_synthesis.synthesizer import Synthesizer
-    from stage2_synthesis.train import train_stage2
+    from avitalk.stage1_instruct.instructor import Instructor
+    from avitalk.stage1_instruct.train import train_stage1
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.stage2_synthesis.train import train_stage2
 
     from .conftest import tiny_stage1_cfg as s1_cfg
     from .conftest import tiny_stage2_cfg as s2_cfg
@@ -520,7 +520,7 @@ def test_folds_script_reads_synthtalk_validation_with_each_fold_model(synth_clip
 
 def test_feature_bank_augments_each_corpus_with_its_own_chance():
     """stage1.train.augment_p_main: the main corpus (SynthTalk) can read clean while real speech reads augmented."""
-    from stage1_instruct.features import FeatureBank
+    from avitalk.stage1_instruct.features import FeatureBank
 
     bank = object.__new__(FeatureBank)
     bank.variants = [[np.full((3, 2), v, np.float32) for v in (0.0, 1.0, 2.0)] for _ in range(4)]
@@ -547,7 +547,7 @@ def test_emotion_reader_fits_saves_and_reads_only_the_speech(tmp_path):
 
     from avitalk.errors import CheckpointError
     from avitalk.pipeline import _halve
-    from stage1_instruct.reader import EmotionReader, utterance_stats
+    from avitalk.stage1_instruct.reader import EmotionReader, utterance_stats
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
@@ -586,7 +586,7 @@ def test_reader_names_an_emotion_only_above_its_threshold():
     import torch
 
     from avitalk.vocab import EMOTIONS
-    from stage1_instruct.reader import EmotionReader
+    from avitalk.stage1_instruct.reader import EmotionReader
 
     n = len(EMOTIONS)
     angry, neutral = EMOTIONS.index("angry"), EMOTIONS.index("neutral")
@@ -610,7 +610,7 @@ def test_threshold_rule_and_calibration_on_held_out_clips():
     import torch
 
     from avitalk.vocab import EMOTIONS
-    from stage1_instruct.reader import MIN_PRECISION, EmotionReader, calibrate, choose_threshold, decide_np
+    from avitalk.stage1_instruct.reader import MIN_PRECISION, EmotionReader, calibrate, choose_threshold, decide_np
 
     rng = np.random.default_rng(1)
     n, k = 3000, len(EMOTIONS)
@@ -724,8 +724,8 @@ def test_heard_shows_the_readers_calibrated_probabilities(tmp_path):
 
 def test_temperature_fit_recovers_an_overconfident_classifier():
     """eval.real_speech: logits 3x too sharp are fitted back to T ~ 3, and the calibration error falls."""
-    from eval.real_speech import calibration
-    from stage1_instruct.reader import fit_temperature
+    from avitalk.eval.real_speech import calibration
+    from avitalk.stage1_instruct.reader import fit_temperature
 
     rng = np.random.default_rng(0)
     n, k = 4000, 7

@@ -6,10 +6,10 @@ import torch
 
 from avitalk.errors import CheckpointError
 
-from stage1_instruct.instructor import cut_sentence, to_instruction
+from avitalk.stage1_instruct.instructor import cut_sentence, to_instruction
 from avitalk.text_metrics import rouge_l
-from stage1_instruct.instructor import Instructor, load_stage1
-from stage1_instruct.train import train_stage1
+from avitalk.stage1_instruct.instructor import Instructor, load_stage1
+from avitalk.stage1_instruct.train import train_stage1
 
 from .conftest import tiny_stage1_cfg
 
@@ -95,7 +95,7 @@ def test_emotion_vote_picks_which_emotion_word_never_whether():
     """EmotionVote: where the LLM's own top token begins an emotion word, the choice is among the emotion-word starts
     (LLM + vote); elsewhere the logits are untouched; the lean runtime takes it as a per-step logits transform."""
     from avitalk.lean.llama import _next_token
-    from stage1_instruct.instructor import EmotionVote, _Vote
+    from avitalk.stage1_instruct.instructor import EmotionVote, _Vote
 
     bias = torch.tensor([[0.0, 0.0, -5.0, 0.0, 0.0], [0.0, 0.0, -5.0, 0.0, 0.0]])
     vote = EmotionVote(bias, [2, 3])  # tokens 2 and 3 begin emotion words; the vote is against token 2's emotion

@@ -8,10 +8,10 @@ from omegaconf import OmegaConf
 from avitalk.errors import AudioError, CheckpointError, InstructionError
 from avitalk.types import Audio
 
-from stage2_synthesis.decoder import TalkingDecoder
-from stage2_synthesis.prior import DiffusionPrior
-from stage2_synthesis.style_encoder import StyleEncoder
-from stage2_synthesis.synthesizer import Synthesizer
+from avitalk.stage2_synthesis.decoder import TalkingDecoder
+from avitalk.stage2_synthesis.prior import DiffusionPrior
+from avitalk.stage2_synthesis.style_encoder import StyleEncoder
+from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
 from .conftest import tiny_stage2_cfg, wake_modulation
 
@@ -110,7 +110,7 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     import json
 
     from avitalk.data.synthtalk import generate
-    from stage2_synthesis.train import train_stage2
+    from avitalk.stage2_synthesis.train import train_stage2
 
     generate(tmp_path / "d", 12, seed=5, workers=1, progress=False)
     cfg = tiny_stage2_cfg()

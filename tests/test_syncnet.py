@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from avitalk.errors import CheckpointError, SequenceError
-from eval.syncnet import CROP_SIZE, SyncNet, SyncNetScorer, crop_box, crop_frames, load_syncnet, project
+from avitalk.eval.syncnet import CROP_SIZE, SyncNet, SyncNetScorer, crop_box, crop_frames, load_syncnet, project
 
 
 def test_syncnet_shapes_and_loader(tmp_path):
@@ -125,7 +125,7 @@ def test_scorer_recovers_a_planted_offset(shift):
 
 def test_scorer_with_syncnet_on_rendered_crops():
     from avitalk.flame import FlameModel
-    from eval.syncnet import CropRenderer
+    from avitalk.eval.syncnet import CropRenderer
 
     model = FlameModel.standin()
     T = 12

@@ -47,7 +47,7 @@ def test_flame_sequence_load_errors(tmp_path):
     with pytest.raises(SequenceError, match="no such file"):
         FlameSequence.load(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(SequenceError, match="not a readable"):
+    with pytest.raises(SequenceError, match="not a FLAME motion file"):
         FlameSequence.load(tmp_path / "junk.npz")
     np.savez(tmp_path / "partial.npz", expression=np.zeros((3, 50)))
     with pytest.raises(SequenceError, match="missing key.*jaw_pose"):
@@ -113,3 +113,17 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     with atomic_dir(target) as d:
         (d / "c.txt").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_motion_files_that_are_not_npz_are_refused_in_avitalks_words(tmp_path, cli):
+    """A text file, a bare .npy and an .npz of Python objects: one error line each, no numpy advice to unpickle."""
+    import numpy as np
+
+    (tmp_path / "a.txt").write_text("hello")
+    np.save(tmp_path / "b.npy", np.zeros(3))
+    np.savez(tmp_path / "c.npz", expression=np.array([{"a": 1}], dtype=object), jaw_pose=np.zeros((1, 3)))
+    for name, says in (("a.txt", "not a FLAME motion file"), ("b.npy", "not a FLAME motion file"),
+                       ("c.npz", "holds Python objects, which avitalk never loads")):
+        code, out, err = cli("export", tmp_path / name, "-o", tmp_path / "x.glb")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+        assert "allow_pickle" not in err and "Traceback" not in err

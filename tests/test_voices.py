@@ -105,7 +105,7 @@ def test_reading_report_flags_one_emotion_written_for_a_corpus_labelled_otherwis
     """eval.real_speech.reading_report: neutral share, most-written emotion against its labelled share, precision of
     emotion-naming instructions; calibration and the curve only with heard probabilities for every clip."""
     from avitalk.vocab import EMOTIONS
-    from eval.real_speech import reading_report
+    from avitalk.eval.real_speech import reading_report
 
     plain = ["neutral"] * 10
     r = reading_report(["disgusted"] * 6 + ["neutral"] * 4, None, plain, 0.6)

@@ -1,0 +1,1 @@
+"""The tiny / base / paper configs (YAML), installed as package data: ``avitalk.configs``; ``avitalk train -c tiny``."""
