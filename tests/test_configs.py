@@ -117,3 +117,13 @@ def test_configs_are_checked_against_the_schema(tmp_path, cli):
                        tmp_path / "ck", "--set", "stage2.train.lipsync.stpes=3")
     assert code == 2 and "unknown key 'stage2.train.lipsync.stpes'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ck").exists()
+
+
+def test_configs_carry_settings_not_results():
+    """Measurements live in docs/ and the model cards; a config's comments say what a setting does, not what it
+    scored (no percentages)."""
+    import re
+
+    for p in sorted((ROOT / "configs").glob("*.yaml")):
+        comments = [line.split("#", 1)[1] for line in p.read_text().splitlines() if "#" in line]
+        assert not [c for c in comments if re.search(r"\d\s*%", c)], p.name
