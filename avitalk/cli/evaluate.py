@@ -1,0 +1,91 @@
+"""``avitalk eval``: the benchmark on motion data, the real-speech metrics on speech without motion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import _fail, app
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (metrics.json, report.md, plots)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pipeline checkpoint (default: the embedded one)."),
+    split: str = typer.Option("test", help="Which split to evaluate."),
+    samples: int = typer.Option(10, min=2, max=50, help="Prior samples per clip for diversity."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N clips."),
+    inception: Optional[Path] = typer.Option(None, help="TorchScript Inception file for FID/KID on rendered frames."),
+    syncnet: Optional[Path] = typer.Option(None, help="SyncNet syncnet_v2.model: image-based LSE-D/C on rendered crops."),
+    syncnet_crop: str = typer.Option("face", help="SyncNet crop: 'face' (syncnet_python's face-track box) or 'mouth'."),
+    seed: int = typer.Option(0, help="Seed."),
+    real: bool = typer.Option(False, "--real", help="Real-speech metrics (no motion needed): emotion + confusion, "
+                              "mouth vs loudness, silence rest, bilabial closure. Automatic when no clip has motion."),
+    speakers: Optional[str] = typer.Option(None, help="With --real: only these speakers (comma-separated)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy; on
+    labelled real speech without motion (--real): emotion, mouth vs loudness, silence rest, bilabial closure."""
+    from avitalk.eval.benchmark import ROW_NAMES, run_benchmark, write_report
+
+    from ..flame import FlameModel
+    from ..pipeline import AVITalkingPipeline
+
+    if not (data / "manifest.jsonl").is_file():
+        _fail(f"{data}: no manifest.jsonl (not a dataset folder)")
+    from ..data.manifest import read_manifest
+
+    clips = read_manifest(data)
+    if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
+        from avitalk.eval.real_speech import evaluate_real_speech, write_real_report
+
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: exists and is not a folder")
+        spk = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
+        if split != "all" and not any(c.split == split for c in clips):
+            _fail(f"{data}: no clips in split {split!r} (use --split all, or train / val / test)")
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+        res = evaluate_real_speech(pipe, data, split, limit, spk, seed, progress=not quiet)
+        write_real_report(res, out)
+        e, m = res["emotion"], res["mouth_stage1"]
+        typer.echo(f"emotion named right: {e['accuracy']:.1%} of {res['clips']} clips (chance {e['chance']:.1%})")
+        r = res["reading"]
+        prec = "none named" if r["non_neutral_precision"] is None else f"{r['non_neutral_precision']:.1%} right"
+        typer.echo(f"written neutral: {r['written_neutral']:.1%}; most written: {r['most_written'][0]} "
+                   f"{r['most_written'][1]:.1%}; naming an emotion: {r['non_neutral_share']:.1%} ({prec})"
+                   + (f"; calibration error {r['ece']:.3f}" if "ece" in r else ""))
+        if r["one_emotion_for_all"]:
+            typer.echo(f"warning: {r['most_written'][0]} is written for {r['most_written'][1]:.0%} of the clips, "
+                       f"{r['most_written_labelled']:.0%} are labelled so", err=True)
+        typer.echo(f"mouth vs loudness r (median): {m['jaw_loudness_r']['median']:.3f}; silence-rest ratio (median): "
+                   f"{m['silence_rest_ratio']['median']:.3f}")
+        if "bilabial" in m:
+            b = m["bilabial"]
+            typer.echo(f"bilabial closure: {b['bilabial_closure_rate']:.1%} of {b['bilabials']}; open vowels open: "
+                       f"{b['open_vowel_open_rate']:.1%} of {b['open_vowels']}")
+        typer.echo(f"wrote {out}/ (real_speech.md, real_speech.json, confusion.png"
+                   + (", reliability.png, coverage.png)" if "ece" in r else ")"))
+        return
+    for name, f in (("--inception", inception), ("--syncnet", syncnet)):
+        if f is not None and not f.is_file():
+            _fail(f"{name} {f}: no such file (leave the option out to skip what needs it)")
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: exists and is not a folder")
+    if syncnet_crop not in ("face", "mouth"):
+        _fail(f"--syncnet-crop {syncnet_crop!r}: choose 'face' or 'mouth'")
+    pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+    run = run_benchmark(pipe, data, split, samples, limit, seed, inception=str(inception) if inception else None,
+                        syncnet=str(syncnet) if syncnet else None, progress=not quiet, syncnet_crop=syncnet_crop)
+    if run is None:  # not the main process of an `accelerate launch` run: it reports
+        return
+    write_report(run, out, FlameModel.from_spec(pipe.cfg.flame_model))
+    res = run.result
+    for row, r in res["table"].items():
+        typer.echo(f"{ROW_NAMES[row]:<48} FID {r.get('fid', float('nan')):7.2f}  LVE {r['lve_euclidean_max_mm']:5.2f} mm  "
+                   f"LSE-D {r['lse_d'] if r['lse_d'] is not None else float('nan'):.3f}  emotion {r['emotion_accuracy']:.3f}")
+    for n in res["notes"]:
+        typer.echo(f"note: {n}")
+    typer.echo(f"wrote {out}/ (report.md, metrics.json, plots) in {res['seconds']['total']:.0f} s")
