@@ -101,8 +101,9 @@ class OutputFolder:
     uncreatable ``out`` fails before any work); the writer fills it, then :meth:`commit` moves each file into ``out``
     with an atomic rename (``run.json`` last) and deletes only the outputs that the previous run's ``run.json``
     listed and this run did not write again. Files avitalk did not write are kept, with or without ``overwrite``, and
-    an output that would replace one is refused (:meth:`check`); without ``overwrite`` a non-empty ``out`` is refused. :meth:`discard` (on failure) removes the staging folder, and ``out``
-    too when this object created it and it is still empty.
+    an output that would replace one is refused (:meth:`check`); without ``overwrite`` a non-empty ``out`` is refused.
+    :meth:`discard` (on failure) removes the staging folder, and ``out`` too when this object created it and it is
+    still empty.
     """
 
     MANIFEST = "run.json"

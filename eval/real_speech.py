@@ -22,7 +22,7 @@ import numpy as np
 
 from avitalk.audio import loudness_db  # noqa: F401 - re-exported: the metric lives with its loudness envelope
 from avitalk.vocab import EMOTIONS
-from avitalk.stage1_instruct.reader import fit_temperature  # noqa: F401 - its one home; the folds scripts read it here
+from avitalk.stage1_instruct.reader import fit_temperature, softmax  # noqa: F401 - their one home (the folds scripts)
 
 SILENT_DB = 35.0
 ONE_EMOTION_SHARE = 0.4  # reading_report flags a corpus that gets one emotion for more than this share of its clips
@@ -44,17 +44,11 @@ def emotion_report(said: Sequence[str | None], true: Sequence[str]) -> dict[str,
             "chance": 1 / max(1, len(labels))}
 
 
-def _softmax(logits: np.ndarray, t: float) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / t
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
 def calibration(logits: np.ndarray, labels: Sequence[int], t: float = 1.0, bins: int = 10) -> dict[str, Any]:
     """How far the top probability of softmax(logits / t) is from being right that often: negative log-likelihood,
     expected calibration error (``bins`` equal-width confidence bins) and accuracy per confidence band."""
     y = np.asarray(labels)
-    p = _softmax(logits, t)
+    p = softmax(logits, t)
     conf, right = p.max(1), p.argmax(1) == y
     ece = 0.0
     for lo in np.linspace(0, 1, bins, endpoint=False):

@@ -16,7 +16,6 @@ on the same held-out predictions. Writes ``WORK/summary.json``, ``WORK/reliabili
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -115,18 +114,12 @@ def logits_of(reader, x: np.ndarray) -> np.ndarray:
         return reader.logits(x).double().numpy()
 
 
-def softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
-    z = z / t
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def run_folds(data: dict, folds: int, recipes: dict) -> dict:
     """For each recipe: every fold's reader reads its held-out speakers (and SynthTalk validation); temperature and
     threshold for fold k fitted on the other folds' held-out clips; pooled scores, calibration, the coverage curve,
     and the temperature and threshold fitted on all folds' held-out clips (what the shipped reader takes)."""
     from avitalk.eval.real_speech import calibration, reliability, scores
-    from avitalk.stage1_instruct.reader import THRESHOLDS, choose_threshold, decide_np, fit_temperature
+    from avitalk.stage1_instruct.reader import THRESHOLDS, choose_threshold, decide_np, fit_temperature, softmax
 
     real = [n for n in data if n != "synthtalk"]
     fmap = {n: real_folds(data[n], folds) for n in real}

@@ -210,6 +210,7 @@ class Instructor:
         self._last_listened: tuple | None = None  # (samples, pad, encoder, rows): instruct + heard encode once
         self.reader = None  # the emotion reader (stage1_instruct.reader), when the checkpoint has one
         self._reader_encoder = None  # stage1.reader_encoder, made when first needed
+        self._last_utterance: tuple | None = None  # (samples, features, stats): instruct + heard read a clip once
 
     @property
     def lean(self) -> bool:
@@ -438,6 +439,10 @@ class Instructor:
             return None
         from .reader import utterance_stats
 
+        last = self._last_utterance  # the same clip again (instruct, then heard): its statistics once
+        if last is not None and last[0] is audio.samples and last[1] is features:
+            return last[2]
+        samples, given = audio.samples, features
         audio, features = _first_listen(audio, features, warn=False)
         if self.cfg is not None and self.cfg.stage1.reader_encoder:  # the reader's own encoder
             if self._reader_encoder is None:
@@ -448,7 +453,9 @@ class Instructor:
         else:
             rows = speech_features(self.cfg, audio, encoder if features is not None else self._encoder_for(encoder),
                                    encoded=features)
-        return utterance_stats(rows, audio.samples)[None]
+        stats = utterance_stats(rows, audio.samples)[None]
+        self._last_utterance = (samples, given, stats)
+        return stats
 
     def _encoder_for(self, encoder):
         """``encoder``, or the config's audio encoder (made once) when stage 1 must encode audio itself."""

@@ -158,18 +158,19 @@ class EmotionReader:
 
 
 # -------------------------------------------------------------------------------------------- calibration
+def softmax(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
+    """softmax(logits / t) over the last axis, in float64."""
+    z = np.asarray(logits, np.float64) / t
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
 def fit_temperature(logits: np.ndarray, labels) -> float:
     """The temperature T (0.25-20, log grid) that minimises the negative log-likelihood of softmax(logits / T)."""
     y = np.asarray(labels)
-    z = np.asarray(logits, np.float64)
-    best, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.25), np.log(20.0), 121)):
-        lp = z / t - z.max(1, keepdims=True) / t
-        lp = lp - np.log(np.exp(lp).sum(1, keepdims=True))
-        nll = -lp[np.arange(len(y)), y].mean()
-        if nll < best_nll:
-            best, best_nll = float(t), nll
-    return best
+    grid = np.exp(np.linspace(np.log(0.25), np.log(20.0), 121))
+    nll = [-np.log(softmax(logits, t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
 
 
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(20))  # 0.0 .. 0.95
@@ -242,6 +243,4 @@ def calibrate(reader: EmotionReader, x: np.ndarray, y: np.ndarray, corpus: np.nd
     with torch.no_grad():
         z = reader.logits(x).double().numpy()
     t = fit_temperature(z, y)
-    p = np.exp(z / t - z.max(1, keepdims=True) / t)
-    p /= p.sum(1, keepdims=True)
-    return reader.calibrated(t, choose_threshold(p, y, corpus))
+    return reader.calibrated(t, choose_threshold(softmax(z, t), y, corpus))

@@ -192,7 +192,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     timings["total_s"] = time.perf_counter() - t0
     if main and bool(s1.reader):  # (3) the emotion reader: seconds, after the rest
         t = time.perf_counter()
-        _save_reader(cfg, enc, train, (data, *extra_data), out, progress)
+        _save_reader(cfg, enc, train, (data, *extra_data), out, tuple(exclude_speakers), progress)
         timings["reader_s"] = time.perf_counter() - t
     if main:  # one checkpoint, written by the main process
         save_stage1(model, out, cfg)
@@ -223,18 +223,17 @@ def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = N
         pcache = cache_dataset_features(d, ProsodyEncoder(), progress=progress) if add else None
         acache = cache_augmented_features(d, enc, copies, seed=int(cfg.seed), progress=progress) if copies else None
         sources.append((d, cache, pcache, acache, copies, tuple(exclude_speakers)))
-    bank = FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
-    bank.excluded = tuple(exclude_speakers)
-    return bank
+    return FeatureBank(split="train", limit=limit, sources=sources, dtype=np.float16)
 
 
 def fit_stage1_reader(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
     """Fit the emotion reader of a stage 1 trained without one (on the clips it trained on) into ``out``."""
     bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
-    _save_reader(cfg, enc, bank, datasets, out, progress)
+    _save_reader(cfg, enc, bank, datasets, out, tuple(exclude_speakers), progress)
 
 
-def _save_reader(cfg, enc, bank, datasets, out: str | os.PathLike, progress: bool = False) -> None:
+def _save_reader(cfg, enc, bank, datasets, out: str | os.PathLike, exclude_speakers: tuple = (),
+                 progress: bool = False) -> None:
     """The emotion reader of ``bank`` (stage1.train.reader_c), calibrated (temperature, threshold) on the datasets'
     validation splits when they have one, into ``out``."""
     import logging
@@ -250,7 +249,7 @@ def _save_reader(cfg, enc, bank, datasets, out: str | os.PathLike, progress: boo
     own = cfg.stage1.reader_encoder  # the reader's own encoder: its own features (it carries its prosody)
     if own:
         enc = audio_encoder_from_config(own)
-        bank = training_bank(cfg, enc, datasets, bank.excluded, progress=progress, prosody=False)
+        bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress, prosody=False)
     rows = bank_rows(bank, progress=progress)
     reader = fit_reader(rows["x"], rows["y"], rows["real"], c=float(cfg.stage1.train.reader_c))
     try:
