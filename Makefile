@@ -47,8 +47,8 @@ bench-gpu:
 # `avitalk run` writes the instruction, the FLAME motion and the video to out/demo/run/.
 DEMO_TEXT := "I finally got the letter this morning, and we are all going to the seaside together next week."
 demo:
-	$(PYTHON) -m avitalk.cli data say $(DEMO_TEXT) -o out/demo/speech.wav --emotion happy --intensity 3 --overwrite
-	$(PYTHON) -m avitalk.cli run out/demo/speech.wav -o out/demo/run --overwrite
+	$(PYTHON) -m avitalk data say $(DEMO_TEXT) -o out/demo/speech.wav --emotion happy --intensity 3 --overwrite
+	$(PYTHON) -m avitalk run out/demo/speech.wav -o out/demo/run --overwrite
 	@echo "edit out/demo/run/instruction.txt, then: avitalk run out/demo/speech.wav -o out/demo/edited --instruction-file out/demo/run/instruction.txt"
 
 # Rebuild the embedded default checkpoint from scratch (SynthTalk corpus, both stages, measurements, model card):
@@ -60,7 +60,7 @@ demo-checkpoint:
 # corpus of `make demo-checkpoint`); about 30 minutes on 2 cores per fold.
 REAL ?= ../shared/data/ravdess-speech-16k
 real-folds:
-	$(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/real/ravdess --test-actors none --val-actors none
+	$(PYTHON) -m avitalk data ravdess $(REAL) -o build/real/ravdess --test-actors none --val-actors none
 	$(PYTHON) scripts/real_speech_folds.py --synth build/demo-checkpoint/data --real build/real/ravdess --folds 3 --synth-val
 
 # The emotion reader on leave-speakers-out folds over SynthTalk, RAVDESS and plain read speech (needs ../shared/data):
@@ -68,9 +68,9 @@ real-folds:
 # Writes build/voice-folds/ (summary.json, reliability.png, coverage.png) and prints the table.
 READ ?= ../shared/data/librispeech-neutral-16k
 voice-folds:
-	test -f build/voices/synth/manifest.jsonl || $(PYTHON) -m avitalk.cli data synth -o build/voices/synth -n 2000 --seed 0 -q
-	test -f build/voices/ravdess/manifest.jsonl || $(PYTHON) -m avitalk.cli data ravdess $(REAL) -o build/voices/ravdess --test-actors none --val-actors none
-	test -f build/voices/librispeech/manifest.jsonl || $(PYTHON) -m avitalk.cli data speech $(READ) -o build/voices/librispeech --source librispeech
+	test -f build/voices/synth/manifest.jsonl || $(PYTHON) -m avitalk data synth -o build/voices/synth -n 2000 --seed 0 -q
+	test -f build/voices/ravdess/manifest.jsonl || $(PYTHON) -m avitalk data ravdess $(REAL) -o build/voices/ravdess --test-actors none --val-actors none
+	test -f build/voices/librispeech/manifest.jsonl || $(PYTHON) -m avitalk data speech $(READ) -o build/voices/librispeech --source librispeech
 	$(PYTHON) scripts/voice_folds.py --synth build/voices/synth --real build/voices/ravdess build/voices/librispeech --variants acted read
 
 clean:

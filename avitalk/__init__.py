@@ -5,7 +5,21 @@ from .types import Audio, FlameSequence, Instruction
 
 __version__ = "0.1.0"
 
+_TOP = {"AVITalkingPipeline": "avitalk.top.pipeline", "PipelineOutput": "avitalk.top.pipeline"}
+
+
+def __getattr__(name: str):
+    """``avitalk.AVITalkingPipeline``: the public face of the top layer, imported when first asked for (so that the
+    ground, ``avitalk.types`` and the rest, never imports the stages above it)."""
+    if name in _TOP:
+        import importlib
+
+        return getattr(importlib.import_module(_TOP[name]), name)
+    raise AttributeError(f"module 'avitalk' has no attribute {name!r}")
+
 __all__ = [
+    "AVITalkingPipeline",
+    "PipelineOutput",
     "Audio",
     "FlameSequence",
     "Instruction",

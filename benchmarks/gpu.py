@@ -77,7 +77,7 @@ def _peak_gb(dev: torch.device) -> float | None:
 
 
 def equivalence(dev: torch.device) -> dict:
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
     t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
@@ -97,7 +97,7 @@ def equivalence(dev: torch.device) -> dict:
 
 
 def latency(dev: torch.device, small: bool, speech: Path | None = None) -> dict:
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
     pipe = AVITalkingPipeline.from_pretrained().to(dev)

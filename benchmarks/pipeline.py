@@ -48,7 +48,7 @@ def cold(reps: int = 5) -> dict:
         torch_s, run_s = [], []
         for k in range(reps):
             torch_s.append(wall([sys.executable, "-c", "import torch"]))
-            run_s.append(wall([sys.executable, "-m", "avitalk.cli", "run", str(wav), "-o", str(d / f"o{k}"), "--no-render",
+            run_s.append(wall([sys.executable, "-m", "avitalk", "run", str(wav), "-o", str(d / f"o{k}"), "--no-render",
                                "-q"]))
     t, r = float(np.median(torch_s)), float(np.median(run_s))
     return {"speech_s": 10.0, "repeats": reps, "import_torch_s": t, "avitalk_run_no_render_s": r, "ratio": r / t,
@@ -63,7 +63,7 @@ def batched(pipe=None, clips: int = 64, reps: int = 3, speech: Path | None = Non
     import time
 
     from avitalk import audio as audio_io
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
 
     pipe = pipe or AVITalkingPipeline.from_pretrained()
@@ -105,7 +105,7 @@ def main() -> None:
     if sys.argv[1:] == ["batched"]:
         print(json.dumps(batched()))
         return
-    from avitalk.cli import main as cli
+    from avitalk.top.cli import main as cli
 
     reps = 3
     with tempfile.TemporaryDirectory() as d:

@@ -68,7 +68,7 @@ def evaluate_end_to_end(pipe, data: str | Path, split: str = "test", limit: int 
 
 def main(argv: list[str] | None = None) -> None:
     from avitalk.io import atomic_write_json
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")

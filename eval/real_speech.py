@@ -411,3 +411,24 @@ def write_real_report(res: dict[str, Any], out) -> None:
               "espeak-ng) where the lips close (gap <= 1 mm within +-80 ms); open vowels: share of /a/-like vowels "
               "where the gap reaches 3 mm.", f"- time: {res['seconds']:.0f} s"]
     atomic_write_text(out / "real_speech.md", "\n".join(lines) + "\n")
+
+
+def summary_lines(res: dict) -> tuple[list[str], list[str]]:
+    """The headline of :func:`evaluate_real_speech`'s result for a terminal: lines, and warnings."""
+    e, m, r = res["emotion"], res["mouth_stage1"], res["reading"]
+    prec = "none named" if r["non_neutral_precision"] is None else f"{r['non_neutral_precision']:.1%} right"
+    lines = [f"emotion named right: {e['accuracy']:.1%} of {res['clips']} clips (chance {e['chance']:.1%})",
+             f"written neutral: {r['written_neutral']:.1%}; most written: {r['most_written'][0]} "
+             f"{r['most_written'][1]:.1%}; naming an emotion: {r['non_neutral_share']:.1%} ({prec})"
+             + (f"; calibration error {r['ece']:.3f}" if "ece" in r else ""),
+             f"mouth vs loudness r (median): {m['jaw_loudness_r']['median']:.3f}; silence-rest ratio (median): "
+             f"{m['silence_rest_ratio']['median']:.3f}"]
+    if "bilabial" in m:
+        b = m["bilabial"]
+        lines.append(f"bilabial closure: {b['bilabial_closure_rate']:.1%} of {b['bilabials']}; open vowels open: "
+                     f"{b['open_vowel_open_rate']:.1%} of {b['open_vowels']}")
+    warnings = []
+    if r["one_emotion_for_all"]:
+        warnings.append(f"{r['most_written'][0]} is written for {r['most_written'][1]:.0%} of the clips, "
+                        f"{r['most_written_labelled']:.0%} are labelled so")
+    return lines, warnings

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.data.synthtalk import generate
     from avitalk.config import load_config
     from avitalk.io import atomic_write_json
-    from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
+    from avitalk.top.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
     from avitalk.eval.end_to_end import evaluate_end_to_end
     from avitalk.eval.stage1 import evaluate_stage1
     from avitalk.eval.stage2 import evaluate_stage2
@@ -205,7 +205,7 @@ def reader_only(a, cfg, out: Path, work: Path, data: Path, real: Path, read: Pat
     """Refit the emotion reader of the pipeline folder ``out`` (networks unchanged), measure end to end and on real
     speech again, and rewrite the folder with its card."""
     from avitalk.io import atomic_write_json
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.eval.end_to_end import evaluate_end_to_end
     from avitalk.eval.real_speech import evaluate_real_speech
     from avitalk.stage1_instruct.reader import READER_FILE, EmotionReader

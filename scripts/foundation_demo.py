@@ -13,7 +13,7 @@ from avitalk.types import SAMPLE_RATE
 
 def main(out_dir: str = "out/demo") -> None:
     from avitalk import audio as audio_io
-    from avitalk.cli import main as cli
+    from avitalk.top.cli import main as cli
     from avitalk.flame.standin import demo_sequence
     from avitalk.types import Audio
 

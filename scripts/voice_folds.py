@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
     from avitalk.encoders import audio_encoder_from_config
-    from avitalk.pipeline import DEFAULT_CHECKPOINT
+    from avitalk.top.pipeline import DEFAULT_CHECKPOINT
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

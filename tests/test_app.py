@@ -14,7 +14,7 @@ from .conftest import build_tiny_pipeline
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    from avitalk.app import AppSession
+    from avitalk.top.app import AppSession
 
     return AppSession(build_tiny_pipeline(), tmp_path_factory.mktemp("app"), size=64, max_duration_s=5.0)
 
@@ -71,7 +71,7 @@ def test_uploads_over_the_limits_are_refused(session, tmp_path):
 
 
 def test_the_page_builds(session):
-    from avitalk.app import build_app
+    from avitalk.top.app import build_app
 
     page = build_app(session)
     assert page is not None and type(page).__name__ == "Blocks"
@@ -93,7 +93,7 @@ def test_app_command_removes_its_temporary_folder(tmp_path):
         port = sock.getsockname()[1]
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        p = subprocess.Popen([sys.executable, "-m", "avitalk.cli", "app", "--port", str(port)], env=env,
+        p = subprocess.Popen([sys.executable, "-m", "avitalk", "app", "--port", str(port)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             t0 = time.time()
@@ -119,7 +119,7 @@ def test_app_command_removes_its_temporary_folder(tmp_path):
 
 
 def test_parsed_table_reads_the_text_as_stage_2_will():
-    from avitalk.app import AppSession
+    from avitalk.top.app import AppSession
 
     t = AppSession.parsed_table("A furious man speaks with brow strongly lowered and lip slightly pressed.")
     assert "| emotion | angry |" in t and "| intensity | strong |" in t

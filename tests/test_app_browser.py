@@ -29,10 +29,10 @@ def test_edit_loop_in_a_browser(tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from avitalk.app import AppSession, build_app
+    from avitalk.top.app import AppSession, build_app
     from avitalk.audio import save_wav
     from avitalk.data.synthtalk import say
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.types import Audio
     from avitalk.vocab import load_vocabulary
 

@@ -89,14 +89,14 @@ def test_benchmark_refuses_what_it_cannot_measure(corpus, tmp_path, cli):
 
 @pytest.mark.slow
 def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
-    """`torchrun --nproc_per_node 2 -m avitalk.cli eval` deals the clips over two CPU processes (gloo) and gathers
+    """`torchrun --nproc_per_node 2 -m avitalk eval` deals the clips over two CPU processes (gloo) and gathers
     them; the report must equal the single-process one."""
     import os
     import subprocess
     import sys
 
     from avitalk.data.manifest import read_manifest
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
 
     build_tiny_pipeline().save_pretrained(tmp_path / "ck", dtype="float32")
     pipe = AVITalkingPipeline.from_pretrained(tmp_path / "ck")
@@ -104,7 +104,7 @@ def test_benchmark_spread_over_two_processes_matches_one(corpus, tmp_path):
     one = run_benchmark(pipe, corpus, split=split, samples=3, limit=5, progress=False, evaluator_steps=(10, 10)).result
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "avitalk.cli", "eval", "--checkpoint", str(tmp_path / "ck"), "--data", str(corpus),
+                           "-m", "avitalk", "eval", "--checkpoint", str(tmp_path / "ck"), "--data", str(corpus),
                            "--split", split, "--limit", "5", "--samples", "3", "-o", str(tmp_path / "rep"), "-q"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

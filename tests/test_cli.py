@@ -9,10 +9,10 @@ from avitalk.render.video import probe_video
 
 
 def test_help_on_every_command():
-    """Through the installed `avitalk` executable when there is one (`python -m avitalk.cli` otherwise)."""
+    """Through the installed `avitalk` executable when there is one (`python -m avitalk` otherwise)."""
     import shutil
 
-    exe = [shutil.which("avitalk")] if shutil.which("avitalk") else [sys.executable, "-m", "avitalk.cli"]
+    exe = [shutil.which("avitalk")] if shutil.which("avitalk") else [sys.executable, "-m", "avitalk"]
     for args in ([], ["head"], ["render"], ["flame"], ["flame", "convert"], ["flame", "info"], ["data"], ["data", "synth"],
                  ["data", "stats"], ["data", "mead"], ["data", "ravdess"], ["data", "say"], ["train"], ["train", "stage2"],
                  ["train", "stage1"], ["run"], ["synthesize"], ["instruct"], ["eval"], ["export"], ["app"]):
@@ -195,10 +195,10 @@ def test_an_instruction_stage2_cannot_read_gets_one_warning_and_vocab_lists_the_
 def test_help_fits_80_columns_without_placeholders_and_one_name_per_idea(monkeypatch):
     """Every command's --help at 80 columns: no line wider, flags without a <bool> placeholder; -o/--out and
     -n/--samples mean the same everywhere, the old names (--output, -k) still accepted."""
-    from avitalk.cli import _new_names
+    from avitalk.top.cli import _new_names
 
     monkeypatch.setenv("COLUMNS", "80")
-    exe = [sys.executable, "-m", "avitalk.cli"]
+    exe = [sys.executable, "-m", "avitalk"]
     for cmd in (["run"], ["synthesize"], ["instruct"], ["export"], ["render"], ["app"], ["eval"], ["data", "speech"]):
         r = subprocess.run([*exe, *cmd, "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr

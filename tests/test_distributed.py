@@ -22,7 +22,7 @@ def _train(tmp_path, out: str, nproc: int, *sets: str, resume: bool = False, env
            stage: str = "stage2", launcher: list[str] | None = None):
     launcher = launcher or ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                              str(nproc)] if nproc > 1 else [sys.executable])
-    cmd = [*launcher, "-m", "avitalk.cli", "train", stage, "--config", str(tmp_path / "cfg.yaml"), "--data",
+    cmd = [*launcher, "-m", "avitalk", "train", stage, "--config", str(tmp_path / "cfg.yaml"), "--data",
            str(tmp_path / "d"), "--out", str(tmp_path / out), "-q", *(["--resume"] if resume else [])]
     for s in sets:
         cmd += ["--set", s]

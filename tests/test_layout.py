@@ -79,22 +79,53 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_no_import_circles_and_the_stages_stay_apart():
+# the pipeline, CLI and app (and `python -m avitalk`); the benchmark, which measures the composed pipeline
+TOP = ("avitalk.top", "avitalk.__main__", EVAL)
+
+
+def layer(m: str) -> str:
+    if m.startswith(TOP):
+        return "top"
+    if m.startswith((S1, S2)):
+        return "stage"
+    return "ground"  # the rest of avitalk: errors, types, config, io, audio, encoders, lean, flame, render, data, ...
+
+
+def test_imports_run_downward_only_and_the_stages_stay_apart():
+    """ground <- stages <- top (ARCHITECTURE.md): no import from a lower layer to a higher one, no circle, and the two
+    stages never import each other."""
     graph = _imports(_modules())
     assert _cycles(graph) == []
+    rank = {"ground": 0, "stage": 1, "top": 2}
+    up = [f"{m} ({layer(m)}) imports {d} ({layer(d)})" for m, deps in graph.items() for d in deps
+          if rank[layer(d)] > rank[layer(m)]]
+    assert not up, "\n".join(up)
     for m, deps in graph.items():
         if m.startswith(S1):
             assert not any(d.startswith(S2) for d in deps), m
         if m.startswith(S2):
             assert not any(d.startswith(S1) for d in deps), m
-        if not m.startswith((S1, S2, EVAL, "avitalk.cli")) and m not in ("avitalk.pipeline", "avitalk.app"):
-            assert not any(d.startswith((S1, S2, EVAL)) for d in deps), m
+    assert {layer(m) for m in graph} == {"ground", "stage", "top"}
+    assert layer("avitalk.top.pipeline") == layer("avitalk.top.cli.run") == layer("avitalk.top.app") == "top"
+
+
+def test_the_ground_loads_without_the_layers_above():
+    """``import avitalk`` (and its ground modules) imports neither stage, nor the benchmark, nor the top layer; the
+    package's ``avitalk.AVITalkingPipeline`` is imported when first asked for."""
+    import subprocess
+    import sys
+
+    code = ("import sys, avitalk, avitalk.types, avitalk.config, avitalk.io, avitalk.audio, avitalk.vocab; "
+            "bad = [m for m in sys.modules if m.startswith(('avitalk.top', 'avitalk.stage', 'avitalk.eval'))]; "
+            "assert not bad, bad; P = avitalk.AVITalkingPipeline; assert 'avitalk.top.pipeline' in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_only_training_code_imports_the_stage1_trainer():
     graph = _imports(_modules())
     importers = sorted(m for m, deps in graph.items() if f"{S1}.train" in deps)
-    assert importers == ["avitalk.cli.train"]  # its `train stage1` command; inference goes through the Instructor
+    assert importers == ["avitalk.top.cli.train"]  # its `train stage1` command; inference goes through the Instructor
     for p in list((ROOT / "benchmarks").glob("*.py")):
         assert "stage1_instruct.train" not in p.read_text(), p.name
 

@@ -171,7 +171,7 @@ def test_instructor_lean_and_transformers_paths_agree():
     """The embedded default's stage 1 on LlamaLite writes what transformers + peft write (greedy)."""
     from omegaconf import OmegaConf
 
-    from avitalk.pipeline import DEFAULT_CHECKPOINT
+    from avitalk.top.pipeline import DEFAULT_CHECKPOINT
     from avitalk.stage1_instruct.instructor import Instructor
 
     cfg = OmegaConf.load(DEFAULT_CHECKPOINT / "config.yaml")
@@ -204,7 +204,7 @@ PINNED_MOTION = [-0.013373562134802341, 0.077040895819664, 0.027386270463466644]
 def test_default_outputs_pinned_and_no_heavy_imports():
     code = """
 import json, sys, numpy as np
-from avitalk.pipeline import AVITalkingPipeline
+from avitalk.top.pipeline import AVITalkingPipeline
 from avitalk.types import Audio
 from tests.conftest import speechlike
 pipe = AVITalkingPipeline.from_pretrained()

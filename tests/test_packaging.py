@@ -45,7 +45,7 @@ def test_the_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     save_wav(work / "clip.wav", Audio(speechlike(2.0)))
-    code = ("import sys, avitalk, avitalk.eval.real_speech as e; from avitalk.cli import main; "
+    code = ("import sys, avitalk, avitalk.eval.real_speech as e; from avitalk.top.cli import main; "
             "print(avitalk.__file__); sys.exit(main(['run', 'clip.wav', '-o', 'out', '--no-render', '--quiet']))")
     res = subprocess.run([str(py), "-c", code], cwd=work, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

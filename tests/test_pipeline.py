@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from avitalk.errors import CheckpointError, InstructionError
-from avitalk.pipeline import AVITalkingPipeline
+from avitalk.top.pipeline import AVITalkingPipeline
 from avitalk.types import Audio
 
 from .conftest import build_tiny_pipeline
@@ -231,7 +231,7 @@ def test_instruct_command_with_a_pipeline_checkpoint(run_cli, tiny_ckpt, speech_
 
 def test_the_embedded_default_checkpoint_runs_offline():
     from avitalk.data.synthtalk import say
-    from avitalk.pipeline import DEFAULT_CHECKPOINT
+    from avitalk.top.pipeline import DEFAULT_CHECKPOINT
 
     size = sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.rglob("*") if f.is_file())
     assert size < 20e6, f"default checkpoint is {size / 1e6:.1f} MB (limit 20 MB)"
@@ -260,7 +260,7 @@ def test_stage1_llm_in_bfloat16_reads_the_same_emotion():
     pipe = AVITalkingPipeline.from_pretrained()
     full = pipe.instruct(Audio(clip["audio"]))
     pipe.to("cpu", lm_dtype=torch.bfloat16)
-    lm = pipe.instructor.lm
+    lm = pipe.instructor.lm.model
     assert lm.lm_head.weight.dtype == torch.bfloat16
     assert next(m.lora_A for m in lm.modules() if getattr(m, "lora_A", None) is not None).dtype == torch.bfloat16
     assert next(pipe.instructor.qformer.parameters()).dtype == torch.float32

@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import AppError
-from .common import MAX_SPEECH_S, _check_output, _fail, app, flame_app
+from avitalk.errors import AppError
+from avitalk.top.cli.common import MAX_SPEECH_S, _check_output, _fail, app, flame_app
 
 
 @app.command()
@@ -21,10 +21,10 @@ def head(
     import numpy as np
     import torch
 
-    from ..flame import FlameModel
-    from ..flame.standin import expression_from_activations as acts
-    from ..render import renderer_for_model
-    from ..render.sheet import grid_image, save_png
+    from avitalk.flame import FlameModel
+    from avitalk.flame.standin import expression_from_activations as acts
+    from avitalk.render import renderer_for_model
+    from avitalk.render.sheet import grid_image, save_png
 
     model = FlameModel.standin()
     out.mkdir(parents=True, exist_ok=True)
@@ -64,11 +64,11 @@ def render(
     """Render a FlameSequence to an mp4 (H.264 + AAC speech) with the stand-in head or your FLAME model."""
     from tqdm import tqdm
 
-    from .. import audio as audio_io
-    from ..flame import FlameModel
-    from ..render import renderer_for_model
-    from ..render.video import write_video
-    from ..types import FlameSequence
+    from avitalk import audio as audio_io
+    from avitalk.flame import FlameModel
+    from avitalk.render import renderer_for_model
+    from avitalk.render.video import write_video
+    from avitalk.types import FlameSequence
 
     if size % 2 or size < 16:
         _fail(f"--size must be an even number of pixels >= 16, got {size}")
@@ -99,8 +99,8 @@ def app_cmd(
     import tempfile
     import threading
 
-    from ..app import AppSession, build_app
-    from ..pipeline import AVITalkingPipeline
+    from avitalk.top.app import AppSession, build_app
+    from avitalk.top.pipeline import AVITalkingPipeline
 
     _check_port(host, port)  # before anything loads: a port in use is one line naming --port
     # a plain `kill` ends the app like Ctrl-C, and the temporary files go. While it loads, a signal interrupts the
@@ -165,10 +165,10 @@ def export_cmd(
     max_duration: float = typer.Option(MAX_SPEECH_S, "--max-duration", min=0.1, help="Longest accepted --audio in seconds."),
 ) -> None:
     """Export a FlameSequence as glTF 2.0 (.glb): the head with morph targets and a 25 fps animation."""
-    from .. import audio as audio_io
-    from ..flame import FlameModel
-    from ..render.gltf import export_glb
-    from ..types import FlameSequence
+    from avitalk import audio as audio_io
+    from avitalk.flame import FlameModel
+    from avitalk.render.gltf import export_glb
+    from avitalk.types import FlameSequence
 
     if layout not in ("auto", "morph", "baked"):
         _fail(f"--layout must be auto, morph or baked, got {layout!r}")
@@ -198,8 +198,8 @@ def flame_convert(
     overwrite: bool = typer.Option(False, help="Replace the output if it exists."),
 ) -> None:
     """Convert an official FLAME .pkl safely (restricted unpickler; chumpy not needed) into our .npz format."""
-    from ..flame import FlameModel
-    from ..flame.convert import convert_flame_pkl
+    from avitalk.flame import FlameModel
+    from avitalk.flame.convert import convert_flame_pkl
 
     _check_output(out, overwrite)
     path = convert_flame_pkl(pkl, out, masks_path=masks, n_shape=n_shape)
@@ -213,7 +213,7 @@ def flame_info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a model file: vertices, faces, components, joints, regions."""
-    from ..flame import FlameModel
+    from avitalk.flame import FlameModel
 
     d = FlameModel.from_spec(model).describe()
     if as_json:

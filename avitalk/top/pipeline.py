@@ -25,14 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import AudioError, CheckpointError
-from .io import atomic_dir, atomic_write_json, atomic_write_text
-from .types import SAMPLE_RATE, Audio, FlameSequence, Instruction
-from .vocab import as_instruction
+from avitalk.errors import AudioError, CheckpointError
+from avitalk.io import atomic_dir, atomic_write_json, atomic_write_text
+from avitalk.types import SAMPLE_RATE, Audio, FlameSequence, Instruction
+from avitalk.vocab import as_instruction
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"  # package data of avitalk
 STAGE2_FILES = ("style_encoder.safetensors", "decoder.safetensors", "prior.safetensors")
 STAGE1_PARTS = ("qformer.safetensors", "lm", "tokenizer", "adapter")
 
@@ -66,7 +66,7 @@ def _as_audio(audio: Audio | str | os.PathLike) -> Audio:
     if isinstance(audio, Audio):
         return audio
     if isinstance(audio, (str, os.PathLike)):
-        from . import audio as audio_io
+        from avitalk import audio as audio_io
 
         return audio_io.load(audio)
     raise AudioError(f"expected an Audio or a path to a speech file, got {type(audio).__name__}")
@@ -76,7 +76,7 @@ class AVITalkingPipeline:
     """Both stages behind one object. ``instructor`` (stage 1) may be None: then an instruction must be given."""
 
     def __init__(self, cfg: DictConfig, synthesizer, instructor=None, audio_encoder=None, source: str | None = None):
-        from .config import resolve_config
+        from avitalk.config import resolve_config
 
         self.cfg = resolve_config(cfg, source or "pipeline config")
         self.synthesizer = synthesizer
@@ -107,7 +107,7 @@ class AVITalkingPipeline:
         for need in ("audio_encoder", "stage2"):
             if need not in cfg:
                 raise CheckpointError(f"{d / 'config.yaml'}: no {need} section")
-        from .config import resolve_config
+        from avitalk.config import resolve_config
 
         cfg = resolve_config(cfg, str(d / "config.yaml"))  # once, shared by both stages
         synth = Synthesizer.load(d, cfg=cfg)
@@ -310,7 +310,7 @@ def _halve(path: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from avitalk.io import atomic_path
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()

@@ -7,13 +7,13 @@ import sys
 
 import typer
 
-from ..errors import AvitalkError
-from . import run, files, evaluate, train, data  # noqa: F401, I001 - each registers its commands, in this order
-from .common import app
+from avitalk.errors import AvitalkError
+from avitalk.top.cli import run, files, evaluate, train, data  # noqa: F401, I001 - each registers its commands, in this order
+from avitalk.top.cli.common import app
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from avitalk import __version__
 
         typer.echo(f"avitalk {__version__}")
         raise typer.Exit()

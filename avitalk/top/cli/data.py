@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..types import SAMPLE_RATE
-from .common import _check_output, _fail, _report_import, data_app
+from avitalk.types import SAMPLE_RATE
+from avitalk.top.cli.common import _check_output, _fail, _report_import, data_app
 
 
 @data_app.command("synth")
@@ -23,7 +23,7 @@ def data_synth(
     """Generate a SynthTalk corpus: espeak-ng speech, ground-truth FLAME motion and MeadText-style instructions."""
     import time
 
-    from ..data.synthtalk import generate
+    from avitalk.data.synthtalk import generate
 
     if out.exists() and not out.is_dir():
         _fail(f"{out}: exists and is not a folder")
@@ -45,13 +45,13 @@ def data_say(
 ) -> None:
     """Speak one sentence with a SynthTalk voice and emotion (espeak-ng); also writes the ground-truth motion and
     instruction next to it (OUT.flame.npz, OUT.json)."""
-    from ..data.synthtalk import say
-    from ..io import atomic_write_json
-    from ..types import Audio
+    from avitalk.data.synthtalk import say
+    from avitalk.io import atomic_write_json
+    from avitalk.types import Audio
 
     _check_output(out, overwrite)
     clip = say(text, emotion, intensity, speaker, seed)
-    from .. import audio as audio_io
+    from avitalk import audio as audio_io
 
     audio_io.save_wav(out, Audio(clip["audio"], SAMPLE_RATE, str(out)))
     clip["sequence"].save(out.with_suffix(".flame.npz"))
@@ -68,13 +68,13 @@ def data_stats(
     learnability: bool = typer.Option(False, help="Also run the learnability checks (emotion from audio, jaw vs loudness)."),
 ) -> None:
     """Counts per split / emotion / intensity / speaker, durations, and a plot of a few clips."""
-    from ..data.manifest import read_manifest, stats
-    from ..data.plots import plot_clips
+    from avitalk.data.manifest import read_manifest, stats
+    from avitalk.data.plots import plot_clips
 
     clips = read_manifest(root)
     st = stats(clips)
     if learnability:
-        from ..data.learnability import emotion_from_audio, jaw_envelope_correlation
+        from avitalk.data.learnability import emotion_from_audio, jaw_envelope_correlation
 
         emo = emotion_from_audio(root, clips)
         st["learnability"] = {
@@ -111,7 +111,7 @@ def data_ravdess(
     val_actors: str = typer.Option("21,22", help="Comma-separated validation actors ('none' for none)."),
 ) -> None:
     """Import RAVDESS speech into avitalk's dataset format (actor-disjoint splits); with --fits, with motion."""
-    from ..data.real import import_ravdess
+    from avitalk.data.real import import_ravdess
 
     def ints(s: str) -> tuple[int, ...]:
         if s.strip().lower() in ("", "none"):
@@ -135,7 +135,7 @@ def data_speech(
 ) -> None:
     """Import speech with one label (e.g. plain read English as neutral), audio only, for stage 1. The speaker is
     the file name's part before the first - or _ (LibriSpeech: SPEAKER-CHAPTER-UTTERANCE.flac), else its folder."""
-    from ..data.real import import_speech
+    from avitalk.data.real import import_speech
 
     _report_import(import_speech(root, out, emotion, intensity, source, holdout))
 
@@ -150,7 +150,7 @@ def data_mead(
     val_speakers: Optional[str] = typer.Option(None, help="Comma-separated validation speaker IDs."),
 ) -> None:
     """Import MEAD audio with your FLAME fits into avitalk's dataset format (speaker-disjoint splits)."""
-    from ..data.real import import_mead
+    from avitalk.data.real import import_mead
 
     ids = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
     m = import_mead(root, fits, out, openface, ids(test_speakers), ids(val_speakers))

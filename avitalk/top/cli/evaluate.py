@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import _fail, app
+from avitalk.top.cli.common import _fail, app
 
 
 @app.command("eval")
@@ -31,16 +31,16 @@ def eval_cmd(
     labelled real speech without motion (--real): emotion, mouth vs loudness, silence rest, bilabial closure."""
     from avitalk.eval.benchmark import ROW_NAMES, run_benchmark, write_report
 
-    from ..flame import FlameModel
-    from ..pipeline import AVITalkingPipeline
+    from avitalk.flame import FlameModel
+    from avitalk.top.pipeline import AVITalkingPipeline
 
     if not (data / "manifest.jsonl").is_file():
         _fail(f"{data}: no manifest.jsonl (not a dataset folder)")
-    from ..data.manifest import read_manifest
+    from avitalk.data.manifest import read_manifest
 
     clips = read_manifest(data)
     if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
-        from avitalk.eval.real_speech import evaluate_real_speech, write_real_report
+        from avitalk.eval.real_speech import evaluate_real_speech, summary_lines, write_real_report
 
         if out.exists() and not out.is_dir():
             _fail(f"{out}: exists and is not a folder")
@@ -50,24 +50,13 @@ def eval_cmd(
         pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
         res = evaluate_real_speech(pipe, data, split, limit, spk, seed, progress=not quiet)
         write_real_report(res, out)
-        e, m = res["emotion"], res["mouth_stage1"]
-        typer.echo(f"emotion named right: {e['accuracy']:.1%} of {res['clips']} clips (chance {e['chance']:.1%})")
-        r = res["reading"]
-        prec = "none named" if r["non_neutral_precision"] is None else f"{r['non_neutral_precision']:.1%} right"
-        typer.echo(f"written neutral: {r['written_neutral']:.1%}; most written: {r['most_written'][0]} "
-                   f"{r['most_written'][1]:.1%}; naming an emotion: {r['non_neutral_share']:.1%} ({prec})"
-                   + (f"; calibration error {r['ece']:.3f}" if "ece" in r else ""))
-        if r["one_emotion_for_all"]:
-            typer.echo(f"warning: {r['most_written'][0]} is written for {r['most_written'][1]:.0%} of the clips, "
-                       f"{r['most_written_labelled']:.0%} are labelled so", err=True)
-        typer.echo(f"mouth vs loudness r (median): {m['jaw_loudness_r']['median']:.3f}; silence-rest ratio (median): "
-                   f"{m['silence_rest_ratio']['median']:.3f}")
-        if "bilabial" in m:
-            b = m["bilabial"]
-            typer.echo(f"bilabial closure: {b['bilabial_closure_rate']:.1%} of {b['bilabials']}; open vowels open: "
-                       f"{b['open_vowel_open_rate']:.1%} of {b['open_vowels']}")
+        lines, warnings = summary_lines(res)
+        for line in lines:
+            typer.echo(line)
+        for w in warnings:
+            typer.echo(f"warning: {w}", err=True)
         typer.echo(f"wrote {out}/ (real_speech.md, real_speech.json, confusion.png"
-                   + (", reliability.png, coverage.png)" if "ece" in r else ")"))
+                   + (", reliability.png, coverage.png)" if "ece" in res["reading"] else ")"))
         return
     for name, f in (("--inception", inception), ("--syncnet", syncnet)):
         if f is not None and not f.is_file():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CheckpointError
-from .common import MAX_SPEECH_S, _fail, _heard_json, _timed, app
+from avitalk.errors import CheckpointError
+from avitalk.top.cli.common import MAX_SPEECH_S, _fail, _heard_json, _timed, app
 
 
 @app.command()
@@ -24,7 +25,7 @@ def instruct(
     emotion_guidance: _EmotionGuidance = None,
 ) -> None:
     """Listen to speech and write the audio-visual instruction(s) (stage 1 only; at most 30 s of speech)."""
-    from .. import audio as audio_io
+    from avitalk import audio as audio_io
 
     speech_audio = audio_io.load(speech, max_duration_s=max_duration)  # longer than 30 s: the first 30 s are read
     if checkpoint is not None and (checkpoint / "stage1.yaml").is_file():  # a folder from `avitalk train stage1`
@@ -32,12 +33,12 @@ def instruct(
 
         model = Instructor.load(checkpoint)
         model.emotion_guidance = emotion_guidance
-        from ..encoders import audio_encoder_from_config
+        from avitalk.encoders import audio_encoder_from_config
 
         enc = audio_encoder_from_config(model.cfg.audio_encoder)
         feats = enc.encode(speech_audio)
     else:
-        from ..pipeline import AVITalkingPipeline
+        from avitalk.top.pipeline import AVITalkingPipeline
 
         pipe = AVITalkingPipeline.from_pretrained(checkpoint)
         if pipe.instructor is None:
@@ -54,7 +55,7 @@ def instruct(
         for i in ins:
             typer.echo(i.text)
         if heard is not None:
-            from ..pipeline import describe_heard
+            from avitalk.top.pipeline import describe_heard
 
             typer.echo(f"heard: {describe_heard(heard, None if model.reader is None else model.reader.threshold)}",
                        err=True)
@@ -65,7 +66,7 @@ def instruct(
 def _warn_if_unknown(text: str) -> None:
     """One warning line when an instruction names no emotion and no facial action of the vocabulary (stage 2 then
     follows the sentence alone, close to a neutral style)."""
-    from ..vocab import EMOTIONS, load_vocabulary, parse_instruction
+    from avitalk.vocab import EMOTIONS, load_vocabulary, parse_instruction
 
     ins = parse_instruction(text)
     if ins.emotion is None and not ins.actions:
@@ -78,7 +79,7 @@ def _warn_if_unknown(text: str) -> None:
 @app.command("vocab")
 def vocab_cmd() -> None:
     """The words stage 2 understands in an instruction: emotions by intensity, facial actions, degree adverbs."""
-    from ..vocab import EMOTIONS, load_vocabulary
+    from avitalk.vocab import EMOTIONS, load_vocabulary
 
     v = load_vocabulary()
     typer.echo("emotions (weak | medium | strong):")
@@ -110,9 +111,36 @@ def _read_instruction(text: Optional[str], file: Optional[Path]) -> Optional[str
     return None if text is None else " ".join(text.split())
 
 
-def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], samples: int, seed: int, no_render: bool,
-              size: int, checkpoint: Optional[Path], flame_model: Optional[str], quiet: bool, as_json: bool, say,
-              t_all: float, load_s: float, emotion_guidance: Optional[float] = None) -> tuple[dict, dict]:
+@dataclass
+class RunOptions:
+    """What `avitalk run` and `avitalk synthesize` were asked (one object from the command line to the work)."""
+
+    speech: Path
+    out: Path
+    instruction: Optional[str] = None
+    instruction_file: Optional[Path] = None
+    samples: int = 1
+    seed: int = 0
+    no_render: bool = False
+    size: int = 512
+    checkpoint: Optional[Path] = None
+    flame_model: Optional[str] = None
+    overwrite: bool = False
+    quiet: bool = False
+    as_json: bool = False
+    max_duration: float = MAX_SPEECH_S
+    emotion_guidance: Optional[float] = None
+    need_instruction: bool = False  # synthesize: stage 2 only, the instruction is the user's
+
+    def outputs(self) -> tuple[list[str], list[str]]:
+        """The motion files and the videos this run writes."""
+        n = self.samples
+        names = ["flame.npz"] if n == 1 else [f"flame_{k}.npz" for k in range(n)]
+        return names, [] if self.no_render else [x.replace("flame", "video").replace(".npz", ".mp4") for x in names]
+
+
+def _run_into(tmp: Path, o: RunOptions, speech_audio, text: Optional[str], say, t_all: float,
+              load_s: float) -> tuple[dict, dict]:
     """The work of `avitalk run` / `synthesize`, writing its files into ``tmp``; returns run.json's content."""
     import platform
     import time
@@ -120,120 +148,104 @@ def _run_into(tmp: Path, speech: Path, speech_audio, text: Optional[str], sample
     import torch
     from tqdm import tqdm
 
-    from .. import __version__
-    from ..io import atomic_write_json, atomic_write_text
+    from avitalk import __version__
+    from avitalk.io import atomic_write_json, atomic_write_text
+    from avitalk.top.pipeline import AVITalkingPipeline, describe_heard
 
     timings: dict[str, float] = {"audio_load_s": load_s}
-    say(f"speech: {speech} ({speech_audio.duration:.2f} s)")
-
-    from ..pipeline import AVITalkingPipeline
-
+    say(f"speech: {o.speech} ({speech_audio.duration:.2f} s)")
     t = time.perf_counter()
-    pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=text is None).warm_up()
+    pipe = AVITalkingPipeline.from_pretrained(o.checkpoint, stage1=text is None).warm_up()
     if pipe.instructor is not None:
-        pipe.instructor.emotion_guidance = emotion_guidance
+        pipe.instructor.emotion_guidance = o.emotion_guidance
     model = None
-    if not no_render:  # the head is only needed for the video
-        from ..flame import FlameModel
+    if not o.no_render:  # the head is only needed for the video
+        from avitalk.flame import FlameModel
 
-        model = FlameModel.from_spec(flame_model or pipe.cfg.flame_model)
+        model = FlameModel.from_spec(o.flame_model or pipe.cfg.flame_model)
     timings["load_checkpoint_s"] = time.perf_counter() - t
     say(f"checkpoint: {pipe.source} ({timings['load_checkpoint_s']:.1f} s)")
-    res = pipe(speech_audio, text, num_samples=samples, seed=seed)
+    res = pipe(speech_audio, text, num_samples=o.samples, seed=o.seed)
     timings.update(res.timings)
     say(f"audio encoder: {res.timings['audio_encoder_s']:.2f} s")
     if "stage1_s" in res.timings:
         say(f"stage 1 (instruction): {res.timings['stage1_s']:.2f} s")
     say(f"instruction ({res.instruction_source}): {res.instruction.text}")
     if res.heard is not None:
-        from ..pipeline import describe_heard
-
         say(f"heard: {describe_heard(res.heard, res.heard_threshold)}")
-    say(f"stage 2 (motion, {samples} sample{'s' * (samples > 1)}): {res.timings['stage2_s']:.2f} s")
+    say(f"stage 2 (motion, {o.samples} sample{'s' * (o.samples > 1)}): {res.timings['stage2_s']:.2f} s")
 
-    names = ["flame.npz"] if samples == 1 else [f"flame_{k}.npz" for k in range(samples)]
-    videos = [] if no_render else (["video.mp4"] if samples == 1 else [f"video_{k}.mp4" for k in range(samples)])
-    if True:
-        if True:
-            for name, seq in zip(names, res.sequences):
-                seq.save(tmp / name)
-            atomic_write_text(tmp / "instruction.txt", res.instruction.text + "\n")
-            if not no_render:
-                from ..render import renderer_for_model
-                from ..render.video import write_video
+    names, videos = o.outputs()
+    for name, seq in zip(names, res.sequences):
+        seq.save(tmp / name)
+    atomic_write_text(tmp / "instruction.txt", res.instruction.text + "\n")
+    if videos:
+        from avitalk.render import renderer_for_model
+        from avitalk.render.video import write_video
 
-                with renderer_for_model(model, size=size) as r:
-                    for name, seq in zip(videos, res.sequences):
-                        t = time.perf_counter()
-                        verts = model.sequence_vertices(seq)
-                        timings["flame_s"] = timings.get("flame_s", 0.0) + time.perf_counter() - t
-                        frames = tqdm(_timed(r.iter_frames(verts), timings, "render_s"), total=len(verts),
-                                      unit="frame", desc=f"render {name}", disable=quiet or as_json or None)
-                        t = time.perf_counter()
-                        write_video(tmp / name, frames, fps=seq.fps, audio=speech_audio)
-                        timings["video_s"] = timings.get("video_s", 0.0) + time.perf_counter() - t
-                timings["video_s"] -= timings["render_s"]
-            timings["total_s"] = time.perf_counter() - t_all
-            info = {
-                "avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "checkpoint": pipe.source, "flame_model": str(flame_model or pipe.cfg.flame_model),
-                "speech": {"path": str(speech), "duration_s": speech_audio.duration},
-                "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
-                                "stage1_listened_s": res.listened_s,
-                                "heard": _heard_json(res.heard), "heard_threshold": res.heard_threshold},
-                "seed": seed, "samples": samples, "outputs": {"flame": names, "video": videos, "instruction": "instruction.txt"},
-                "size": None if no_render else size,
-                "timings": {k: round(v, 4) for k, v in timings.items()},
-            }
-            atomic_write_json(tmp / "run.json", info)
+        with renderer_for_model(model, size=o.size) as r:
+            for name, seq in zip(videos, res.sequences):
+                t = time.perf_counter()
+                verts = model.sequence_vertices(seq)
+                timings["flame_s"] = timings.get("flame_s", 0.0) + time.perf_counter() - t
+                frames = tqdm(_timed(r.iter_frames(verts), timings, "render_s"), total=len(verts), unit="frame",
+                              desc=f"render {name}", disable=o.quiet or o.as_json or None)
+                t = time.perf_counter()
+                write_video(tmp / name, frames, fps=seq.fps, audio=speech_audio)
+                timings["video_s"] = timings.get("video_s", 0.0) + time.perf_counter() - t
+        timings["video_s"] -= timings["render_s"]
+    timings["total_s"] = time.perf_counter() - t_all
+    info = {
+        "avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "checkpoint": pipe.source, "flame_model": str(o.flame_model or pipe.cfg.flame_model),
+        "speech": {"path": str(o.speech), "duration_s": speech_audio.duration},
+        "instruction": {**res.instruction.to_dict(), "source": res.instruction_source,
+                        "stage1_listened_s": res.listened_s,
+                        "heard": _heard_json(res.heard), "heard_threshold": res.heard_threshold},
+        "seed": o.seed, "samples": o.samples, "outputs": {"flame": names, "video": videos, "instruction": "instruction.txt"},
+        "size": None if o.no_render else o.size,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
+    atomic_write_json(tmp / "run.json", info)
     return info, timings
 
 
-def _run(speech: Path, out: Path, instruction: Optional[str], instruction_file: Optional[Path], samples: int,
-         seed: int, no_render: bool, size: int, checkpoint: Optional[Path], flame_model: Optional[str],
-         overwrite: bool, quiet: bool, as_json: bool, need_instruction: bool, max_duration: float,
-         emotion_guidance: Optional[float] = None) -> None:
+def _run(o: RunOptions) -> None:
     import time
 
-    from .. import audio as audio_io
-    from ..io import OutputFolder
+    from avitalk import audio as audio_io
+    from avitalk.io import OutputFolder
 
     t_all = time.perf_counter()
-    if size % 2 or size < 16:
-        _fail(f"--size must be an even number of pixels >= 16, got {size}")
-    text = _read_instruction(instruction, instruction_file)
-    if need_instruction and text is None:
+    if o.size % 2 or o.size < 16:
+        _fail(f"--size must be an even number of pixels >= 16, got {o.size}")
+    text = _read_instruction(o.instruction, o.instruction_file)
+    if o.need_instruction and text is None:
         _fail("give the instruction: --instruction TEXT or --instruction-file FILE")
-    say = (lambda m: None) if quiet or as_json else (lambda m: typer.echo(m, err=True))
-    if text is not None and not quiet:
+    say = (lambda m: None) if o.quiet or o.as_json else (lambda m: typer.echo(m, err=True))
+    if text is not None and not o.quiet:
         _warn_if_unknown(text)
     t = time.perf_counter()
-    speech_audio = audio_io.load(speech, max_duration_s=max_duration)
+    speech_audio = audio_io.load(o.speech, max_duration_s=o.max_duration)
     load_s = time.perf_counter() - t
-    folder = OutputFolder(out, overwrite)  # before any model work: an unusable OUT fails now
+    folder = OutputFolder(o.out, o.overwrite)  # before any model work: an unusable OUT fails now
     try:
-        stems = ["flame"] if samples == 1 else [f"flame_{k}" for k in range(samples)]
-        planned = ["instruction.txt", "run.json", *(f"{n}.npz" for n in stems)]
-        if not no_render:
-            planned += [n.replace("flame", "video") + ".mp4" for n in stems]
-        folder.check(planned)  # a file of the user's in the way: refused now, not after the model work
-        info, timings = _run_into(folder.staging, speech, speech_audio, text, samples, seed, no_render, size,
-                                  checkpoint, flame_model, quiet, as_json, say, t_all, load_s, emotion_guidance)
+        names, videos = o.outputs()
+        folder.check(["instruction.txt", "run.json", *names, *videos])  # a file of the user's in the way: now
+        info, timings = _run_into(folder.staging, o, speech_audio, text, say, t_all, load_s)
         kept = folder.commit()
     except BaseException:
         folder.discard()
         raise
-    names, videos = info["outputs"]["flame"], info["outputs"]["video"]
-
-    if as_json:
+    if o.as_json:
         typer.echo(json.dumps(info, indent=2))
-    elif not quiet:
+    elif not o.quiet:
         parts = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timings.items() if k != "total_s")
-        typer.echo(f"wrote {out}/ ({', '.join(['instruction.txt', *names, *videos, 'run.json'])})")
+        typer.echo(f"wrote {o.out}/ ({', '.join(['instruction.txt', *names, *videos, 'run.json'])})")
         typer.echo(f"timings: {parts}; total {timings['total_s']:.2f} s")
-        typer.echo(f"edit {out / 'instruction.txt'} and run again with --instruction-file {out / 'instruction.txt'}")
-    if kept and not quiet:
-        typer.echo(f"kept {len(kept)} file{'s' * (len(kept) > 1)} in {out} that avitalk did not write: "
+        typer.echo(f"edit {o.out / 'instruction.txt'} and run again with --instruction-file {o.out / 'instruction.txt'}")
+    if kept and not o.quiet:
+        typer.echo(f"kept {len(kept)} file{'s' * (len(kept) > 1)} in {o.out} that avitalk did not write: "
                    f"{', '.join(kept[:5])}{' ...' * (len(kept) > 5)}", err=True)
 
 
@@ -266,9 +278,7 @@ def run(
     emotion_guidance: _EmotionGuidance = None,
 ) -> None:
     """Speech -> instruction (stage 1, editable) -> FLAME motion (stage 2) -> video with the speech."""
-    _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
-         overwrite, quiet, as_json, need_instruction=False, max_duration=max_duration,
-         emotion_guidance=emotion_guidance)
+    _run(RunOptions(**locals()))
 
 
 @app.command()
@@ -281,5 +291,4 @@ def synthesize(
     quiet: _Quiet = False, as_json: _Json = False, max_duration: _MaxDuration = MAX_SPEECH_S,
 ) -> None:
     """Stage 2 only: speech + your instruction -> FLAME motion -> video (stage 1 is not loaded)."""
-    _run(speech, out, instruction, instruction_file, samples, seed, no_render, size, checkpoint, flame_model,
-         overwrite, quiet, as_json, need_instruction=True, max_duration=max_duration)
+    _run(RunOptions(**locals(), need_instruction=True))

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AudioError, AvitalkError
-from .types import Audio
+from avitalk.errors import AudioError, AvitalkError
+from avitalk.types import Audio
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class AppSession:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def load_speech(self, path: str | os.PathLike | None) -> Audio:
-        from . import audio as audio_io
+        from avitalk import audio as audio_io
 
         if not path:
             raise AudioError("upload or record some speech first")
@@ -65,7 +65,7 @@ class AppSession:
     @staticmethod
     def rewrite(text: str, emotion: str | None, intensity: int | None) -> str:
         """Swap the sentence's emotion word (and intensity) for the chosen one, keeping the rest of the sentence."""
-        from .vocab import load_vocabulary
+        from avitalk.vocab import load_vocabulary
 
         if not emotion:
             return text
@@ -74,7 +74,7 @@ class AppSession:
     @staticmethod
     def add_action(text: str, action: str | None, strength: float = 0.7) -> str:
         """Append a facial action phrase (from the vocabulary, worded for ``strength`` in 0..1) to the sentence."""
-        from .vocab import load_vocabulary
+        from avitalk.vocab import load_vocabulary
 
         vocab = load_vocabulary()
         if not action:
@@ -89,8 +89,8 @@ class AppSession:
     def parsed_table(text: str | None) -> str:
         """The instruction's parsed fields as a compact Markdown table (what stage 2's vocabulary reads in the text);
         recomputed on every edit, no synthesis needed."""
-        from .errors import InstructionError
-        from .vocab import as_instruction
+        from avitalk.errors import InstructionError
+        from avitalk.vocab import as_instruction
 
         try:
             ins = as_instruction(text or "")
@@ -114,10 +114,10 @@ class AppSession:
     def synthesize(self, path: str | None, text: str, samples: int = 1, seed: int = 0,
                    guidance_scale: float | None = None) -> dict[str, Any]:
         """Stage 2 for the (edited) text: videos with the speech, npz and glb per sample, a coefficient plot."""
-        from .flame import FlameModel
-        from .render import renderer_for_model
-        from .render.gltf import export_glb
-        from .render.video import write_video
+        from avitalk.flame import FlameModel
+        from avitalk.render import renderer_for_model
+        from avitalk.render.gltf import export_glb
+        from avitalk.render.video import write_video
 
         t0 = time.perf_counter()
         a = self.load_speech(path)
@@ -150,7 +150,7 @@ def _plot(seqs, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from avitalk.io import atomic_path
 
     s0 = seqs[0]
     main = np.argsort(-s0.expression.std(0))[:3]
@@ -177,8 +177,8 @@ def build_app(session: AppSession):
     """The Gradio Blocks page wired to ``session``."""
     import gradio as gr
 
-    from .pipeline import describe_heard
-    from .vocab import EMOTIONS, load_vocabulary
+    from avitalk.top.pipeline import describe_heard
+    from avitalk.vocab import EMOTIONS, load_vocabulary
 
     def on_listen(path):
         try:

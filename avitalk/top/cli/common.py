@@ -44,7 +44,7 @@ def _check_output(path: Path, overwrite: bool) -> None:
 
 def _load_config(path: Path, overrides: list[str] | None):
     """The config checked against the schema (avitalk/config.py): a misspelt key is one error line naming it."""
-    from ..config import load_config
+    from avitalk.config import load_config
 
     return load_config(path, overrides)
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import _fail, _load_config, train_app
+from avitalk.top.cli.common import _fail, _load_config, train_app
 
 
 @train_app.command("stage2")
@@ -34,7 +34,7 @@ def train_stage2_cmd(
     if evaluate:
         from avitalk.eval.stage2 import evaluate_stage2
 
-        from ..io import atomic_write_json
+        from avitalk.io import atomic_write_json
 
         m = evaluate_stage2(out, data)
         atomic_write_json(out / "metrics.json", m)
@@ -67,7 +67,7 @@ def train_stage1_cmd(
                      exclude_speakers=excl)
     typer.echo("trained stage 1 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["timings"].items()) + f" -> {out}")
     if evaluate:
-        from ..io import atomic_write_json
+        from avitalk.io import atomic_write_json
 
         m = evaluate_stage1(out, data)
         atomic_write_json(out / "metrics.json", m)

@@ -1,7 +1,0 @@
-"""``python -m avitalk.cli``."""
-
-import sys
-
-from . import main
-
-sys.exit(main())
