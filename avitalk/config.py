@@ -50,6 +50,8 @@ class PriorConfig:
     n_tokens: int = 4
     timesteps: int = 100
     cond_drop: float = 0.2
+    dropout: float = 0.0
+    snr_gamma: float = 5.0  # min-SNR-gamma weighting of the diffusion loss
 
 
 @dataclass
@@ -85,6 +87,7 @@ class PriorTrainConfig:
     lr: float = 5.0e-4
     warmup: int = 100
     contrastive_weight: float = 0.1
+    mapper_weight: float = 1.0  # the deterministic text -> style mapper's loss (the prior's baseline)
     partial_instructions: int = 2
     conflicting_instructions: int = 0
     conflict_probability: float = 0.0
@@ -152,6 +155,7 @@ class LoraConfig:
 @dataclass
 class Stage1TrainConfig:
     steps: int = 800
+    warmup: int = 50  # learning-rate warm-up steps of the adapter phase
     batch_size: int = 16
     lr: float = 1.0e-3
     contrastive_weight: float = 0.1

@@ -1,5 +1,9 @@
-"""What both stages' training loops share, correct on one process or many (``accelerate launch`` / ``torchrun``):
+"""The one training loop of both stages, correct on one process or many (``accelerate launch`` / ``torchrun``):
 
+* :class:`Phase` + :func:`run_phase`: a stage describes a phase (its step: batch, forward, losses; its optimizer,
+  schedule and modules) and the loop does the rest: seeded batches, backward, gradient clipping, logging, the
+  progress bar, checkpoints and their resume. Stage 1 runs two phases (Q-Former warm-up, adapter), stage 2 two
+  (lip-sync, prior).
 * :func:`step_rng`: every process draws its own batches, and a resumed run draws exactly what the uninterrupted run
   would: the batch generator (and torch's, for noise and dropout) is seeded from (seed, process, phase, step).
 * :func:`warmup_cosine`: the learning-rate schedule (linear warm-up, cosine decay); :func:`crop_start`: random
@@ -17,9 +21,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+
+LOG_EVERY = 20  # a history record every 20 steps (and at the last)
 
 
 def step_rng(seed: int, rank: int, phase: int, step: int) -> np.random.Generator:
@@ -49,7 +58,7 @@ def crop_start(n: int, length: int, rng: np.random.Generator) -> int:
     return int(rng.integers(0, n - length + 1)) if n > length else 0
 
 
-def accelerator(mixed_precision: str = "bf16", find_unused_parameters: bool = False):
+def accelerator(mixed_precision: str, find_unused_parameters: bool = False):
     """``find_unused_parameters``: for a model whose phases train only some of its parameters (stage 1's warm-up)."""
     import torch
     from accelerate import Accelerator
@@ -117,3 +126,110 @@ def load_phase(out, phase: str):
     except Exception as e:  # noqa: BLE001 - any unreadable state
         raise CheckpointError(f"{d / phase}: cannot resume from it ({e})") from e
     return int(st["step"]), weights, st
+
+
+@dataclass
+class Phase:
+    """One phase of training: ``steps`` optimizer steps of ``step(rng) -> (losses, clip_ids)``, where ``losses`` holds
+    ``"loss"`` (what is minimised) and whatever else the history should record, and ``clip_ids`` names the clips of
+    the batch. ``modules``: what a checkpoint of the phase saves and a resume restores (``trainable_only``: only their
+    parameters that train, e.g. stage 1's LoRA and Q-Former and not the frozen LLM); ``params``: what the gradient
+    norm is clipped over. ``on_checkpoint``: the stage's own files at each checkpoint (main process); ``autocast``: the
+    step runs under accelerate's mixed-precision autocast; ``show``: a loss shown beside ``loss`` on the progress
+    bar."""
+
+    name: str
+    index: int
+    steps: int
+    step: Callable[[np.random.Generator], tuple[dict, list]]
+    params: list
+    opt: Any
+    sched: Any
+    modules: dict
+    trainable_only: bool = False
+    on_checkpoint: Callable[[], None] | None = None
+    autocast: bool = False
+    show: str | None = None
+
+
+def phase_weights(phase: Phase) -> dict:
+    """The tensors a checkpoint of ``phase`` saves, named ``<module>.<parameter>``."""
+    out = {}
+    for name, m in phase.modules.items():
+        items = ((k, p) for k, p in m.named_parameters() if p.requires_grad) if phase.trainable_only \
+            else m.state_dict().items()
+        out.update({f"{name}.{k}": v for k, v in items})
+    return out
+
+
+def resume_phase(out, phase: Phase, history: dict) -> int:
+    """Restore a phase's last saved weights, optimizer and schedule, and cut its history there; the step to continue
+    from (0 when there is none). Weights that do not match the configured model are a CheckpointError."""
+    from .errors import CheckpointError
+
+    got = load_phase(out, phase.name)
+    if got is None:
+        return 0
+    start, weights, st = got
+    own = phase_weights(phase)
+    if set(weights) != set(own):
+        raise CheckpointError(f"{Path(out) / 'train_state' / phase.name}.safetensors: saved weights do not match the "
+                              f"configured model ({len(set(weights) ^ set(own))} names differ); train into a new folder")
+    for name, m in phase.modules.items():
+        m.load_state_dict({k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(name + ".")},
+                          strict=not phase.trainable_only)
+    phase.opt.load_state_dict(st["optimizer"])
+    phase.sched.load_state_dict(st["scheduler"])
+    history[phase.name] = [h for h in history.get(phase.name, []) if h["step"] < start]
+    return start
+
+
+def log_step(history: dict, phase: str, step: int, losses: dict, acc, clips_by_rank: list, bar=None, show=None,
+             writer=None) -> None:
+    """One history record: the losses averaged over the processes, and what each process trained on (a few clip ids
+    per process: they must differ); also on the progress bar and in tensorboard when given."""
+    vals = {k: v.detach().float() for k, v in losses.items()}
+    if acc.num_processes > 1:
+        vals = {k: acc.reduce(v.to(acc.device), "mean") for k, v in vals.items()}
+    rec = {"step": step, **{k: float(v) for k, v in vals.items()}, "clips_by_rank": clips_by_rank}
+    history.setdefault(phase, []).append(rec)
+    if bar is not None:
+        bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", show) if k in rec})
+    if writer is not None:
+        for k, v in rec.items():
+            if k not in ("step", "clips_by_rank"):
+                writer.add_scalar(f"{phase}/{k}", v, step)
+
+
+def run_phase(acc, phase: Phase, out, history: dict, seed: int, every: int, resume: bool = False,
+              progress: bool = True, writer=None, desc: str = "") -> None:
+    """Train ``phase`` to its last step: each step draws this process's own batch from :func:`step_rng` (the same
+    after a resume), backward through accelerate, clips the gradient norm at 1, steps optimizer and schedule; a
+    history record every :data:`LOG_EVERY` steps; a checkpoint (:func:`save_phase`, after ``on_checkpoint``) every
+    ``every`` steps and at the end, written by the main process. ``resume``: continue from the phase's last
+    checkpoint in ``out``."""
+    from tqdm import tqdm
+
+    start = resume_phase(out, phase, history) if resume else 0
+    opt, sched = acc.prepare_optimizer(phase.opt), acc.prepare_scheduler(phase.sched)
+    n = int(phase.steps)
+    bar = tqdm(range(start, n), initial=start, total=n, desc=desc or phase.name,
+               disable=not (progress and acc.is_main_process) or None)
+    for step in bar:
+        rng = step_rng(seed, acc.process_index, phase.index, step)
+        with acc.autocast() if phase.autocast else nullcontext():
+            losses, clip_ids = phase.step(rng)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(losses["loss"])
+        acc.clip_grad_norm_(phase.params, 1.0)
+        opt.step()
+        sched.step()
+        if step % LOG_EVERY == 0 or step == n - 1:
+            log_step(history, phase.name, step, losses, acc, ranks_log(acc, list(clip_ids)[:4]), bar, phase.show,
+                     writer)
+        if (step + 1) % int(every) == 0 or step + 1 == n:
+            if acc.is_main_process:
+                if phase.on_checkpoint is not None:
+                    phase.on_checkpoint()
+                save_phase(out, phase.name, step + 1, phase_weights(phase), opt, sched, history)
+            maybe_stop(acc, phase.name, step + 1)

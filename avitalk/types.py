@@ -25,6 +25,7 @@ FEATURES_PER_FRAME = 2  # audio feature frames per motion frame
 LISTEN_WINDOW_S = 30.0  # one Whisper window: the longest stretch an encoder call (and stage 1) reads
 assert FEATURE_RATE == FEATURES_PER_FRAME * MOTION_FPS
 N_EXPRESSION = 50
+MOTION_DIM = N_EXPRESSION + 3  # what stage 2 writes per frame: expression + jaw pose (axis-angle)
 MAX_INSTRUCTION_CHARS = 512
 
 

@@ -37,6 +37,15 @@ def prompts_dir() -> Path:
 _VOWEL_SOUND = re.compile(r"(?!(?:uni(?![mn])|use|usu|one|eu))[aeiou]|hour|honest", re.IGNORECASE)
 
 
+def first_sentence(text: str) -> str:
+    """``text`` with its whitespace collapsed, up to the end of its first sentence."""
+    text = " ".join(text.split())
+    for end in (". ", "! ", "? "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    return text
+
+
 def fix_articles(text: str) -> str:
     """"a" before a vowel sound becomes "an", "an" before a consonant sound becomes "a" (case kept): sampled or edited
     instructions can pair the article of one emotion word with another ("An disappointed person")."""

@@ -53,7 +53,8 @@ def bench_stage1() -> dict:
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from avitalk.stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from avitalk.stage1_instruct.instructor import build_model, prosody_dim
+    from avitalk.stage1_instruct.hearing import prosody_dim
+    from avitalk.stage1_instruct.model import build_model
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny.yaml")
     v = load_vocabulary()
@@ -63,11 +64,13 @@ def bench_stage1() -> dict:
     tok = train_tokenizer(texts, 1024)
     t = cfg.stage1.tiny_lm
     llm = tiny_llama(tok, hidden=t.hidden, layers=t.layers, heads=t.heads, kv_heads=t.kv_heads, ff=t.ff,
-                     max_positions=t.max_positions)
+                     max_positions=t.max_positions, seed=int(cfg.seed))
     from avitalk.encoders import audio_encoder_from_config
 
     cfg.audio_dim = int(audio_encoder_from_config(cfg.audio_encoder).dim)
-    model = build_model(cfg, tok, llm, 384).eval()
+    from avitalk.encoders.text import text_encoder_from_config
+
+    model = build_model(cfg, tok, llm, text_encoder_from_config(cfg.stage2.text_encoder).dim).eval()
     n = 5 * FEATURE_RATE  # 5 s of features
     feats = torch.randn(1, n, cfg.audio_dim + prosody_dim(cfg))  # (+ appended prosody channels)
     mask = torch.ones(1, n, dtype=torch.bool)
@@ -85,7 +88,7 @@ def bench_stage1() -> dict:
 
     from avitalk.lean.llama import LlamaLite
 
-    from avitalk.stage1_instruct.instructor import save_lm
+    from avitalk.stage1_instruct.lm import save_lm
 
     with tempfile.TemporaryDirectory() as d:
         save_lm(None, model.llm, Path(d))  # the frozen LM alone (the adapter is zero-initialised: no LoRA needed)

@@ -15,7 +15,8 @@ from avitalk.text_metrics import instruction_scores
 from avitalk.types import FEATURE_RATE
 from avitalk.vocab import EMOTIONS
 from avitalk.stage1_instruct.features import FeatureBank
-from avitalk.stage1_instruct.instructor import Instructor, prosody_dim
+from avitalk.stage1_instruct.hearing import prosody_dim
+from avitalk.stage1_instruct.instructor import Instructor
 
 
 def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str = "test",
@@ -41,7 +42,7 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
         t = time.perf_counter()
         for s in range(0, len(bank.clips), 16):
             idx = list(range(s, min(s + 16, len(bank.clips))))
-            f, m = bank.batch(idx)
+            f, m = bank.batch(idx, augment_p=0.0)  # the clean features
             outs += [o[0] for o in model.generate(f, m, use_speech=use_speech)]
         return outs, time.perf_counter() - t
 
@@ -53,7 +54,7 @@ def evaluate_stage1(ckpt: str | os.PathLike, data: str | os.PathLike, split: str
                                   [c.emotion for c in bank.clips], [c.intensity for c in bank.clips])
 
     # speed: instruct 5 s of speech (encoder excluded): generation time and tokens/s
-    f5, m5 = bank.batch([int(np.argmin([abs(len(x) - 5 * FEATURE_RATE) for x in bank.feats]))])
+    f5, m5 = bank.batch([int(np.argmin([abs(len(x) - 5 * FEATURE_RATE) for x in bank.feats]))], augment_p=0.0)
     model.generate(f5, m5)
     t = time.perf_counter()
     out = model.generate(f5, m5)[0][0]

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     from avitalk.eval.real_speech import emotion_report, plot_confusion
     from avitalk.stage1_instruct.instructor import to_instruction
     from avitalk.stage1_instruct.features import FeatureBank
-    from avitalk.stage1_instruct.instructor import Instructor, load_stage1
+    from avitalk.stage1_instruct.instructor import Instructor
+    from avitalk.stage1_instruct.lm import load_stage1
     from avitalk.stage1_instruct.reader import READER_FILE
     from avitalk.stage1_instruct.train import fit_stage1_reader, train_stage1
 

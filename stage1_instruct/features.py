@@ -54,7 +54,7 @@ class FeatureBank:
             raise DatasetError(f"no clips in split {split!r} of {[str(s[0]) for s in sources]}")
         self.real = np.asarray(self.real)
 
-    def sample(self, n: int, rng: np.random.Generator, real_fraction: float = 0.0) -> np.ndarray:
+    def sample(self, n: int, rng: np.random.Generator, real_fraction: float) -> np.ndarray:
         """``n`` clip indices; ``real_fraction`` of them from the real (non-first) sources when there are any, drawn
         so that every emotion is equally likely (RAVDESS has twice as many neutral clips: neutral and calm)."""
         real = np.flatnonzero(self.real)
@@ -77,8 +77,8 @@ class FeatureBank:
         inten = [int(self.clips[i].intensity) - 1 if self.clips[i].intensity in (1, 2, 3) else -100 for i in idx]
         return torch.tensor(emo), torch.tensor(inten)
 
-    def batch(self, idx, crop: int | None = None, rng: np.random.Generator | None = None,
-              augment_p: float = 0.0, augment_p_main: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx, crop: int | None = None, rng: np.random.Generator | None = None, *, augment_p: float,
+              augment_p_main: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded features [B, L, D] and mask; ``crop``: a random window of at most that many frames per clip;
         ``augment_p``: the chance of taking one of the clip's augmented copies instead of the clean features
         (``augment_p_main``: the main corpus's chance, when it differs from the real sources')."""

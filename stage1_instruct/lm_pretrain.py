@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024):
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
     """A byte-level BPE tokenizer as a transformers ``PreTrainedTokenizerFast`` (pad, bos, eos, unk specials)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -28,8 +28,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024):
                                    unk_token="<unk>")
 
 
-def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, kv_heads: int = 2, ff: int = 344,
-               max_positions: int = 256, seed: int = 0):
+def tiny_llama(tokenizer, *, hidden: int, layers: int, heads: int, kv_heads: int, ff: int, max_positions: int, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -40,8 +39,8 @@ def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, kv
     return LlamaForCausalLM(cfg)
 
 
-def pretrain_lm(model, tokenizer, texts: Sequence[str], steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
-                seed: int = 0, progress: bool = False) -> list[float]:
+def pretrain_lm(model, tokenizer, texts: Sequence[str], *, steps: int, batch_size: int, lr: float, seed: int,
+                progress: bool = False) -> list[float]:
     """Causal-LM training on ``texts`` (each wrapped in bos/eos). Returns the loss curve (every 20 steps)."""
     from tqdm import tqdm
 

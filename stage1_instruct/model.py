@@ -15,15 +15,51 @@ import numpy as np
 import torch
 from torch import nn
 
+from omegaconf import DictConfig, OmegaConf
+
 from .qformer import QFormer
 
 log = logging.getLogger(__name__)
 
 
+def load_prompts() -> list[str]:
+    """The prompts stage 1's LLM is given after the speech tokens (``prompts/stage1.yaml``); the first at inference."""
+    import yaml
+
+    from avitalk.vocab import prompts_dir
+
+    return list(yaml.safe_load((prompts_dir() / "stage1.yaml").read_text())["prompts"])
+
+
+def build_qformer(cfg: DictConfig, llm_dim: int) -> QFormer:
+    """The Q-Former + projection of a stage-1 config, for an LLM of width ``llm_dim``."""
+    from avitalk.config import ConfigError, resolve_config
+    from avitalk.encoders import encoder_prosody_dim
+
+    from .hearing import prosody_dim
+
+    cfg = resolve_config(cfg, "stage-1 config")
+    enc_p = encoder_prosody_dim(cfg.audio_encoder)  # the encoder's own trailing prosody channels get their projection
+    if cfg.audio_dim is None:
+        raise ConfigError("stage-1 config: audio_dim is not set (training writes the audio encoder's feature size)")
+    return QFormer(feature_dim=int(cfg.audio_dim) - enc_p, llm_dim=llm_dim,
+                   prosody_dim=prosody_dim(cfg) + enc_p, **OmegaConf.to_container(cfg.stage1.qformer))
+
+
+def build_model(cfg: DictConfig, tokenizer, llm, text_dim: int) -> "InstructionModel":
+    """A trainable InstructionModel around a transformers causal LM (LoRA added by peft) and a new Q-Former."""
+    from avitalk.config import resolve_config
+
+    cfg = resolve_config(cfg, "stage-1 config")
+    s1 = cfg.stage1
+    return InstructionModel(llm, tokenizer, build_qformer(cfg, llm.config.hidden_size), load_prompts()[0],
+                            text_dim=text_dim, lora=OmegaConf.to_container(s1.lora),
+                            chat_template=bool(s1.chat_template))
+
+
 class InstructionModel(nn.Module):
-    def __init__(self, llm, tokenizer, qformer: QFormer, prompt: str, text_dim: int = 384,
-                 lora: dict[str, Any] | None = None, chat_template: bool = False, num_emotions: int = 8,
-                 num_intensities: int = 3):
+    def __init__(self, llm, tokenizer, qformer: QFormer, prompt: str, *, text_dim: int, lora: dict[str, Any],
+                 chat_template: bool):
         super().__init__()
         from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -33,15 +69,15 @@ class InstructionModel(nn.Module):
         else:
             for p in llm.parameters():
                 p.requires_grad_(False)
-            lc = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
-            lc.update(lora or {})
-            self.llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", **lc))
+            self.llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", **lora))
         self.qformer = qformer
         self.align = nn.Linear(qformer.pooled_dim, text_dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
         # auxiliary heads on the pooled queries (used in training only, where the clip's labels are known)
-        self.num_emotions = num_emotions
-        self.aux = nn.Linear(qformer.pooled_dim, num_emotions + num_intensities)
+        from avitalk.vocab import EMOTIONS, INTENSITIES
+
+        self.num_emotions = len(EMOTIONS)
+        self.aux = nn.Linear(qformer.pooled_dim, len(EMOTIONS) + len(INTENSITIES))
         self.prompt = prompt
         self.chat_template = chat_template
 
@@ -82,10 +118,9 @@ class InstructionModel(nn.Module):
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None, texts: Sequence[str],
                 text_emb: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
-                use_speech: bool = True, contrastive_weight: float = 0.1, emotion: torch.Tensor | None = None,
-                intensity: torch.Tensor | None = None, aux_weight: float = 0.0,
-                keyword_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                keyword_weight: float = 1.0, warmup: bool = False) -> dict[str, torch.Tensor]:
+                use_speech: bool = True, *, contrastive_weight: float, aux_weight: float, keyword_weight: float,
+                warmup: bool, emotion: torch.Tensor | None = None, intensity: torch.Tensor | None = None,
+                keyword_spans: Sequence[Sequence[tuple[int, int]]] | None = None) -> dict[str, torch.Tensor]:
         """Losses: ``lm`` (mean cross-entropy on the instruction tokens), ``contrastive``, ``aux`` and the weighted
         total ``loss`` (``warmup=True``: the Q-Former warm-up's ``aux`` + ``contrastive`` only, no LLM). Tokens inside ``keyword_spans`` (character spans of each text, e.g. its emotion word) count
         ``keyword_weight`` times in the total: one word decides the emotion, thirty decide the phrasing."""

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 
-def prompt_ids(tokenizer, text: str, chat_template: bool = False) -> list[int]:
+def prompt_ids(tokenizer, text: str, chat_template: bool) -> list[int]:
     """Token ids of `` text`` without special tokens (a transformers tokenizer wraps it in its chat template when
     ``chat_template``); works with a transformers tokenizer or a LeanTokenizer."""
     if getattr(tokenizer, "lean", False):

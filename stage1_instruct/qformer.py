@@ -57,10 +57,9 @@ class Listener(nn.Module):
 
 
 class QFormer(nn.Module):
-    def __init__(self, feature_dim: int = 384, d_model: int = 192, num_queries: int = 32, layers: int = 2,
-                 heads: int = 4, dropout: float = 0.1, llm_dim: int = 192, prosody_dim: int = 0,
-                 conv_frontend: bool = False, pool: int = 1, stats: bool = False, listener: int = 0,
-                 listener_dropout: float = 0.3):
+    def __init__(self, *, feature_dim: int, llm_dim: int, prosody_dim: int, d_model: int, num_queries: int, layers: int,
+                 heads: int, dropout: float, conv_frontend: bool, pool: int, stats: bool, listener: int,
+                 listener_dropout: float):
         super().__init__()
         self.pool = int(pool)  # average this many feature frames first (2: 50 Hz -> 25 Hz; half the attention cost)
         self.feature_dim, self.prosody_dim = feature_dim, prosody_dim

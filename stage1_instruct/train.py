@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from avitalk.errors import CheckpointError
 from avitalk.io import atomic_write_json
 from avitalk.vocab import load_vocabulary
 
 from .features import FeatureBank
-from .instructor import build_model, load_prompts, prosody_dim, save_lm, save_stage1
+from .hearing import prosody_dim
+from .lm import save_lm, save_stage1
+from .model import build_model, load_prompts
 
 
 def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
@@ -37,7 +38,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     holds ``real_fraction`` clips of the extra data; ``augment_p_main`` (when set) is the main corpus's own chance."""
     from tqdm import tqdm
 
-    from avitalk.training import accelerator, maybe_stop, ranks_log, save_phase, step_rng, warmup_cosine
+    from avitalk.training import Phase, accelerator, run_phase, warmup_cosine
 
     from avitalk.data.manifest import read_manifest
     from avitalk.encoders import audio_encoder_from_config
@@ -57,7 +58,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     s1 = cfg.stage1
     tc = s1.train
     acc = accelerator(str(tc.mixed_precision), find_unused_parameters=True)  # the warm-up trains the Q-Former alone
-    rank, seed, main = acc.process_index, int(cfg.seed), acc.is_main_process
+    seed, main = int(cfg.seed), acc.is_main_process
     progress = progress and main
     torch.manual_seed(int(cfg.seed))
     timings: dict[str, float] = {}
@@ -66,7 +67,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     cfg.audio_dim = int(enc.dim)
     copies = int(tc.augment_copies)
     with acc.main_process_first():  # the main process encodes and caches; the others then read the cache
-        train = training_bank(cfg, enc, (data, *extra_data), exclude_speakers, limit, progress)
+        train = training_bank(cfg, enc, (data, *extra_data), exclude_speakers, limit, progress, prosody=True)
     real_fraction = float(tc.real_fraction) if extra_data else 0.0
     augment_p = float(tc.augment_p) if copies else 0.0
     augment_p_main = None if tc.augment_p_main is None or not copies else float(tc.augment_p_main)
@@ -86,11 +87,13 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             llm = AutoModelForCausalLM.from_pretrained(str(out / "lm"))
         else:
             corpus = [x for ts in texts for x in ts] + load_prompts()
-            tok = train_tokenizer(corpus, int(s1.tiny_lm.vocab_size))
-            llm = tiny_llama(tok, **{k: v for k, v in OmegaConf.to_container(s1.tiny_lm).items() if k not in ("vocab_size", "steps", "batch_size", "lr")})
+            tok = train_tokenizer(corpus, vocab_size=int(s1.tiny_lm.vocab_size))
+            llm = tiny_llama(tok, seed=int(cfg.seed), **{k: v for k, v in OmegaConf.to_container(s1.tiny_lm).items()
+                                                         if k not in ("vocab_size", "steps", "batch_size", "lr")})
             # every process trains the same tiny LM (seeded, on the same text); the main one writes it
-            history["lm"] = pretrain_lm(llm, tok, [x for ts in texts for x in ts], int(s1.tiny_lm.steps),
-                                        int(s1.tiny_lm.batch_size), float(s1.tiny_lm.lr), int(cfg.seed), progress)
+            history["lm"] = pretrain_lm(llm, tok, [x for ts in texts for x in ts], steps=int(s1.tiny_lm.steps),
+                                        batch_size=int(s1.tiny_lm.batch_size), lr=float(s1.tiny_lm.lr),
+                                        seed=int(cfg.seed), progress=progress)
             if main:
                 save_lm(tok, llm, out)
     else:
@@ -116,35 +119,11 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     pmodel = acc.prepare_model(model)  # DDP on several processes: the losses below go through it
     emb = {k: v.to(dev) for k, v in emb.items()}
     every = int(tc.checkpoint_every)
+    weights = {k: float(tc[k]) for k in ("contrastive_weight", "aux_weight", "keyword_weight")}  # of the losses
     prompts = load_prompts()
     vocab = load_vocabulary()
     spans = [[vocab.emotion_spans(x) for x in ts] for ts in texts]
     model.train()
-
-    def run_phase(name: str, phase_id: int, n_steps: int, params: list, opt, sched, step_fn) -> None:
-        start = _resume_phase(out, name, model, opt, sched, history) if resume else 0
-        opt, sched = acc.prepare_optimizer(opt), acc.prepare_scheduler(sched)
-        bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=f"stage1 {name}",
-                   disable=not progress or None)
-        for step in bar:
-            brng = step_rng(seed, rank, phase_id, step)  # this process's own batch, the same after a resume
-            with acc.autocast():
-                losses, idx = step_fn(brng)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(losses["loss"])
-            acc.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            if step % 20 == 0 or step == n_steps - 1:
-                vals = {k: acc.reduce(v.detach().float(), "mean") if acc.num_processes > 1 else v.detach().float()
-                        for k, v in losses.items()}
-                history.setdefault(name, []).append({"step": step, **{k: float(v) for k, v in vals.items()},
-                                                     "clips_by_rank": ranks_log(acc, [train.clips[i].id for i in idx[:4]])})
-            if (step + 1) % every == 0 or step + 1 == n_steps:
-                if main:
-                    save_phase(out, name, step + 1, {n: p for n, p in model.named_parameters() if p.requires_grad},
-                               opt, sched, history)
-                maybe_stop(acc, name, step + 1)
 
     # (2a) Q-Former warm-up without the LLM: queries that already separate emotions and intensities (classification)
     # and match the instruction's sentence embedding (contrastive) give the LoRA stage something to read.
@@ -156,15 +135,17 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         qsched = torch.optim.lr_scheduler.LambdaLR(qopt, lambda s: 1.0)
         crop = tc.qformer_warmup_crop
 
-        def warm_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        def warm_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = train.sample(int(tc.qformer_warmup_batch_size), brng, real_fraction)
-            f, m = train.batch(idx, int(crop) if crop else None, brng, augment_p, augment_p_main)
+            f, m = train.batch(idx, int(crop) if crop else None, brng, augment_p=augment_p, augment_p_main=augment_p_main)
             k = [int(brng.integers(len(texts[i]))) for i in idx]
             emo, inten = train.labels(idx)
             return pmodel(f.to(dev), m.to(dev), None, torch.stack([emb[texts[i][j]] for i, j in zip(idx, k)]),
-                          emotion=emo.to(dev), intensity=inten.to(dev), warmup=True), idx
+                          emotion=emo.to(dev), intensity=inten.to(dev), warmup=True, **weights), [train.clips[i].id for i in idx]
 
-        run_phase("qformer_warmup", 1, warm, qparams, qopt, qsched, warm_step)
+        run_phase(acc, Phase("qformer_warmup", 1, warm, warm_step, qparams, qopt, qsched, {"model": model},
+                             trainable_only=True, autocast=True), out, history, seed, every, resume, progress,
+                  desc="stage1 qformer_warmup")
         timings["qformer_warmup_s"] = time.perf_counter() - t
         t = time.perf_counter()
 
@@ -172,21 +153,21 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(tc.lr), weight_decay=0.01)
     steps = int(tc.steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(50, steps, decay_from_start=True))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(tc.warmup), steps, decay_from_start=True))
 
-    def adapter_step(brng) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    def adapter_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
         idx = train.sample(int(tc.batch_size), brng, real_fraction)
-        f, m = train.batch(idx, None, brng, augment_p, augment_p_main)
+        f, m = train.batch(idx, None, brng, augment_p=augment_p, augment_p_main=augment_p_main)
         k = [int(brng.integers(len(texts[i]))) for i in idx]
         tx = [texts[i][j] for i, j in zip(idx, k)]
         pr = [prompts[int(brng.integers(len(prompts)))] for _ in idx]
         emo, inten = train.labels(idx)
-        return pmodel(f.to(dev), m.to(dev), tx, torch.stack([emb[x] for x in tx]), pr,
-                      contrastive_weight=float(tc.contrastive_weight), emotion=emo.to(dev), intensity=inten.to(dev),
-                      aux_weight=float(tc.aux_weight), keyword_spans=[spans[i][j] for i, j in zip(idx, k)],
-                      keyword_weight=float(tc.keyword_weight)), idx
+        return pmodel(f.to(dev), m.to(dev), tx, torch.stack([emb[x] for x in tx]), pr, emotion=emo.to(dev),
+                      intensity=inten.to(dev), keyword_spans=[spans[i][j] for i, j in zip(idx, k)], warmup=False,
+                      **weights), [train.clips[i].id for i in idx]
 
-    run_phase("adapter", 2, steps, params, opt, sched, adapter_step)
+    run_phase(acc, Phase("adapter", 2, steps, adapter_step, params, opt, sched, {"model": model}, trainable_only=True,
+                         autocast=True), out, history, seed, every, resume, progress, desc="stage1 adapter")
     model = acc.unwrap_model(pmodel).eval().cpu()
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -208,8 +189,8 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     return {"model": model, "timings": timings, "history": history}
 
 
-def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = None, progress: bool = False,
-                  prosody: bool = True):
+def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = None, progress: bool = False, *,
+                  prosody: bool):
     """Stage 1's training clips (FeatureBank, float16): every dataset's train split, encoded and cached (+ prosody
     when stage 1 adds it, + ``stage1.train.augment_copies`` augmented copies), the excluded speakers left out."""
     from avitalk.encoders.cache import cache_augmented_features, cache_dataset_features
@@ -228,7 +209,7 @@ def training_bank(cfg, enc, datasets, exclude_speakers=(), limit: int | None = N
 
 def fit_stage1_reader(cfg, enc, datasets, out: str | os.PathLike, exclude_speakers=(), progress: bool = False) -> None:
     """Fit the emotion reader of a stage 1 trained without one (on the clips it trained on) into ``out``."""
-    bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress)
+    bank = training_bank(cfg, enc, datasets, exclude_speakers, progress=progress, prosody=True)
     _save_reader(cfg, enc, bank, datasets, out, tuple(exclude_speakers), progress)
 
 
@@ -263,22 +244,3 @@ def _save_reader(cfg, enc, bank, datasets, out: str | os.PathLike, exclude_speak
         logging.getLogger(__name__).warning("no validation clips: the emotion reader is not calibrated (temperature "
                                             "1, no threshold); scripts/voice_folds.py calibrates it on held-out speakers")
     reader.save(Path(out) / READER_FILE)
-
-
-def _resume_phase(out: Path, phase: str, model, opt, sched, history: dict) -> int:
-    """Restore a phase's last saved state; the step to continue from (0 when there is none)."""
-    from avitalk.training import load_phase
-
-    got = load_phase(out, phase)
-    if got is None:
-        return 0
-    step, weights, st = got
-    own = {n for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != own:
-        raise CheckpointError(f"{out / 'train_state' / phase}.safetensors: saved weights do not match the configured "
-                              f"model ({len(set(weights) ^ own)} names differ); train into a new folder")
-    model.load_state_dict(weights, strict=False)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    history[phase] = [h for h in history.get(phase, []) if h["step"] < step]
-    return step

@@ -15,9 +15,8 @@ from .layers import AdaLNBlock, sinusoidal
 
 
 class TalkingDecoder(nn.Module):
-    def __init__(self, audio_dim: int = 384, n_motion: int = 53, d_model: int = 128, layers: int = 4, heads: int = 4,
-                 ff: int = 256, style_dim: int = 128, dropout: float = 0.1, window: int = 100, overlap: int = 20,
-                 prosody_dim: int = 0):
+    def __init__(self, *, audio_dim: int, n_motion: int, d_model: int, layers: int, heads: int, ff: int, style_dim: int,
+                 dropout: float, window: int, overlap: int, prosody_dim: int):
         super().__init__()
         self.window, self.overlap, self.n_motion = int(window), int(overlap), n_motion
         # the encoder's trailing prosody channels (relative loudness, pitch, voicing, ZCR) get their own projection:

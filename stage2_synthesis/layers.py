@@ -21,7 +21,7 @@ class AdaLNBlock(nn.Module):
     """Pre-norm transformer block whose two LayerNorms are modulated by a condition (scale, shift and a gate per
     branch, initialised to identity): the style z steers every layer of the decoder."""
 
-    def __init__(self, d: int, heads: int, ff: int, cond_dim: int, dropout: float = 0.0):
+    def __init__(self, d: int, heads: int, ff: int, cond_dim: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False)
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)

@@ -19,9 +19,8 @@ from .style_encoder import normalize_style
 
 
 class DiffusionPrior(nn.Module):
-    def __init__(self, text_dim: int = 384, style_dim: int = 128, d_model: int = 256, layers: int = 4, heads: int = 4,
-                 n_tokens: int = 4, timesteps: int = 100, cond_drop: float = 0.2, dropout: float = 0.0,
-                 snr_gamma: float = 5.0):
+    def __init__(self, *, text_dim: int, style_dim: int, d_model: int, layers: int, heads: int, n_tokens: int,
+                 timesteps: int, cond_drop: float, dropout: float, snr_gamma: float):
         super().__init__()
         if style_dim % n_tokens:
             raise ValueError("style_dim must be divisible by n_tokens")
@@ -64,7 +63,7 @@ class DiffusionPrior(nn.Module):
         return self.losses(z, text, scheduler, **kwargs)
 
     def losses(self, z: torch.Tensor, text: torch.Tensor, scheduler=None, generator: torch.Generator | None = None,
-               contrastive_weight: float = 0.1, mapper_weight: float = 1.0) -> dict[str, torch.Tensor]:
+               *, contrastive_weight: float, mapper_weight: float) -> dict[str, torch.Tensor]:
         sched = scheduler or self.train_scheduler()
         B = z.shape[0]
         dev = z.device
@@ -89,9 +88,8 @@ class DiffusionPrior(nn.Module):
         return {"loss": total, "diffusion": diff, "contrastive": con, "mapper": mapped}
 
     @torch.no_grad()
-    def sample(self, text: torch.Tensor, num_samples: int = 1, steps: int = 25, guidance_scale: float = 2.0,
-               generator: torch.Generator | None = None, sampler: str = "ddim",
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, text: torch.Tensor, num_samples: int, *, steps: int, guidance_scale: float, sampler: str,
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Styles [B, num_samples, style_dim] for text embeddings [B, text_dim] (classifier-free guidance; ``sampler``
         ``ddim`` or ``dpmpp2m``, see :mod:`.samplers`; ``steps`` network calls, each on a doubled batch when guided).
         ``noise`` [B * num_samples, style_dim]: the starting noise (drawn from ``generator`` when not given); both

@@ -53,7 +53,7 @@ def dpmpp2m_timesteps(timesteps: int, steps: int) -> list[int]:
 
 
 def sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, alphas_cumprod: torch.Tensor,
-           steps: int, sampler: str = "ddim") -> torch.Tensor:
+           steps: int, sampler: str) -> torch.Tensor:
     """Run ``sampler`` from noise ``x`` with ``steps`` network calls; ``denoise(x_t, t)`` returns the predicted x0."""
     T = len(alphas_cumprod)
     if sampler == "ddim":

@@ -14,8 +14,7 @@ from .layers import masked_mean, sinusoidal
 
 
 class StyleEncoder(nn.Module):
-    def __init__(self, n_motion: int = 53, d_model: int = 128, layers: int = 2, heads: int = 4, style_dim: int = 128,
-                 dropout: float = 0.1):
+    def __init__(self, *, n_motion: int, d_model: int, layers: int, heads: int, style_dim: int, dropout: float):
         super().__init__()
         self.style_dim = style_dim
         self.inp = nn.Linear(n_motion, d_model)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avitalk.errors import AudioError, CheckpointError
 from avitalk.io import atomic_path, atomic_write_text
-from avitalk.types import FEATURES_PER_FRAME, MOTION_FPS, Audio, FlameSequence, Instruction
+from avitalk.types import FEATURES_PER_FRAME, MOTION_DIM, MOTION_FPS, Audio, FlameSequence, Instruction
 
 from .decoder import TalkingDecoder
 from .prior import DiffusionPrior
@@ -29,9 +29,10 @@ def build_modules(cfg: DictConfig, audio_dim: int, text_dim: int) -> dict[str, t
 
     s = cfg.stage2
     return {
-        "style_encoder": StyleEncoder(style_dim=s.style_dim, **OmegaConf.to_container(s.style_encoder)),
-        "decoder": TalkingDecoder(audio_dim=audio_dim, style_dim=s.style_dim, prosody_dim=encoder_prosody_dim(cfg.audio_encoder),
-                                  **OmegaConf.to_container(s.decoder)),
+        "style_encoder": StyleEncoder(n_motion=MOTION_DIM, style_dim=s.style_dim,
+                                      **OmegaConf.to_container(s.style_encoder)),
+        "decoder": TalkingDecoder(audio_dim=audio_dim, n_motion=MOTION_DIM, style_dim=s.style_dim,
+                                  prosody_dim=encoder_prosody_dim(cfg.audio_encoder), **OmegaConf.to_container(s.decoder)),
         "prior": DiffusionPrior(text_dim=text_dim, style_dim=s.style_dim, **OmegaConf.to_container(s.prior)),
     }
 
@@ -152,8 +153,11 @@ class Synthesizer:
         from avitalk.config import resolve_config
 
         cfg = resolve_config(cfg, f"{d}")
-        audio_dim = ae.dim if ae is not None else int(cfg.audio_dim or 384)
-        if "text_dim" in cfg and int(cfg.text_dim) != te.dim:
+        if ae is None and cfg.audio_dim is None:
+            raise CheckpointError(f"{d}: its config has no audio_dim (the audio encoder's feature size) and no audio "
+                                  "encoder was given")
+        audio_dim = ae.dim if ae is not None else int(cfg.audio_dim)
+        if cfg.text_dim is not None and int(cfg.text_dim) != te.dim:
             raise CheckpointError(f"{d}: the prior expects {cfg.text_dim}-d text embeddings, the text encoder gives {te.dim}")
         mods = build_modules(cfg, audio_dim, te.dim)
         for name, m in mods.items():
@@ -183,9 +187,9 @@ class Synthesizer:
             dim = self.prior.style_dim
             noise = torch.cat([torch.randn((num_samples, dim), generator=None if sd is None else
                                            torch.Generator().manual_seed(int(sd))) for sd in seeds])
-        return self.prior.sample(emb, num_samples, steps or int(samp.steps),
-                                 float(samp.guidance_scale if guidance_scale is None else guidance_scale), g,
-                                 sampler=sampler or str(samp.sampler), noise=noise)
+        return self.prior.sample(emb, num_samples, steps=steps or int(samp.steps),
+                                 guidance_scale=float(samp.guidance_scale if guidance_scale is None else guidance_scale),
+                                 sampler=sampler or str(samp.sampler), generator=g, noise=noise)
 
     def lip_seal(self):
         """(LipSeal, reference style [style_dim]) for ``stage2.sampling.lip_seal`` (stage2_synthesis/lip_seal.py); the

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from avitalk.errors import CheckpointError, DatasetError
+from avitalk.errors import DatasetError
 from avitalk.io import atomic_write_json
 
 from avitalk.training import crop_start, warmup_cosine
@@ -43,7 +43,7 @@ def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, to
 
 
 def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator,
-                  augment_p: float = 0.0) -> dict[str, torch.Tensor]:
+                  augment_p: float) -> dict[str, torch.Tensor]:
     """A lip-sync batch; ``augment_p``: the chance of reading a clip's audio through one of its augmented copies
     (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's."""
     feats, motion, partners = [], [], []
@@ -125,57 +125,11 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return {"loss": total, **out}
 
 
-# ------------------------------------------------------------------------------------------------ checkpoints
-def resume_phase(out: Path, phase: str, modules: dict[str, torch.nn.Module], opt, sched, history: dict) -> int:
-    """Restore a phase's weights, optimizer and schedule; returns the step to continue from (0 if none)."""
-    from avitalk.training import load_phase
-
-    got = load_phase(out, phase)
-    if got is None:
-        return 0
-    start, weights, st = got
-    for name, m in modules.items():
-        own = m.state_dict()
-        mine = {k[len(name) + 1 :]: v.to(own[k[len(name) + 1 :]].dtype) for k, v in weights.items()
-                if k.startswith(name + ".") and k[len(name) + 1 :] in own}
-        if set(mine) != set(own):
-            raise CheckpointError(f"{out / 'train_state' / phase}.safetensors: {name} does not match the configured "
-                                  "model; train into a new folder")
-        m.load_state_dict(mine)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    history[phase] = [h for h in history[phase] if h["step"] <= start]
-    return start
-
-
-def _phase_weights(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    return {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
-
-
-def log_step(history: dict, phase: str, step: int, losses: dict[str, torch.Tensor], writer, bar, show: str,
-             acc=None, clips_by_rank: list | None = None) -> None:
-    """One history record: the losses averaged over the processes (one process: its own), and what each process
-    trained on (a few clip ids per process: they must differ)."""
-    vals = {k: v.detach().float() for k, v in losses.items()}
-    if acc is not None and acc.num_processes > 1:
-        vals = {k: acc.reduce(v.to(acc.device), "mean") for k, v in vals.items()}
-    rec = {"step": step, **{k: float(v) for k, v in vals.items()}}
-    if clips_by_rank is not None:
-        rec["clips_by_rank"] = clips_by_rank
-    history[phase].append(rec)
-    bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", show)})
-    if writer:
-        for k, v in rec.items():
-            if k not in ("step", "clips_by_rank"):
-                writer.add_scalar(f"{phase}/{k}", v, step)
-
-
 # ------------------------------------------------------------------------------------------------ main
 def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
                  resume: bool = False, progress: bool = True, limit: int | None = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
 
     from avitalk.encoders.cache import cache_dataset_features
     from avitalk.flame import FlameModel
@@ -193,10 +147,10 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
-    from avitalk.training import accelerator, maybe_stop, ranks_log, save_phase, step_rng
+    from avitalk.training import Phase, accelerator, run_phase
 
     acc = accelerator(str(tc.mixed_precision))
-    rank, seed = acc.process_index, int(cfg.seed)
+    seed = int(cfg.seed)
     set_seed(int(cfg.seed))  # the same initial weights on every process (DDP also broadcasts them)
     rng = np.random.default_rng(int(cfg.seed))
     t_start = time.perf_counter()
@@ -245,38 +199,28 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(lc.warmup), int(lc.steps)))
-        mods = {"style_encoder": synth.style_encoder, "decoder": synth.decoder}
-        start = resume_phase(out, "lipsync", mods, opt, sched, history) if resume else 0
-        enc, dec, opt, sched = acc.prepare(synth.style_encoder, synth.decoder, opt, sched)
+        enc, dec = acc.prepare_model(synth.style_encoder), acc.prepare_model(synth.decoder)
         enc.train(), dec.train()
-        t = time.perf_counter()
-        bar = tqdm(range(start, int(lc.steps)), desc="stage2 lipsync", disable=not (progress and acc.is_main_process) or None)
-        for step in bar:
-            brng = step_rng(seed, rank, 1, step)  # this process's own batch, the same after a resume
+
+        def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = brng.integers(0, len(train), int(lc.batch_size))
             b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), brng,
                                                                float(lc.augment_p)).items()}
-            z = enc(b["partner"], b["partner_mask"])
-            pred = dec(b["feats"], z, b["mask"])
-            losses = lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(losses["loss"])
-            acc.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            if step % 20 == 0 or step == int(lc.steps) - 1:
-                log_step(history, "lipsync", step, losses, writer, bar, "vertex_mm2", acc,
-                         ranks_log(acc, [train.ids[i] for i in idx[:4]]))
-            if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(lc.steps):
-                if acc.is_main_process:
-                    save_module(acc.unwrap_model(enc), out / "style_encoder.safetensors")
-                    save_module(acc.unwrap_model(dec), out / "decoder.safetensors")
-                    save_phase(out, "lipsync", step + 1, _phase_weights({"style_encoder": acc.unwrap_model(enc),
-                                                                         "decoder": acc.unwrap_model(dec)}),
-                               opt, sched, history)
-                maybe_stop(acc, "lipsync", step + 1)
+            pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
+            return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids),
+                    [train.ids[i] for i in idx])
+
+        def save_lipsync() -> None:
+            save_module(synth.style_encoder, out / "style_encoder.safetensors")
+            save_module(synth.decoder, out / "decoder.safetensors")
+
+        t = time.perf_counter()
+        run_phase(acc, Phase("lipsync", 1, int(lc.steps), lipsync_step, params, opt, sched,
+                             {"style_encoder": synth.style_encoder, "decoder": synth.decoder},
+                             on_checkpoint=save_lipsync, show="vertex_mm2"),
+                  out, history, seed, int(tc.checkpoint_every), resume, progress, writer, "stage2 lipsync")
         timings["lipsync_s"] = time.perf_counter() - t
-        synth.style_encoder, synth.decoder = acc.unwrap_model(enc).eval(), acc.unwrap_model(dec).eval()
+        synth.style_encoder.eval(), synth.decoder.eval()
     else:
         load_module(synth.style_encoder, out / "style_encoder.safetensors", "style_encoder")
         load_module(synth.decoder, out / "decoder.safetensors", "decoder")
@@ -304,36 +248,27 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         prior = synth.prior
         opt = torch.optim.AdamW(prior.parameters(), lr=float(pc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(pc.warmup), int(pc.steps)))
-        start = resume_phase(out, "prior", {"prior": prior}, opt, sched, history) if resume else 0
-        prior, opt, sched = acc.prepare(prior, opt, sched)
-        prior.train()
-        ddpm = acc.unwrap_model(prior).train_scheduler()
-        t = time.perf_counter()
-        bar = tqdm(range(start, int(pc.steps)), desc="stage2 prior", disable=not (progress and acc.is_main_process) or None)
-        for step in bar:
-            brng = step_rng(seed, rank, 2, step)
+        pprior = acc.prepare_model(prior)
+        pprior.train()
+        ddpm = prior.train_scheduler()
+
+        def prior_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = brng.integers(0, len(train), int(pc.batch_size))
             pick = [conflicts[i][int(brng.integers(len(conflicts[i])))] if conflicts[i] and brng.random() < p_conf
                     else texts[i][int(brng.integers(len(texts[i])))] for i in idx]
             tx = torch.stack([emb[t] for t in pick]).to(acc.device)
             # through the prepared module (its forward is the losses), so DDP synchronises the gradients
-            losses = prior(Z[idx].to(acc.device), tx, ddpm, contrastive_weight=float(pc.contrastive_weight))
-            opt.zero_grad(set_to_none=True)
-            acc.backward(losses["loss"])
-            acc.clip_grad_norm_(prior.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if step % 20 == 0 or step == int(pc.steps) - 1:
-                log_step(history, "prior", step, losses, writer, bar, "diffusion", acc,
-                         ranks_log(acc, [train.ids[i] for i in idx[:4]]))
-            if (step + 1) % int(tc.checkpoint_every) == 0 or step + 1 == int(pc.steps):
-                if acc.is_main_process:
-                    save_module(acc.unwrap_model(prior), out / "prior.safetensors")
-                    save_phase(out, "prior", step + 1, _phase_weights({"prior": acc.unwrap_model(prior)}), opt, sched,
-                               history)
-                maybe_stop(acc, "prior", step + 1)
+            return (pprior(Z[idx].to(acc.device), tx, ddpm, contrastive_weight=float(pc.contrastive_weight),
+                           mapper_weight=float(pc.mapper_weight)),
+                    [train.ids[i] for i in idx])
+
+        t = time.perf_counter()
+        run_phase(acc, Phase("prior", 2, int(pc.steps), prior_step, list(prior.parameters()), opt, sched,
+                             {"prior": prior}, on_checkpoint=lambda: save_module(prior, out / "prior.safetensors"),
+                             show="diffusion"),
+                  out, history, seed, int(tc.checkpoint_every), resume, progress, writer, "stage2 prior")
         timings["prior_s"] = time.perf_counter() - t
-        synth.prior = acc.unwrap_model(prior).eval()
+        synth.prior = prior.eval()
 
     timings["total_s"] = time.perf_counter() - t_start
     if acc.is_main_process:

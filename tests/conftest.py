@@ -118,7 +118,7 @@ def fake_flame_dict():
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     """Run the avitalk CLI in-process: returns (exit_code, stdout, stderr)."""
-    from avitalk.cli import main
+    from avitalk.top.cli import main
 
     def run(*args: str, capsys=None):
         import contextlib
@@ -199,7 +199,7 @@ def build_tiny_pipeline():
 
     from avitalk.vocab import EMOTIONS, load_vocabulary
     from avitalk.stage1_instruct.lm_pretrain import tiny_llama, train_tokenizer
-    from avitalk.stage1_instruct.instructor import build_model, load_prompts
+    from avitalk.stage1_instruct.model import build_model, load_prompts
     from avitalk.stage2_synthesis.synthesizer import Synthesizer
 
     cfg = tiny_stage2_cfg(stage1=STAGE1)
@@ -211,10 +211,10 @@ def build_tiny_pipeline():
     corpus = [vocab.write(e, 1 + k % 3, [], rng=rng) for k in range(6) for e in EMOTIONS] + load_prompts()
     tok = train_tokenizer(corpus, 300)
     torch.manual_seed(0)
-    llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128)
+    llm = tiny_llama(tok, hidden=32, layers=1, heads=2, kv_heads=1, ff=64, max_positions=128, seed=0)
     instructor = build_model(cfg, tok, llm, synth.text_encoder.dim).eval()
-    from avitalk.pipeline import AVITalkingPipeline
-    from avitalk.stage1_instruct.instructor import prosody_dim
+    from avitalk.top.pipeline import AVITalkingPipeline
+    from avitalk.stage1_instruct.hearing import prosody_dim
     from avitalk.stage1_instruct.reader import EmotionReader
 
     pipe = AVITalkingPipeline(cfg, synth, instructor, source="test")

@@ -63,7 +63,7 @@ def shrink(cfg, tmp: Path, corpus: list[str]):
 def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     from avitalk.data.synthtalk import generate
     from avitalk.data.manifest import read_manifest
-    from avitalk.pipeline import AVITalkingPipeline
+    from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.stage1_instruct.instructor import Instructor, load_prompts
     from avitalk.stage1_instruct.train import train_stage1
     from avitalk.stage2_synthesis.train import train_stage2
@@ -78,7 +78,11 @@ def test_real_backbone_configs_train_and_synthesize(name, tmp_path):
     assert r2["timings"]
     model = r1["model"]
     assert type(model.llm.get_base_model()).__name__.lower().startswith(arch)
-    assert "<|assistant|>" in model.tokenizer.decode(Instructor.from_model(model, cfg)._prompt_ids())  # the chat template is applied
+    from avitalk.stage1_instruct.prefix import prompt_ids
+
+    ins = Instructor.from_model(model, cfg)
+    ids = prompt_ids(ins.lm.tokenizer, ins.prompt, ins.chat_template)
+    assert ins.chat_template and "<|assistant|>" in model.tokenizer.decode(ids)  # the chat template is applied
     pipe = AVITalkingPipeline.from_stages(tmp_path / "s1", tmp_path / "s2")
     pipe.save_pretrained(tmp_path / "pipe")
     pipe = AVITalkingPipeline.from_pretrained(tmp_path / "pipe")
@@ -127,3 +131,54 @@ def test_configs_carry_settings_not_results():
     for p in sorted((ROOT / "configs").glob("*.yaml")):
         comments = [line.split("#", 1)[1] for line in p.read_text().splitlines() if "#" in line]
         assert not [c for c in comments if re.search(r"\d\s*%", c)], p.name
+
+
+# parameters named like a config key that are not that setting: per-call options and an encoder spec's own option
+NOT_SETTINGS = {"seed", "batch_size", "name"}
+NOT_SETTINGS_AT = {("avitalk/encoders/whisper_layers.py", "prosody"): "the encoder's option (its spec's kwargs)"}
+
+
+def test_every_default_lives_in_config_py():
+    """avitalk/config.py holds every default: no function of the library gives a parameter named after a config
+    setting (``d_model``, ``window``, ``guidance_scale``, ``r``, ``warmup``, ...) a value of its own, so a module
+    built from a config can only get the config's value. Literal model widths (384) are not defaults either."""
+    import ast
+    import dataclasses
+    import re
+
+    from avitalk import config as C
+
+    settings = set()
+
+    def walk(dc):
+        for f in dataclasses.fields(dc):
+            sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(sub):
+                walk(type(sub))
+            else:
+                settings.add(f.name)
+
+    walk(C.AvitalkConfig)
+    assert {"d_model", "window", "overlap", "guidance_scale", "r", "lora_alpha", "warmup", "snr_gamma"} <= settings
+    bad = []
+    for folder in ("avitalk", "stage1_instruct", "stage2_synthesis"):
+        for p in (ROOT / folder).rglob("*.py"):
+            rel = p.relative_to(ROOT).as_posix()
+            if rel == "avitalk/config.py":
+                continue
+            text = p.read_text()
+            for node in ast.walk(ast.parse(text)):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                a = node.args
+                pos = a.posonlyargs + a.args
+                pairs = list(zip(pos[len(pos) - len(a.defaults):], a.defaults)) + list(zip(a.kwonlyargs, a.kw_defaults))
+                for arg, d in pairs:
+                    if (arg.arg in settings and arg.arg not in NOT_SETTINGS and (rel, arg.arg) not in NOT_SETTINGS_AT
+                            and isinstance(d, ast.Constant) and d.value is not None):
+                        bad.append(f"{rel}:{node.lineno}: {node.name}({arg.arg}={d.value!r})")
+            if folder != "avitalk" or rel in ("avitalk/training.py",):
+                for n, line in enumerate(text.splitlines(), 1):
+                    if re.search(r"\b384\b", line.split("#", 1)[0]):
+                        bad.append(f"{rel}:{n}: a literal model width: {line.strip()}")
+    assert not bad, "\n".join(bad)

@@ -299,7 +299,7 @@ def test_qformer_utterance_statistics_ignore_padding():
     from avitalk.stage1_instruct.qformer import QFormer
 
     q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
-                conv_frontend=True, stats=True).eval()
+                conv_frontend=True, stats=True, dropout=0.1, listener=0, listener_dropout=0.3).eval()
     f = torch.randn(2, 41, 16)
     m = torch.ones(2, 41, dtype=torch.bool)
     m[1, 20:] = False
@@ -319,7 +319,7 @@ def test_qformer_listener_ignores_padding_and_reaches_the_tokens():
     from avitalk.stage1_instruct.qformer import QFormer
 
     q = QFormer(feature_dim=12, prosody_dim=4, d_model=16, num_queries=4, layers=1, heads=2, llm_dim=8, pool=2,
-                conv_frontend=True, stats=True, listener=8).eval()
+                conv_frontend=True, stats=True, dropout=0.1, listener=8, listener_dropout=0.3).eval()
     assert q.stats is None and q.pooled_dim == 32  # the listener replaces the plain statistics
     f = torch.randn(2, 41, 16)
     m = torch.ones(2, 41, dtype=torch.bool)
@@ -527,8 +527,8 @@ def test_feature_bank_augments_each_corpus_with_its_own_chance():
     bank.real = np.array([False, False, True, True])
     rng = np.random.default_rng(0)
 
-    def means(*args):
-        f, _ = bank.batch([0, 1, 2, 3], None, rng, *args)
+    def means(p, p_main):
+        f, _ = bank.batch([0, 1, 2, 3], None, rng, augment_p=p, augment_p_main=p_main)
         return f.float().mean(dim=(1, 2)).tolist()
 
     for _ in range(5):
@@ -536,7 +536,7 @@ def test_feature_bank_augments_each_corpus_with_its_own_chance():
         assert (main == 0).all() and (real > 0).all()    # SynthTalk clean, real speech always through a copy
         main, real = np.split(np.array(means(0.0, 1.0)), 2)
         assert (main > 0).all() and (real == 0).all()
-        assert all(m > 0 for m in means(1.0))              # no main chance given: augment_p for every corpus
+        assert all(m > 0 for m in means(1.0, None))            # no main chance given: augment_p for every corpus
 
 
 def test_emotion_reader_fits_saves_and_reads_only_the_speech(tmp_path):
@@ -546,7 +546,7 @@ def test_emotion_reader_fits_saves_and_reads_only_the_speech(tmp_path):
     import torch
 
     from avitalk.errors import CheckpointError
-    from avitalk.pipeline import _halve
+    from avitalk.top.pipeline import _halve
     from avitalk.stage1_instruct.reader import EmotionReader, utterance_stats
 
     rng = np.random.default_rng(0)
@@ -702,7 +702,7 @@ def test_encoder_finetune_packs_and_runs_leave_actors_out_folds(tmp_path):
 def test_heard_shows_the_readers_calibrated_probabilities(tmp_path):
     """Instructor.heard: the reader's calibrated probabilities, most likely first; a higher temperature keeps the
     ranking and flattens them; describe_heard says when the top emotion is under the threshold (not named)."""
-    from avitalk.pipeline import describe_heard
+    from avitalk.top.pipeline import describe_heard
     from avitalk.types import Audio
 
     from .conftest import build_tiny_pipeline
@@ -769,10 +769,10 @@ def test_stage1_listens_between_even_margins_when_the_config_says_so():
     ins.reader = None  # heard from the Q-Former's head: the path that listens between the margins
     a = Audio(np.concatenate([np.zeros(4000, np.float32), _speechlike(1.6), np.zeros(8000, np.float32)]))
     base = OmegaConf.to_container(ins.cfg)
-    ins.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.0}})
+    ins.cfg = ins.hearing.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.0}})
     want = ins.heard(Audio(even_margins(a.samples, 0.9)), None, enc)
     plain = ins.heard(a, None, enc)
-    ins.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.9}})
+    ins.cfg = ins.hearing.cfg = OmegaConf.create({**base, "stage1": {**base["stage1"], "listen_pad_s": 0.9}})
     garbage = np.full_like(enc.encode(a), 7.0)
     got = ins.heard(a, garbage, enc)
     assert list(got) == list(want) and np.allclose(list(got.values()), list(want.values()), atol=1e-6)

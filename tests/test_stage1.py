@@ -6,9 +6,11 @@ import torch
 
 from avitalk.errors import CheckpointError
 
-from avitalk.stage1_instruct.instructor import cut_sentence, to_instruction
+from avitalk.stage1_instruct.instructor import to_instruction
+from avitalk.vocab import first_sentence
 from avitalk.text_metrics import rouge_l
-from avitalk.stage1_instruct.instructor import Instructor, load_stage1
+from avitalk.stage1_instruct.instructor import Instructor
+from avitalk.stage1_instruct.lm import load_stage1
 from avitalk.stage1_instruct.train import train_stage1
 
 from .conftest import tiny_stage1_cfg
@@ -22,7 +24,7 @@ def test_rouge_l_matches_the_papers_examples():
 
 
 def test_text_helpers():
-    assert cut_sentence("A sad man speaks.  A happy one") == "A sad man speaks."
+    assert first_sentence("A sad man speaks.  A happy one") == "A sad man speaks."
     ins = to_instruction("A furious man speaks with brow strongly lowered.")
     assert (ins.emotion, ins.intensity) == ("angry", "strong") and ins.actions == (("AU04_brow_lower", "strongly"),)
     free = to_instruction("Someone mumbles quietly")
@@ -95,7 +97,7 @@ def test_emotion_vote_picks_which_emotion_word_never_whether():
     """EmotionVote: where the LLM's own top token begins an emotion word, the choice is among the emotion-word starts
     (LLM + vote); elsewhere the logits are untouched; the lean runtime takes it as a per-step logits transform."""
     from avitalk.lean.llama import _next_token
-    from avitalk.stage1_instruct.instructor import EmotionVote, _Vote
+    from avitalk.stage1_instruct.vote import EmotionVote, TransformersVote
 
     bias = torch.tensor([[0.0, 0.0, -5.0, 0.0, 0.0], [0.0, 0.0, -5.0, 0.0, 0.0]])
     vote = EmotionVote(bias, [2, 3])  # tokens 2 and 3 begin emotion words; the vote is against token 2's emotion
@@ -106,7 +108,7 @@ def test_emotion_vote_picks_which_emotion_word_never_whether():
     assert torch.equal(out[1], logits[1])
     twice = vote.repeat_rows(2)
     assert twice.bias.shape == (4, 5) and torch.equal(twice(logits.repeat_interleave(2, 0))[::2], out)
-    assert torch.equal(_Vote(vote)(None, logits), out)  # transformers' logits processor, the same rule
+    assert torch.equal(TransformersVote(vote)(None, logits), out)  # transformers' logits processor, the same rule
     tok, done = _next_token(logits, vote, torch.zeros(2, dtype=torch.bool), False, 1.0, 1.0, 0, None)
     assert tok.tolist() == [3, 1] and not done.any()
 
@@ -118,13 +120,13 @@ def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
     import numpy as np
 
     from avitalk.data.synthtalk import say
-    from avitalk.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
+    from avitalk.top.pipeline import DEFAULT_CHECKPOINT, AVITalkingPipeline
     from avitalk.types import Audio
     from avitalk.vocab import EMOTIONS
 
     pipe = AVITalkingPipeline.from_pretrained()
     ins = pipe.instructor
-    rows = [ins._listened(Audio(say(t, e, 3)["audio"]), None, pipe.audio_encoder, warn=False)
+    rows = [ins.hearing.rows(Audio(say(t, e, 3)["audio"]), None, pipe.audio_encoder)
             for t, e in (("I can't believe you did that again.", "angry"), ("The weather is fine today.", "sad"))]
     T = max(len(r) for r in rows)
     f = torch.zeros(2, T, rows[0].shape[1])
@@ -134,11 +136,12 @@ def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
     assert ins._guidance() == 8.0  # the embedded default's config (chosen on SynthTalk validation)
     assert ins.generate(f, m) == ins.generate(f, m, emotion_guidance=8.0)
     _, _, pooled = ins.prefix(f, m)
-    bias = ins.emotion_bias(pooled, 1.0)
-    ids, emo = ins._emotion_tokens()
-    assert bias.shape == (2, ins.lm.get_input_embeddings().num_embeddings) and len(ids) > 30
+    V = ins.lm.embeddings().num_embeddings
+    bias = ins.emotion.bias(pooled, 1.0, V)
+    ids, emo = ins.emotion.tokens()
+    assert bias.shape == (2, V) and len(ids) > 30
     assert torch.count_nonzero(bias[:, [i for i in range(bias.shape[1]) if i not in set(ids)]]) == 0
-    assert not any(ins.tokenizer.decode([i]).strip() in ("person", "brow", "lip", "slightly", "with") for i in ids)
+    assert not any(ins.lm.tokenizer.decode([i]).strip() in ("person", "brow", "lip", "slightly", "with") for i in ids)
     head = [EMOTIONS[int(j)] for j in ins._heads["aux.weight"].float().matmul(pooled.T).T.add(
         ins._heads["aux.bias"].float())[:, : len(EMOTIONS)].argmax(-1)]
     forced = ins.generate(f, m, emotion_guidance=100.0)
@@ -147,7 +150,7 @@ def test_emotion_guidance_weighs_the_head_into_the_emotion_word():
     r = torch.randn(1, 150, f.shape[2], generator=torch.Generator().manual_seed(3))
     rm = torch.ones(1, 150, dtype=torch.bool)
     lm_says = to_instruction(ins.generate(r, rm, emotion_guidance=0)[0][0]).emotion
-    head_says = EMOTIONS[emo[int(ins.emotion_bias(ins.prefix(r, rm)[2], 1.0)[0, ids].argmax())]]
+    head_says = EMOTIONS[emo[int(ins.emotion.bias(ins.prefix(r, rm)[2], 1.0, V)[0, ids].argmax())]]
     assert lm_says != head_says
     assert to_instruction(ins.generate(r, rm, emotion_guidance=100.0)[0][0]).emotion == head_says
     hf = Instructor.load(DEFAULT_CHECKPOINT, pipe.cfg, lean=False)

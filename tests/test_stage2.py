@@ -40,7 +40,8 @@ def test_style_encoder_sphere_and_padding_invariance():
 
 
 def test_decoder_windows_cover_any_length():
-    dec = TalkingDecoder(audio_dim=8, d_model=32, layers=1, heads=2, ff=64, style_dim=16, dropout=0.0, window=16, overlap=4).eval()
+    dec = TalkingDecoder(audio_dim=8, n_motion=53, d_model=32, layers=1, heads=2, ff=64, style_dim=16, dropout=0.0,
+                         window=16, overlap=4, prosody_dim=0).eval()
     z0 = torch.randn(2, 16)
     same = dec.generate(torch.randn(10, 8), z0)
     assert torch.allclose(same[0], same[1])  # zero-initialised modulation: the identity at the start of training
@@ -56,15 +57,17 @@ def test_decoder_windows_cover_any_length():
 
 
 def test_prior_losses_and_sampling():
-    p = DiffusionPrior(text_dim=12, style_dim=16, d_model=32, layers=1, heads=2, n_tokens=2, timesteps=20)
-    losses = p.losses(torch.randn(8, 16), torch.randn(8, 12), generator=torch.Generator().manual_seed(0))
+    p = DiffusionPrior(text_dim=12, style_dim=16, d_model=32, layers=1, heads=2, n_tokens=2, timesteps=20, cond_drop=0.2,
+                       dropout=0.0, snr_gamma=5.0)
+    losses = p.losses(torch.randn(8, 16), torch.randn(8, 12), generator=torch.Generator().manual_seed(0), contrastive_weight=0.1,
+                      mapper_weight=1.0)
     assert set(losses) == {"loss", "diffusion", "contrastive", "mapper"} and all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     assert p.null_text.grad is not None  # the null condition is learned (classifier-free guidance)
     text = torch.randn(2, 12)
-    a = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(1))
-    b = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(1))
-    c = p.sample(text, 4, steps=5, generator=torch.Generator().manual_seed(2))
+    a = p.sample(text, 4, steps=5, guidance_scale=2.0, sampler="ddim", generator=torch.Generator().manual_seed(1))
+    b = p.sample(text, 4, steps=5, guidance_scale=2.0, sampler="ddim", generator=torch.Generator().manual_seed(1))
+    c = p.sample(text, 4, steps=5, guidance_scale=2.0, sampler="ddim", generator=torch.Generator().manual_seed(2))
     assert a.shape == (2, 4, 16) and torch.equal(a, b) and not torch.allclose(a, c)
     assert torch.allclose(a.norm(dim=-1), torch.full((2, 4), 4.0), atol=1e-4)
     assert torch.cdist(a[0], a[0]).sum() > 0  # samples differ from one another

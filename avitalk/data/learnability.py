@@ -71,19 +71,22 @@ def audio_features(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     )
 
 
-def _softmax_regression(X: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-2, steps: int = 3000, lr: float = 0.5):
+PROBE_L2, PROBE_STEPS, PROBE_LR = 1e-2, 3000, 0.5  # the fixed linear probe (full-batch gradient descent)
+
+
+def _softmax_regression(X: np.ndarray, y: np.ndarray, k: int):
     n, d = X.shape
     W = np.zeros((d, k))
     b = np.zeros(k)
     Y = np.eye(k)[y]
-    for _ in range(steps):
+    for _ in range(PROBE_STEPS):
         z = X @ W + b
         z -= z.max(1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
         g = (p - Y) / n
-        W -= lr * (X.T @ g + l2 * W)
-        b -= lr * g.sum(0)
+        W -= PROBE_LR * (X.T @ g + PROBE_L2 * W)
+        b -= PROBE_LR * g.sum(0)
     return W, b
 
 

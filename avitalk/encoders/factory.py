@@ -35,7 +35,9 @@ def encoder_prosody_dim(spec) -> int:
     kwargs = {}
     if not isinstance(spec, str):
         kwargs, spec = dict(spec.get("kwargs") or {}), spec.spec
-    return 4 if str(spec).split(":")[0] == "whisper_layers" and bool(kwargs.get("prosody", True)) else 0
+    from .prosody import PROSODY_CHANNELS
+
+    return PROSODY_CHANNELS if str(spec).split(":")[0] == "whisper_layers" and bool(kwargs.get("prosody", True)) else 0
 
 
 def audio_encoder_from_config(spec) -> AudioEncoder:

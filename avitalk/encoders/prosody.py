@@ -24,6 +24,7 @@ HOP = SAMPLE_RATE // FEATURE_RATE  # 320 samples
 WIN = 2 * HOP  # 40 ms analysis window
 F0_MIN, F0_MAX = 60.0, 400.0
 VOICED = 0.4  # autocorrelation peak above which a window counts as voiced
+PROSODY_CHANNELS = 4  # the columns of prosody_features: log energy, pitch, voicing, zero crossings
 
 
 def prosody_features(samples: np.ndarray, relative_energy: bool = False) -> np.ndarray:

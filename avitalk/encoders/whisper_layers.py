@@ -21,14 +21,14 @@ import numpy as np
 
 from ..config import ConfigError
 from ..errors import CheckpointError
-from .prosody import prosody_features
+from .prosody import PROSODY_CHANNELS, prosody_features
 from .whisper_hf import WhisperHFEncoder
 
 
 class WhisperLayersEncoder(WhisperHFEncoder):
     """``whisper_hf``'s unpadded torch forward on weights read from a CTranslate2 Whisper file, keeping chosen layers."""
 
-    prosody_dim = 4
+    prosody_dim = PROSODY_CHANNELS
 
     def __init__(self, model_path: str | None = None, layers: Sequence[int] = (2, 4), prosody: bool = True,
                  device: str = "cpu", extra: Sequence[dict] = ()):
