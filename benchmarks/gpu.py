@@ -217,7 +217,7 @@ def _step_rates(name: str, dev: torch.device, small: bool) -> dict:
 
     def prior_step():
         with amp:
-            loss = prior(z, tx, ddpm)["loss"]
+            loss = prior(z, tx, ddpm, contrastive_weight=0.1, mapper_weight=1.0)["loss"]
         popt.zero_grad(set_to_none=True)
         loss.backward()
         popt.step()

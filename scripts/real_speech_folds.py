@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             gen.load_reader(out)
         gen.emotion_guidance = float(cfg.stage1.emotion_guidance)  # inference settings: the config's
         pad = float(cfg.stage1.get("listen_pad_s", 0.0) or 0.0)
-        gen.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad}})
+        gen.cfg = gen.hearing.cfg = OmegaConf.merge(gen.cfg, {"stage1": {"listen_pad_s": pad}})
         # the held-out actors' clips, whatever split the import gave them
         bank = FeatureBank(sources=[(real, cache, None, None, 0, ())], split="train")
         idx = [i for i, c in enumerate(bank.clips) if c.speaker in held]
@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> None:
 
         audios = [audio_io.load(real / bank.clips[i].audio) for i in tqdm(idx, desc=f"fold {k}: reading", disable=a.quiet)]
         if pad > 0:  # stage 1 hears each clip between even margins (stage1.listen_pad_s): encode it as heard
-            rows = [gen._listened(x, None, enc, False) for x in tqdm(audios, desc=f"fold {k}: listening", disable=a.quiet)]
-        utts = [gen.utterance(x, bank.feats[i], enc) for x, i in zip(audios, idx)]
+            rows = [gen.hearing.rows(x, None, enc) for x in tqdm(audios, desc=f"fold {k}: listening", disable=a.quiet)]
+        utts = [None if gen.reader is None else gen.hearing.utterance(x, bank.feats[i], enc) for x, i in zip(audios, idx)]
         for s in range(0, len(idx), 32):
-            f, m = bank.batch(idx[s : s + 32]) if pad <= 0 else pad_arrays(rows[s : s + 32])
+            f, m = bank.batch(idx[s : s + 32], augment_p=0.0) if pad <= 0 else pad_arrays(rows[s : s + 32])
             utt = None if utts[0] is None else np.concatenate(utts[s : s + 32])
             for o in gen.generate(f, m, utterance=utt):
                 texts.append(o[0])
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                 aux += [EMOTIONS[j] for j in z.argmax(-1).tolist()]
                 logits += np.round(z.float().numpy(), 4).tolist()
                 if utt is not None:  # the emotion reader: what guides the emotion word
-                    voted += np.round(gen.emotion_log_probs(pooled, utt).float().numpy(), 4).tolist()
+                    voted += np.round(gen.emotion.log_probs(pooled, utt).float().numpy(), 4).tolist()
         true = [bank.clips[i].emotion for i in idx]
         rep = emotion_report(said, true)
         rep["qformer_head_accuracy"] = float(np.mean([x == t for x, t in zip(aux, true)]))

@@ -387,7 +387,7 @@ def test_both_stages_train_with_real_speech_and_augmentation(tmp_path, synth_cli
     assert 0.25 <= loaded.reader.temperature <= 20 and 0 <= loaded.reader.threshold < 1
     assert isinstance(loaded.generate(torch_feats(772), None, max_new_tokens=6)[0][0], str)
     clip = Audio(_speechlike(1.5), 16000)
-    utt = loaded.utterance(clip)
+    utt = loaded.hearing.utterance(clip)
     assert utt.shape == (1, 2 * 388)
     heard = loaded.heard(clip)
     assert sum(heard.values()) == pytest.approx(1.0, abs=1e-4)
