@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from avitalk.errors import CheckpointError
 from avitalk.io import atomic_path
@@ -28,7 +28,7 @@ from avitalk.types import Audio, Instruction
 from avitalk.vocab import first_sentence, fix_articles
 
 from .hearing import MAX_LISTEN_S, Hearing, prosody_dim, speech_features
-from .lm import LM_PARTS, LanguageModel, LeanLM, PeftLM, load_stage1, model_heads
+from .lm import LanguageModel, LeanLM, PeftLM, load_stage1, model_heads, open_stage1
 from .model import build_qformer, load_prompts
 from .vote import EmotionGuide
 
@@ -84,13 +84,8 @@ class Instructor:
         from avitalk.config import resolve_config
         from avitalk.lean.llama import UnsupportedModel
 
-        d = Path(ckpt)
-        if not d.is_dir():
-            raise CheckpointError(f"{d}: no such checkpoint folder")
-        for need in ("stage1.yaml",) * (cfg is None) + LM_PARTS + ("qformer.safetensors",):
-            if not (d / need).exists():
-                raise CheckpointError(f"{d}: missing stage-1 component {need}")
-        cfg = resolve_config(OmegaConf.load(d / "stage1.yaml") if cfg is None else cfg, str(d))
+        d, cfg = open_stage1(ckpt, cfg)
+        cfg = resolve_config(cfg, str(d))
         lm = None
         if lean:
             try:

@@ -115,7 +115,6 @@ class PeftLM(LanguageModel):
     """The transformers + peft LM of a trainable InstructionModel (``model.llm``, ``model.tokenizer``)."""
 
     def __init__(self, instruction_model):
-        self.owner = instruction_model
         self.model, self.tokenizer = instruction_model.llm, instruction_model.tokenizer
 
     def generate(self, prefix, mask, vote=None, *, max_new_tokens, do_sample, temperature, top_p, num_samples,
@@ -173,6 +172,18 @@ def model_heads(model, with_qformer: bool = False) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state.items()}
 
 
+def open_stage1(ckpt: str | os.PathLike, cfg: DictConfig | None = None) -> tuple[Path, DictConfig]:
+    """A stage-1 folder checked for its parts (a CheckpointError naming the first missing one) and its config:
+    ``cfg`` when given (a pipeline checkpoint keeps one ``config.yaml`` for both stages), else its ``stage1.yaml``."""
+    d = Path(ckpt)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: no such checkpoint folder")
+    for need in ("stage1.yaml",) * (cfg is None) + LM_PARTS + ("qformer.safetensors",):
+        if not (d / need).exists():
+            raise CheckpointError(f"{d}: missing stage-1 component {need}")
+    return d, OmegaConf.load(d / "stage1.yaml") if cfg is None else cfg
+
+
 def load_stage1(ckpt: str | os.PathLike, text_dim: int | None = None, cfg: DictConfig | None = None):
     """Rebuild the trainable instruction model from a checkpoint folder (never unpickles). ``cfg`` replaces the
     folder's ``stage1.yaml`` (a pipeline checkpoint keeps one ``config.yaml`` for both stages); ``text_dim``: the
@@ -183,14 +194,7 @@ def load_stage1(ckpt: str | os.PathLike, text_dim: int | None = None, cfg: DictC
 
     from .model import build_model
 
-    d = Path(ckpt)
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: no such checkpoint folder")
-    for need in ("stage1.yaml",) * (cfg is None) + LM_PARTS + ("qformer.safetensors",):
-        if not (d / need).exists():
-            raise CheckpointError(f"{d}: missing stage-1 component {need}")
-    if cfg is None:
-        cfg = OmegaConf.load(d / "stage1.yaml")
+    d, cfg = open_stage1(ckpt, cfg)
     try:
         tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
         llm = AutoModelForCausalLM.from_pretrained(str(d / "lm")).float()
