@@ -13,7 +13,8 @@ setup: system-deps
 	  npm install --prefix build/web --no-audit --no-fund --silent three@0.170.0 \
 	    || echo "warning: could not install three.js; the glTF browser test will be skipped"; \
 	else echo "warning: npm not found; the glTF browser test (three.js) will be skipped"; fi
-	$(PYTHON) -c "import torch, moderngl, av, smplx, soxr, soundfile, yaml, espeakng_loader; print('avitalk setup ok: torch', torch.__version__)"
+	$(PYTHON) -m avitalk data track --install
+	$(PYTHON) -c "import torch, moderngl, av, smplx, soxr, soundfile, yaml, espeakng_loader, ai_edge_litert; print('avitalk setup ok: torch', torch.__version__)"
 
 # Offscreen rendering needs an EGL driver (Mesa's llvmpipe on CPU machines); the web app's browser test drives
 # headless Chromium. Debian images usually lack the latter: install what is missing when apt and root allow it.

@@ -48,6 +48,10 @@ class AppError(AvitalkError):
     """The web app cannot serve (its port is in use or not allowed)."""
 
 
+class TrackerMissing(AvitalkError):
+    """The face tracker's runtime or network files are not installed."""
+
+
 __all__ = [
     "AvitalkError",
     "AppError",
@@ -59,4 +63,5 @@ __all__ = [
     "SequenceError",
     "RenderError",
     "OutputError",
+    "TrackerMissing",
 ]

@@ -155,3 +155,34 @@ def data_mead(
     ids = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None  # noqa: E731
     m = import_mead(root, fits, out, openface, ids(test_speakers), ids(val_speakers))
     _report_import(m)
+
+
+@data_app.command("track")
+def data_track(
+    videos: Optional[Path] = typer.Argument(None, help="A talking-face video, or a folder of them (mp4, mpg, avi, "
+                                            "mov, mkv, webm), searched recursively."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the fits (<video name>.npz) and "
+                                       "track_report.json; finished clips are kept on a second run."),
+    head: Optional[Path] = typer.Option(None, help="Head model .npz to fit (default: the stand-in; a converted FLAME "
+                                        "from `avitalk flame convert`)."),
+    workers: int = typer.Option(2, min=1, help="Worker processes (one core each)."),
+    install: bool = typer.Option(False, "--install", help="Install the tracker's two networks (1.5 MB, copied "
+                                 "out of the mediapipe wheel that pip downloads) and stop."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fit FLAME expression, jaw and head pose to every frame of talking-face videos (MediaPipe's face networks,
+    run offline): training data for stage 2 from anyone's video. `avitalk data ravdess|mead --fits OUT` read them."""
+    from avitalk.track.models import install as install_models
+    from avitalk.track.run import track_folder
+
+    if install:
+        typer.echo(f"face tracker networks in {install_models()}")
+        return
+    if videos is None or out is None:
+        _fail("give the videos and -o FITS_FOLDER (or --install)")
+    if out.exists() and not out.is_dir():
+        _fail(f"{out}: exists and is not a folder")
+    rep = track_folder(videos, out, str(head) if head else None, workers=workers, progress=not quiet)
+    speed = f", {rep['new_frames_per_second']} frames/s" if rep["new_frames_per_second"] else ", nothing new to fit"
+    typer.echo(f"fitted {rep['fitted']} of {rep['videos']} videos ({rep['skipped']} skipped), {rep['frames']} frames, "
+               f"median fit residual {rep['residual_mm_median']} mm{speed}; report: {out / 'track_report.json'}")

@@ -1,0 +1,256 @@
+"""Fit the head model in use to tracked landmarks: per-frame expression (50), jaw pose (3) and head pose.
+
+**Correspondence** (once per head model): the head is rendered at rest with the renderer's frontal camera, the
+tracker reads that picture, and each of its 468 landmarks is cast onto the front-most skin triangle under it
+(mouth interior, teeth, tongue and eyeballs excluded): a triangle and barycentric weights, so the landmark moves with
+the mesh whatever the coefficients. The head at rest is its own ground truth here, so the same code serves the
+stand-in and a user's converted FLAME.
+
+**Fit** (per clip, all frames at once): landmarks ``L`` (x right, y up, z towards the camera, pixels) are modelled
+as a scaled rotation of the head's landmark points plus a shift, ``s_t R_t X(beta, psi_t, theta_t) + t_t`` (weak
+perspective), where ``beta`` is one identity for the clip and ``psi_t``, ``theta_t`` the frame's expression and jaw
+pose. Least squares in millimetres on the face (depth weighted down: the network's z is its least sure axis), with
+L2 priors on expression, jaw and identity and a penalty on frame-to-frame change, minimised by Adam from a
+closed-form pose (Procrustes) on the head at rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import TrackerMissing
+from ..io import atomic_save_npz
+
+N_LANDMARKS = 468
+# MediaPipe's face oval (the silhouette): where a landmark sits on the mesh depends on the head's turn, so these
+# steer the pose only lightly
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
+             149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+JAW_SWEEP = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.25)  # radians: the renders the correspondence is fitted over
+NOT_SKIN = ("mouth_interior", "teeth", "tongue", "left_eyeball", "right_eyeball")
+
+
+@dataclass
+class FitSettings:
+    """Weights of the fit (chosen on rendered SynthTalk, where the true coefficients are known; docs/real-faces.md)."""
+
+    steps: int = 100
+    lr: float = 0.05
+    depth_weight: float = 0.0  # z residuals count this much of x and y (the network's depth misplaces the head's)
+    oval_weight: float = 0.2  # the face-oval landmarks' weight
+    expression_prior: float = 0.2  # per unit coefficient, squared, in mm^2 of mean landmark residual
+    jaw_prior: float = 0.001  # per radian squared (opening) x 1000; the jaw's sideways turns 100x more
+    shape_prior: float = 0.05
+    smooth: float = 0.05  # frame-to-frame change of expression and jaw, squared
+
+
+@dataclass
+class Correspondence:
+    """Where each of the 468 landmarks sits on the head: vertex ids [468, 3], barycentric weights [468, 3], and a
+    per-landmark weight [468] (0 where no skin triangle was found)."""
+
+    vertices: np.ndarray
+    bary: np.ndarray
+    weight: np.ndarray
+    head: str
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_save_npz(path, vertices=self.vertices, bary=self.bary, weight=self.weight,
+                               head=np.asarray(self.head))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Correspondence":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["vertices"], z["bary"], z["weight"], str(z["head"]))
+
+
+def head_key(model) -> str:
+    """A short fingerprint of a head model's rest shape and triangles (the correspondence depends on nothing else)."""
+    h = hashlib.sha1(model.v_template.numpy().astype(np.float32).tobytes())
+    h.update(np.asarray(model.faces, np.int32).tobytes())
+    return f"{model.name}-{h.hexdigest()[:10]}"
+
+
+def _project(v: np.ndarray, renderer) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions [V, 2] (x right, y down) and camera depth [V] of vertices [V, 3] in ``renderer``'s view."""
+    v = np.asarray(v, np.float64)
+    cam = renderer.camera
+    vh = np.c_[v, np.ones(len(v))] @ cam.view().T
+    clip = vh @ cam.proj(renderer.width / renderer.height).T
+    ndc = clip[:, :2] / clip[:, 3:4]
+    px = np.c_[(ndc[:, 0] + 1) / 2 * renderer.width, (1 - ndc[:, 1]) / 2 * renderer.height]
+    return px, -vh[:, 2]
+
+
+def _track_still(landmarker, frame: np.ndarray) -> np.ndarray | None:
+    landmarker.reset()
+    pts = None
+    for _ in range(3):  # later passes start from the previous pass's crop, as in a video
+        pts, _, _ = landmarker(frame)
+    landmarker.reset()
+    return pts
+
+
+def correspondence(model, landmarker, size: int = 512, sweep: tuple[float, ...] = JAW_SWEEP) -> Correspondence:
+    """Where each landmark sits on the head's skin: the triangle and barycentric weights whose projection follows
+    the landmark the tracker finds, in the least-squares sense, over renders of the head at rest and with the jaw
+    opened through ``sweep`` (radians). Candidates are skin triangles (no mouth interior, teeth, tongue or eyeball)
+    facing the camera near the landmark; an inner-lip landmark only takes triangles of its own lip."""
+    from ..render.renderer import renderer_for_model
+
+    with torch.no_grad():
+        posed = model(jaw_pose=torch.tensor([[j, 0.0, 0.0] for j in sweep], dtype=torch.float32)).numpy()
+    with renderer_for_model(model, size=size) as r:
+        frames = r.render_frames(posed)
+        px = np.stack([_project(v, r)[0] for v in posed])  # [K, V, 2]
+    found = [_track_still(landmarker, f) for f in frames]
+    if any(p is None for p in found):
+        raise TrackerMissing(f"{model.name}: the tracker finds no face on the rendered head; cannot place landmarks")
+    L = np.stack(found)[:, :, :2].astype(np.float64)  # [K, 468, 2]
+    skip = np.zeros(model.num_vertices, bool)
+    for name in NOT_SKIN:
+        if name in model.regions:
+            skip[model.region(name)] = True
+    faces = np.asarray(model.faces, np.int64)
+    faces = faces[~skip[faces].any(1)]
+    a, b, c = (px[0, faces[:, j]] for j in range(3))
+    faces = faces[((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]) < 0]  # facing the camera (y down)
+    on_jaw = model.lbs_weights.numpy()[faces, 2].mean(1) > 0.5
+    P = px[:, faces]  # [K, F, 3, 2]
+    centroid = P[0].mean(1)
+    radius = 0.06 * size
+    verts = np.zeros((N_LANDMARKS, 3), np.int64)
+    bary = np.zeros((N_LANDMARKS, 3), np.float32)
+    err = np.zeros(N_LANDMARKS)
+    for i in range(N_LANDMARKS):
+        allowed = ~on_jaw if i in UPPER_INNER_LIP else on_jaw if i in LOWER_INNER_LIP else np.ones(len(faces), bool)
+        k = np.flatnonzero(allowed & (np.linalg.norm(centroid - L[0, i], axis=1) < radius))
+        if not len(k):
+            k = np.flatnonzero(allowed)
+            k = k[np.argsort(np.linalg.norm(centroid[k] - L[0, i], axis=1))[:20]]
+        # w = (1 - u - v, u, v): the projection is p0 + u (p1 - p0) + v (p2 - p0) in every render, linear in (u, v)
+        p0 = P[:, k, 0]  # [K, n, 2]
+        A = np.stack([P[:, k, 1] - p0, P[:, k, 2] - p0], -1)  # [K, n, 2, 2]
+        y = L[:, i][:, None] - p0  # [K, n, 2]
+        AtA = np.einsum("knra,knrb->nab", A, A) + 1e-6 * np.eye(2)
+        Aty = np.einsum("knra,knr->na", A, y)
+        uv = np.linalg.solve(AtA, Aty[..., None])[..., 0]
+        w = np.clip(np.c_[1 - uv.sum(1), uv], 0, None)
+        w = w / np.maximum(w.sum(1, keepdims=True), 1e-9)
+        proj = np.einsum("knjr,nj->knr", P[:, k], w)
+        e = np.sqrt(((proj - L[:, i][:, None]) ** 2).sum(-1).mean(0))
+        best = int(np.argmin(e))
+        verts[i], bary[i], err[i] = faces[k[best]], w[best], e[best]
+    # a landmark the tracker places inconsistently on this head counts less: its calibration error against the median
+    weight = (1 / (1 + (err / np.median(err)) ** 2)).astype(np.float32)
+    weight[list(FACE_OVAL)] *= FitSettings.oval_weight
+    return Correspondence(verts, bary, weight, head_key(model))
+
+
+def correspondence_for(model, landmarker, folder: str | Path) -> Correspondence:
+    """The head's correspondence, read from ``folder`` when computed before (one file per head model)."""
+    path = Path(folder) / f"correspondence-{head_key(model)}.npz"
+    if path.is_file():
+        return Correspondence.load(path)
+    corr = correspondence(model, landmarker)
+    corr.save(path)
+    return corr
+
+
+def _procrustes(X: np.ndarray, Y: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted similarity transform with ``s R X + t ~ Y`` (Umeyama)."""
+    w = w / w.sum()
+    mx, my = w @ X, w @ Y
+    Xc, Yc = X - mx, Y - my
+    S = (Yc * w[:, None]).T @ Xc
+    U, D, Vt = np.linalg.svd(S)
+    E = np.eye(3)
+    E[2, 2] = np.sign(np.linalg.det(U @ Vt))
+    R = U @ E @ Vt
+    s = float(np.trace(np.diag(D) @ E) / (w @ (Xc ** 2).sum(1)))
+    return s, R, my - s * R @ mx
+
+
+def _axis_angle(R: np.ndarray) -> np.ndarray:
+    c = np.clip((np.trace(R) - 1) / 2, -1, 1)
+    ang = np.arccos(c)
+    if ang < 1e-6:
+        return np.zeros(3)
+    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(ang))
+    return v * ang
+
+
+def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: FitSettings | None = None) -> dict:
+    """Per-frame FLAME coefficients from landmarks ``points`` [T, 468, 3] (image pixels, y down, z: the network's
+    depth; frames without a face already filled in). Returns expression [T, n_exp], jaw_pose [T, 3], global_pose
+    [T, 3] (axis-angle), scale [T] (pixels per metre), translation [T, 3], shape [n_shape] and the per-frame
+    residual in mm (weighted mean distance over the landmarks, in the image plane)."""
+    from smplx.lbs import batch_rodrigues
+
+    st = settings or FitSettings()
+    T = len(points)
+    obs = torch.as_tensor(np.asarray(points, np.float64) * np.array([1.0, -1.0, -1.0]), dtype=torch.float32)
+    uniq, inv = np.unique(corr.vertices.reshape(-1), return_inverse=True)
+    sub = model.subset(uniq)
+    inv = torch.as_tensor(inv.reshape(N_LANDMARKS, 3))
+    bary = torch.as_tensor(corr.bary)
+    w = torch.as_tensor(corr.weight)
+    axis_w = torch.tensor([1.0, 1.0, st.depth_weight])
+
+    def landmarks_of(exp, jaw, shape):
+        v = sub(exp, jaw, shape)  # [T, U, 3]
+        return (v[:, inv] * bary[None, :, :, None]).sum(2)  # [T, 468, 3]
+
+    with torch.no_grad():
+        rest = landmarks_of(torch.zeros(1, model.n_exp), torch.zeros(1, 3), None)[0].numpy().astype(np.float64)
+    # start: the head at rest, turned only in the image plane (x and y only: the network's depth is its least sure
+    # axis), then everything is refined together
+    init = [_procrustes(np.c_[rest[:, :2], np.zeros(len(rest))], np.c_[o[:, :2], np.zeros(len(o))],
+                        corr.weight.astype(np.float64) + 1e-9) for o in obs.numpy().astype(np.float64)]
+    log_s = torch.tensor([np.log(s) for s, _, _ in init], dtype=torch.float32).unsqueeze(1).requires_grad_()
+    rot = torch.tensor(np.stack([_axis_angle(R) for _, R, _ in init]), dtype=torch.float32).requires_grad_()
+    trans = torch.tensor(np.stack([t * np.array([1.0, 1.0, 0.0]) for _, _, t in init]),
+                         dtype=torch.float32).requires_grad_()
+    exp = torch.zeros(T, model.n_exp, requires_grad=True)
+    jaw = torch.zeros(T, 3, requires_grad=True)
+    shape = torch.zeros(1, model.n_shape, requires_grad=True)
+    opt = torch.optim.Adam([log_s, rot, trans, exp, jaw, shape], lr=st.lr)
+    jaw_scale = torch.tensor([st.jaw_prior, 100 * st.jaw_prior, 100 * st.jaw_prior])
+    wsum = w.sum()
+
+    def residual_mm():
+        X = landmarks_of(exp, jaw, shape.expand(T, -1))
+        R = batch_rodrigues(rot)
+        P = log_s.exp()[:, :, None] * torch.einsum("tij,tlj->tli", R, X) + trans[:, None]
+        return (P - obs) / log_s.exp()[:, :, None] * 1000.0  # [T, 468, 3] mm
+
+    for _ in range(st.steps):
+        opt.zero_grad()
+        r = residual_mm()
+        data = ((r ** 2 * axis_w).sum(-1) * w).sum(1) / wsum
+        loss = data.mean() + st.expression_prior * (exp ** 2).sum(1).mean() + (jaw ** 2 * jaw_scale).sum(1).mean() \
+            * 1000.0 + st.shape_prior * (shape ** 2).sum()
+        if T > 1:
+            loss = loss + st.smooth * (((exp[1:] - exp[:-1]) ** 2).sum(1).mean()
+                                       + 1000.0 * ((jaw[1:] - jaw[:-1]) ** 2).sum(1).mean())
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        r = residual_mm()
+        res = ((r[..., :2] ** 2).sum(-1).sqrt() * w).sum(1) / wsum
+    return {
+        "expression": exp.detach().numpy().astype(np.float32),
+        "jaw_pose": jaw.detach().numpy().astype(np.float32),
+        "global_pose": rot.detach().numpy().astype(np.float32),
+        "scale": log_s.detach().exp().numpy().reshape(-1).astype(np.float32),
+        "translation": trans.detach().numpy().astype(np.float32),
+        "shape": shape.detach().numpy().reshape(-1).astype(np.float32),
+        "residual_mm": res.numpy().astype(np.float32),
+    }
