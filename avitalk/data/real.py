@@ -216,7 +216,7 @@ def _write_dataset(
             seq.meta.update({"id": cid, "source": source})
             seq.save(root / "flame" / f"{cid}.npz")
         rec = {
-            "id": cid, "split": _split_of(it["speaker"], test, val), "speaker": it["speaker"],
+            "id": cid, "split": it.get("split") or _split_of(it["speaker"], test, val), "speaker": it["speaker"],
             "emotion": it["emotion"], "intensity": it["intensity"], "audio": f"audio/{cid}.wav",
             "flame": f"flame/{cid}.npz" if seq is not None else "", "instructions": instructions,
             "duration": round(speech.duration, 4), "has_motion": seq is not None,
@@ -225,8 +225,9 @@ def _write_dataset(
             "labels": {"emotion": it["emotion"], "intensity": it["intensity"], "action_units": dict(ranked),
                        "action_units_from": how},
         }
-        if it.get("text"):
-            rec["text"] = it["text"]
+        for key in ("text", "words"):  # the transcript, and word times [[word, start_s, end_s], ...] (GRID)
+            if it.get(key):
+                rec[key] = it[key]
         records.append(rec)
     if not records:
         atomic_write_json(root / "import_report.json", {"imported": 0, "skipped": skipped})

@@ -1,17 +1,19 @@
 """Fit the head model in use to tracked landmarks: per-frame expression (50), jaw pose (3) and head pose.
 
-**Correspondence** (once per head model): the head is rendered at rest with the renderer's frontal camera, the
-tracker reads that picture, and each of its 468 landmarks is cast onto the front-most skin triangle under it
-(mouth interior, teeth, tongue and eyeballs excluded): a triangle and barycentric weights, so the landmark moves with
-the mesh whatever the coefficients. The head at rest is its own ground truth here, so the same code serves the
-stand-in and a user's converted FLAME.
+**Correspondence** (once per head model): the head is rendered with the renderer's frontal camera, at rest and with
+the jaw opened in steps, and the tracker reads each picture; each of the 468 landmarks gets the skin triangle
+(mouth interior, teeth, tongue and eyeballs excluded; an inner-lip landmark only on its own lip) and barycentric
+weights whose projection follows it through all the pictures (least squares). The landmark then moves with the mesh
+whatever the coefficients. The head is its own ground truth here, so the same code serves the stand-in and a user's
+converted FLAME.
 
-**Fit** (per clip, all frames at once): landmarks ``L`` (x right, y up, z towards the camera, pixels) are modelled
-as a scaled rotation of the head's landmark points plus a shift, ``s_t R_t X(beta, psi_t, theta_t) + t_t`` (weak
-perspective), where ``beta`` is one identity for the clip and ``psi_t``, ``theta_t`` the frame's expression and jaw
-pose. Least squares in millimetres on the face (depth weighted down: the network's z is its least sure axis), with
-L2 priors on expression, jaw and identity and a penalty on frame-to-frame change, minimised by Adam from a
-closed-form pose (Procrustes) on the head at rest.
+**Fit** (per clip, all frames at once): landmarks ``L`` (x right, y up, pixels) are modelled as a scaled rotation of
+the head's landmark points plus a shift, ``s_t R_t X(beta, psi_t, theta_t) + t_t`` (weak perspective), where
+``beta`` is one identity for the clip and ``psi_t``, ``theta_t`` the frame's expression and jaw pose. Least squares
+in millimetres in the image plane (the network's depth does not place the head's: it is left out), the inner lip
+line weighted most (it says how open the mouth is; the outer contour also carries the talker's lip shape), the face
+oval least (where it falls on the mesh depends on the head's turn); L2 priors on expression, jaw and identity and a
+penalty on frame-to-frame change; Adam from a closed-form pose (Procrustes, in the image plane) on the head at rest.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class FitSettings:
     lr: float = 0.05
     depth_weight: float = 0.0  # z residuals count this much of x and y (the network's depth misplaces the head's)
     oval_weight: float = 0.2  # the face-oval landmarks' weight
+    # the inner lip line is what says how open the mouth is, whoever the talker: the outer lip contour also carries
+    # their lip shape, which the head's identity space may not have (measured on GRID: docs/real-faces.md)
+    inner_lip_weight: float = 30.0
     expression_prior: float = 0.2  # per unit coefficient, squared, in mm^2 of mean landmark residual
     jaw_prior: float = 0.001  # per radian squared (opening) x 1000; the jaw's sideways turns 100x more
     shape_prior: float = 0.05
@@ -53,22 +58,19 @@ class FitSettings:
 
 @dataclass
 class Correspondence:
-    """Where each of the 468 landmarks sits on the head: vertex ids [468, 3], barycentric weights [468, 3], and a
-    per-landmark weight [468] (0 where no skin triangle was found)."""
+    """Where each of the 468 landmarks sits on the head: vertex ids [468, 3] and barycentric weights [468, 3]."""
 
     vertices: np.ndarray
     bary: np.ndarray
-    weight: np.ndarray
     head: str
 
     def save(self, path: str | Path) -> Path:
-        return atomic_save_npz(path, vertices=self.vertices, bary=self.bary, weight=self.weight,
-                               head=np.asarray(self.head))
+        return atomic_save_npz(path, vertices=self.vertices, bary=self.bary, head=np.asarray(self.head))
 
     @classmethod
     def load(cls, path: str | Path) -> "Correspondence":
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["vertices"], z["bary"], z["weight"], str(z["head"]))
+            return cls(z["vertices"], z["bary"], str(z["head"]))
 
 
 def head_key(model) -> str:
@@ -128,7 +130,6 @@ def correspondence(model, landmarker, size: int = 512, sweep: tuple[float, ...] 
     radius = 0.06 * size
     verts = np.zeros((N_LANDMARKS, 3), np.int64)
     bary = np.zeros((N_LANDMARKS, 3), np.float32)
-    err = np.zeros(N_LANDMARKS)
     for i in range(N_LANDMARKS):
         allowed = ~on_jaw if i in UPPER_INNER_LIP else on_jaw if i in LOWER_INNER_LIP else np.ones(len(faces), bool)
         k = np.flatnonzero(allowed & (np.linalg.norm(centroid - L[0, i], axis=1) < radius))
@@ -147,11 +148,8 @@ def correspondence(model, landmarker, size: int = 512, sweep: tuple[float, ...] 
         proj = np.einsum("knjr,nj->knr", P[:, k], w)
         e = np.sqrt(((proj - L[:, i][:, None]) ** 2).sum(-1).mean(0))
         best = int(np.argmin(e))
-        verts[i], bary[i], err[i] = faces[k[best]], w[best], e[best]
-    # a landmark the tracker places inconsistently on this head counts less: its calibration error against the median
-    weight = (1 / (1 + (err / np.median(err)) ** 2)).astype(np.float32)
-    weight[list(FACE_OVAL)] *= FitSettings.oval_weight
-    return Correspondence(verts, bary, weight, head_key(model))
+        verts[i], bary[i] = faces[k[best]], w[best]
+    return Correspondence(verts, bary, head_key(model))
 
 
 def correspondence_for(model, landmarker, folder: str | Path) -> Correspondence:
@@ -162,6 +160,14 @@ def correspondence_for(model, landmarker, folder: str | Path) -> Correspondence:
     corr = correspondence(model, landmarker)
     corr.save(path)
     return corr
+
+
+def landmark_weights(settings: FitSettings) -> np.ndarray:
+    """[468]: how much each landmark counts in the fit (see the module's text)."""
+    w = np.ones(N_LANDMARKS, np.float32)
+    w[list(FACE_OVAL)] = settings.oval_weight
+    w[list(UPPER_INNER_LIP + LOWER_INNER_LIP)] = settings.inner_lip_weight
+    return w
 
 
 def _procrustes(X: np.ndarray, Y: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -191,7 +197,7 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
     """Per-frame FLAME coefficients from landmarks ``points`` [T, 468, 3] (image pixels, y down, z: the network's
     depth; frames without a face already filled in). Returns expression [T, n_exp], jaw_pose [T, 3], global_pose
     [T, 3] (axis-angle), scale [T] (pixels per metre), translation [T, 3], shape [n_shape] and the per-frame
-    residual in mm (weighted mean distance over the landmarks, in the image plane)."""
+    residual in mm (mean distance over the 468 landmarks, in the image plane)."""
     from smplx.lbs import batch_rodrigues
 
     st = settings or FitSettings()
@@ -201,7 +207,8 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
     sub = model.subset(uniq)
     inv = torch.as_tensor(inv.reshape(N_LANDMARKS, 3))
     bary = torch.as_tensor(corr.bary)
-    w = torch.as_tensor(corr.weight)
+    weights = landmark_weights(st)
+    w = torch.as_tensor(weights)
     axis_w = torch.tensor([1.0, 1.0, st.depth_weight])
 
     def landmarks_of(exp, jaw, shape):
@@ -213,7 +220,7 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
     # start: the head at rest, turned only in the image plane (x and y only: the network's depth is its least sure
     # axis), then everything is refined together
     init = [_procrustes(np.c_[rest[:, :2], np.zeros(len(rest))], np.c_[o[:, :2], np.zeros(len(o))],
-                        corr.weight.astype(np.float64) + 1e-9) for o in obs.numpy().astype(np.float64)]
+                        weights.astype(np.float64)) for o in obs.numpy().astype(np.float64)]
     log_s = torch.tensor([np.log(s) for s, _, _ in init], dtype=torch.float32).unsqueeze(1).requires_grad_()
     rot = torch.tensor(np.stack([_axis_angle(R) for _, R, _ in init]), dtype=torch.float32).requires_grad_()
     trans = torch.tensor(np.stack([t * np.array([1.0, 1.0, 0.0]) for _, _, t in init]),
@@ -244,7 +251,7 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
         opt.step()
     with torch.no_grad():
         r = residual_mm()
-        res = ((r[..., :2] ** 2).sum(-1).sqrt() * w).sum(1) / wsum
+        res = (r[..., :2] ** 2).sum(-1).sqrt().mean(1)
     return {
         "expression": exp.detach().numpy().astype(np.float32),
         "jaw_pose": jaw.detach().numpy().astype(np.float32),

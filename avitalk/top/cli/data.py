@@ -186,3 +186,19 @@ def data_track(
     speed = f", {rep['new_frames_per_second']} frames/s" if rep["new_frames_per_second"] else ", nothing new to fit"
     typer.echo(f"fitted {rep['fitted']} of {rep['videos']} videos ({rep['skipped']} skipped), {rep['frames']} frames, "
                f"median fit residual {rep['residual_mm_median']} mm{speed}; report: {out / 'track_report.json'}")
+
+
+@data_app.command("grid")
+def data_grid(
+    root: Path = typer.Argument(..., help="Your GRID folder: sN/*.mpg and alignments/sN/*.align (any depth)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (the fits go to OUT/fits/sN/)."),
+    fits: Optional[Path] = typer.Option(None, help="Fits made before by `avitalk data track` (FITS/sN/*.npz); "
+                                        "without it the videos are tracked now (resumable)."),
+    workers: int = typer.Option(2, min=1, help="Tracking processes (one core each)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Import the GRID audiovisual corpus (CC BY 4.0): real talking faces, tracked into FLAME motion, with the
+    transcript and word times; split by sentence (5% val, 5% test)."""
+    from avitalk.data.grid import import_grid
+
+    _report_import(import_grid(root, out, fits, workers=workers, progress=not quiet))

@@ -25,6 +25,8 @@ def eval_cmd(
     real: bool = typer.Option(False, "--real", help="Real-speech metrics (no motion needed): emotion + confusion, "
                               "mouth vs loudness, silence rest, bilabial closure. Automatic when no clip has motion."),
     speakers: Optional[str] = typer.Option(None, help="With --real: only these speakers (comma-separated)."),
+    tracked: bool = typer.Option(False, "--tracked", help="Lip sync against real faces tracked from video "
+                                 "(`avitalk data grid`): lip-gap r, lip vertex error, closure at the word times."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy; on
@@ -39,6 +41,18 @@ def eval_cmd(
     from avitalk.data.manifest import read_manifest
 
     clips = read_manifest(data)
+    if tracked:
+        from avitalk.eval.tracked import evaluate_tracked, tracked_lines, write_tracked_report
+
+        if out.exists() and not out.is_dir():
+            _fail(f"{out}: exists and is not a folder")
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
+        res = evaluate_tracked(pipe, data, split, limit, seed, progress=not quiet)
+        write_tracked_report(res, out)
+        for line in tracked_lines(res):
+            typer.echo(line)
+        typer.echo(f"wrote {out}/ (tracked.md, tracked.json)")
+        return
     if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
         from avitalk.eval.real_speech import evaluate_real_speech, summary_lines, write_real_report
 
