@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds voice-folds clean
+.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds voice-folds track-truth clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -73,6 +73,11 @@ voice-folds:
 	test -f build/voices/ravdess/manifest.jsonl || $(PYTHON) -m avitalk data ravdess $(REAL) -o build/voices/ravdess --test-actors none --val-actors none
 	test -f build/voices/librispeech/manifest.jsonl || $(PYTHON) -m avitalk data speech $(READ) -o build/voices/librispeech --source librispeech
 	$(PYTHON) scripts/voice_folds.py --synth build/voices/synth --real build/voices/ravdess build/voices/librispeech --variants acted read
+
+# The face tracker + fit on rendered SynthTalk (known coefficients): 24 clips rendered to mp4, tracked like anyone's
+# video, compared with the truth; about 3 minutes on 2 cores. Writes build/track-truth/ (summary.json, side_by_side.png).
+track-truth:
+	$(PYTHON) scripts/track_truth.py --clips 24 --work build/track-truth
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache

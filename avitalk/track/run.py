@@ -180,9 +180,10 @@ def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | 
     cache = str(root)
 
     def save() -> None:
-        done = [r for r in clips.values() if "skipped" not in r]
+        mine = [clips[s] for s in stems if s in clips]  # this folder's videos (the report may hold others too)
+        done = [r for r in mine if "skipped" not in r]
         atomic_write_json(report_path, {
-            "videos": len(files), "fitted": len(done), "skipped": sum("skipped" in r for r in clips.values()),
+            "videos": len(files), "fitted": len(done), "skipped": len(mine) - len(done),
             "head": main.corr.head,
             "frames": sum(r["frames"] for r in done),
             "residual_mm_median": round(float(np.median([r["residual_mm_median"] for r in done])), 3) if done else None,
