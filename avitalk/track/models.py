@@ -11,7 +11,6 @@ two files (1.5 MB) out of it into :func:`tracker_dir` and checks their SHA-256. 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import TrackerMissing
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 WHEEL = "mediapipe==0.10.21"
 FILES = {
@@ -79,6 +78,6 @@ def install(folder: str | os.PathLike | None = None, wheel: str | os.PathLike | 
                     atomic_write_bytes(d / Path(member).name, data)
         except (OSError, KeyError, zipfile.BadZipFile) as e:
             raise TrackerMissing(f"{wheel}: not a mediapipe 0.10.21 wheel with the face models ({e})") from e
-    (d / "LICENSE.txt").write_text(LICENSE + "\n")
-    (d / "source.json").write_text(json.dumps({"wheel": WHEEL, "files": {k: v[0] for k, v in FILES.items()}}, indent=1))
+    atomic_write_text(d / "LICENSE.txt", LICENSE + "\n")
+    atomic_write_json(d / "source.json", {"wheel": WHEEL, "files": {k: v[0] for k, v in FILES.items()}})
     return d
