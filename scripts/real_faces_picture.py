@@ -23,7 +23,7 @@ def main() -> None:
     from avitalk.flame import FlameModel
     from avitalk.render.renderer import renderer_for_model
     from avitalk.track.run import read_frames
-    from avitalk.types import FlameSequence
+    from avitalk.types import MOTION_FPS, FlameSequence
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
@@ -44,7 +44,7 @@ def main() -> None:
     events = bl.events_from_words([tuple(w) for w in clip.extra["words"]], 0.0)
     picks, seen = [], set()
     for kind, t in events:  # the first two bilabials and the first two open vowels
-        i = min(int(round(t * 25)), tracked.num_frames - 1, ours.num_frames - 1)
+        i = min(int(round(t * MOTION_FPS)), tracked.num_frames - 1, ours.num_frames - 1)
         if sum(k == kind for k, _ in picks) < 2 and i not in seen:
             picks.append((kind, i))
             seen.add(i)
@@ -64,7 +64,7 @@ def main() -> None:
                      Image.fromarray(r.render(vo[i])).crop((40, 40, 216, 216))]
             for row, t in enumerate(tiles):
                 sheet.paste(t.resize((S, S)), (col * S, row * S))
-            word = next((wd for wd, s, e in clip.extra["words"] if s <= i / 25 + 0.04 and i / 25 - 0.04 <= e), "")
+            word = next((wd for wd, s, e in clip.extra["words"] if s <= i / MOTION_FPS + 0.04 and i / MOTION_FPS - 0.04 <= e), "")
             d.text((col * S + 4, 3 * S + 3), f"{kind} '{word}': {g_t[i]:.1f} / {g_o[i]:.1f} mm", fill=(0, 0, 0))
     for row, label in enumerate(("video (held out)", "tracked fit", "generated")):
         d.text((4, row * S + 4), label, fill=(255, 255, 255) if row == 0 else (0, 0, 0))
