@@ -114,6 +114,18 @@ class Instruction:
 
 
 # ------------------------------------------------------------------------------------------- FlameSequence
+def resample_frames(x: np.ndarray, fps: float, to: float = MOTION_FPS) -> np.ndarray:
+    """Per-frame rows [T, ...] at ``fps`` linearly resampled to ``to`` frames per second (as many frames as the
+    duration holds, at least one); unchanged when the rates agree."""
+    x = np.asarray(x)
+    if abs(fps - to) <= 1e-3:
+        return x
+    T = max(1, int(round(len(x) / fps * to)))
+    src, dst = np.arange(len(x)) / fps, np.arange(T) / to
+    flat = x.reshape(len(x), -1)
+    return np.stack([np.interp(dst, src, flat[:, j]) for j in range(flat.shape[1])], 1).reshape((T,) + x.shape[1:])
+
+
 def _as_float_array(name: str, value: Any, ndim: int) -> np.ndarray:
     try:
         arr = np.asarray(value)

@@ -18,7 +18,6 @@ from typing import Any
 from ..errors import DatasetError
 
 GRID_RATE = 25_000  # .align times are in 1/25000 s
-VIDEO_SUFFIXES = (".mpg", ".mpeg", ".mp4", ".avi", ".mov")
 
 
 def read_align(path: str | os.PathLike) -> list[tuple[str, float, float]]:
@@ -48,13 +47,14 @@ def sentence_split(text: str, test: float = 0.05, val: float = 0.05) -> str:
 def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.PathLike | None = None,
                 workers: int = 2, test: float = 0.05, val: float = 0.05, progress: bool = True) -> Path:
     """Import GRID talkers under ``root`` (see the module's text); returns the manifest's path."""
+    from ..track.run import find_videos, track_folder
     from .real import _write_dataset
 
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     aligns = {(p.parent.name, p.stem): p for p in root.rglob("*.align")}
-    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    videos = find_videos(root)
     if not videos:
         raise DatasetError(f"{root}: no GRID videos (sN/*.mpg)")
     talkers = sorted({p.parent for p in videos})
@@ -62,8 +62,6 @@ def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.
     for folder in talkers:  # GRID's clip names repeat across talkers: one fits folder per talker
         where = Path(fits) / folder.name if fits else out / "fits" / folder.name
         if not fits:
-            from ..track.run import track_folder
-
             track_folder(folder, where, workers=workers, progress=progress)
         fit_index.update({(folder.name, p.stem): p for p in where.glob("*.npz") if not p.name.startswith("correspondence-")})
     items: list[dict[str, Any]] = []

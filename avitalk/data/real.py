@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import AvitalkError, DatasetError
 from ..io import atomic_write_json
-from ..types import MOTION_FPS, FlameSequence
+from ..types import MOTION_FPS, FlameSequence, resample_frames
 from ..vocab import load_vocabulary
 from .manifest import write_manifest
 
@@ -107,11 +107,8 @@ def load_fit(path: str | os.PathLike, fps: float = MOTION_FPS, n_exp: int = 50) 
         src_fps = float(np.asarray(d["fps"]).reshape(-1)[0]) if "fps" in d else fps
         seq = FlameSequence(np.asarray(exp, np.float32)[:, :n_exp], np.asarray(jaw, np.float32), fps=src_fps)
     if abs(seq.fps - MOTION_FPS) > 1e-3:  # resample to 25 fps
-        T = max(1, int(round(seq.duration * MOTION_FPS)))
-        src = np.arange(seq.num_frames) / seq.fps
-        dst = np.arange(T) / MOTION_FPS
-        interp = lambda a: np.stack([np.interp(dst, src, a[:, j]) for j in range(a.shape[1])], 1)  # noqa: E731
-        seq = FlameSequence(interp(seq.expression), interp(seq.jaw_pose), fps=MOTION_FPS, meta=seq.meta)
+        seq = FlameSequence(resample_frames(seq.expression, seq.fps), resample_frames(seq.jaw_pose, seq.fps),
+                            fps=MOTION_FPS, meta=seq.meta)
     if seq.n_exp < n_exp:
         seq.expression = np.pad(seq.expression, ((0, 0), (0, n_exp - seq.n_exp)))
     return seq

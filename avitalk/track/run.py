@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import AvitalkError, DatasetError
 from ..io import atomic_save_npz, atomic_write_json
-from ..types import MOTION_FPS
+from ..types import MOTION_FPS, resample_frames
 
 VIDEO_SUFFIXES = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MIN_FACE_SHARE = 0.5  # a clip whose face is seen in fewer frames than this is skipped
@@ -57,28 +57,15 @@ def read_frames(path: str | os.PathLike) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
-def _at_fps(x: np.ndarray, fps: float) -> np.ndarray:
-    """Per-frame rows resampled (linearly) from ``fps`` to 25 fps."""
-    if abs(fps - MOTION_FPS) < 1e-3:
-        return x
-    T = max(1, int(round(len(x) / fps * MOTION_FPS)))
-    src, dst = np.arange(len(x)) / fps, np.arange(T) / MOTION_FPS
-    flat = x.reshape(len(x), -1)
-    return np.stack([np.interp(dst, src, flat[:, j]) for j in range(flat.shape[1])], 1).reshape((T,) + x.shape[1:])
-
-
 class Tracker:
     """The tracker, the head model and its correspondence, ready to fit clips (one per worker process)."""
 
     def __init__(self, head: str | None = None, cache: str | os.PathLike | None = None, settings=None):
-        import torch
-
         from ..flame import FlameModel
         from .fit import correspondence_for
         from .landmarker import Landmarker
         from .models import tracker_dir
 
-        torch.set_num_threads(1)
         self.model = FlameModel.from_spec(head)
         self.landmarker = Landmarker()
         self.corr = correspondence_for(self.model, self.landmarker, cache or tracker_dir())
@@ -113,8 +100,8 @@ class Tracker:
         for j in range(468 * 3):  # frames without a face: interpolated from their neighbours
             a, c = divmod(j, 3)
             filled[:, a, c] = np.interp(np.arange(len(frames)), idx, pts[idx, a, c])
-        filled = _at_fps(filled, fps)
-        face25 = _at_fps(seen.astype(np.float32), fps) > 0.5
+        filled = resample_frames(filled, fps)
+        face25 = resample_frames(seen.astype(np.float32), fps) > 0.5
         out = fit_landmarks(self.model, self.corr, filled, self.settings)
         arrays = {
             "expression": out["expression"], "jaw_pose": out["jaw_pose"], "global_pose": out["global_pose"],
@@ -137,6 +124,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init(head: str | None, cache: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a worker process per core
     _WORKER["tracker"] = Tracker(head, cache)
 
 
