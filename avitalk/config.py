@@ -78,6 +78,9 @@ class LipsyncTrainConfig:
     augment_p: float = 0.0  # chance a batch row reads the clip through an augmented copy
     gap_weight: float = 0.0  # loss on the lip gap itself (mm)
     closed_weight: float = 0.0  # frames where the data's lips touch count this much more in it
+    # with more corpora of motion (``train_stage2(motion_data=...)``, e.g. tracked real faces): the share of a batch's
+    # rows drawn from them (None: in proportion to their clips)
+    motion_data_share: Optional[float] = None
 
 
 @dataclass

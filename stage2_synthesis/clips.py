@@ -27,6 +27,7 @@ class ClipBank:
             raise DatasetError(f"{root}: no clips with motion in split {split!r} (stage 2 needs FLAME motion)")
         self.ids, self.feats, self.motion, self.keys, self.instructions, self.labels = [], [], [], [], [], []
         self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
+        self.corpus: list[int] = [0] * len(clips)  # which corpus each clip came from (see concat)
         for c in clips:
             seq = FlameSequence.load(root / c.flame)
             f = cache.get(c.id)
@@ -58,3 +59,17 @@ class ClipBank:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def concat(cls, banks: list["ClipBank"]) -> "ClipBank":
+        """One bank holding the clips of several (a style partner stays within its own bank); ``corpus[i]``: which
+        bank clip i came from."""
+        out = cls.__new__(cls)
+        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants"):
+            setattr(out, name, [x for b in banks for x in getattr(b, name)])
+        out.partners, out.corpus, offset = [], [], 0
+        for k, b in enumerate(banks):
+            out.partners += [[j + offset for j in p] for p in b.partners]
+            out.corpus += [k] * len(b)
+            offset += len(b)
+        return out

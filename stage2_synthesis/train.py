@@ -125,9 +125,24 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return {"loss": total, **out}
 
 
+def row_weights(bank: ClipBank, share: float | None) -> np.ndarray | None:
+    """Per-clip sampling probabilities for lip-sync batches: clips of the first corpus share 1 - ``share``, those of
+    the others ``share`` (each corpus's clips equally likely); None (uniform over clips) with one corpus or no share."""
+    corpus = np.asarray(bank.corpus)
+    if share is None or corpus.max() == 0:
+        return None
+    share = float(share)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"stage2.train.lipsync.motion_data_share must lie in [0, 1], got {share}")
+    first = corpus == 0
+    p = np.where(first, (1.0 - share) / first.sum(), share / (~first).sum())
+    return p / p.sum()
+
+
 # ------------------------------------------------------------------------------------------------ main
 def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
-                 resume: bool = False, progress: bool = True, limit: int | None = None) -> dict[str, Any]:
+                 resume: bool = False, progress: bool = True, limit: int | None = None,
+                 motion_data: tuple[str | os.PathLike, ...] = ()) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -142,6 +157,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     from avitalk.data.manifest import read_manifest
 
     read_manifest(data, "train")  # a clear error before any model is loaded
+    motion_data = tuple(Path(d) for d in motion_data)
+    for d in motion_data:
+        read_manifest(d, "train")
     out.mkdir(parents=True, exist_ok=True)
     from avitalk.config import merge_config
 
@@ -168,11 +186,20 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
         acache = cache_augmented_features(data, synth.audio_encoder, copies, seed=int(cfg.seed),
                                           progress=progress and acc.is_main_process)
-    timings["features_s"] = time.perf_counter() - t
     train = ClipBank(data, "train", cache, limit, acache, copies)
     if len(train) < 2:
         raise DatasetError(f"{data}: needs at least 2 training clips, has {len(train)}")
-    allm = np.concatenate(train.motion)
+    # lip-sync pretraining reads the motion corpora too (tracked real faces); the prior learns styles from data's
+    banks = [train]
+    for d in motion_data:
+        c = cache_dataset_features(d, synth.audio_encoder, progress=progress and acc.is_main_process)
+        a = (cache_augmented_features(d, synth.audio_encoder, copies, seed=int(cfg.seed),
+                                      progress=progress and acc.is_main_process) if copies else None)
+        banks.append(ClipBank(d, "train", c, limit, a, copies))
+    timings["features_s"] = time.perf_counter() - t
+    lip_bank = ClipBank.concat(banks) if len(banks) > 1 else train
+    lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
+    allm = np.concatenate(lip_bank.motion)
     mean, std = torch.as_tensor(allm.mean(0)), torch.as_tensor(allm.std(0))
     synth.decoder.set_motion_stats(mean, std)
     synth.style_encoder.set_motion_stats(mean, std)
@@ -203,12 +230,12 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         enc.train(), dec.train()
 
         def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
-            idx = brng.integers(0, len(train), int(lc.batch_size))
-            b = {k: v.to(acc.device) for k, v in lipsync_batch(train, idx, int(lc.crop_frames), brng,
+            idx = brng.choice(len(lip_bank), int(lc.batch_size), p=lip_p)
+            b = {k: v.to(acc.device) for k, v in lipsync_batch(lip_bank, idx, int(lc.crop_frames), brng,
                                                                float(lc.augment_p)).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
             return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids),
-                    [train.ids[i] for i in idx])
+                    [lip_bank.ids[i] for i in idx])
 
         def save_lipsync() -> None:
             save_module(synth.style_encoder, out / "style_encoder.safetensors")
@@ -278,6 +305,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         plot_history(history, out / "loss_curves.png")
         atomic_write_json(out / "history.json", history)
         atomic_write_json(out / "train_info.json", {"timings": timings, "train_clips": len(train), "phase": phase,
+                                                    "motion_data": [str(d) for d in motion_data],
                                                     "config": OmegaConf.to_container(cfg)})
     if writer:
         writer.close()

@@ -103,3 +103,30 @@ def test_evaluate_tracked_scores_the_tracked_motion_itself_perfectly(tmp_path, m
     write_tracked_report(res, tmp_path / "report")
     assert "lip-gap correlation" in (tmp_path / "report" / "tracked.md").read_text()
     assert len(tracked_lines(res)) == 6
+
+
+def test_import_grid_takes_each_talkers_rest_face_off(tmp_path):
+    """The fits' motion in silence (the talker's face at rest) is subtracted; speech movement stays."""
+    root = tmp_path / "GRID"
+    (root / "s1").mkdir(parents=True)
+    (root / "alignments" / "s1").mkdir(parents=True)
+    (tmp_path / "fits" / "s1").mkdir(parents=True)
+    for k, clip in enumerate(("bbaf2n", "bgaa1s", "lrae3p")):
+        write_video(root / "s1" / f"{clip}.mp4", np.full((75, 64, 64, 3), 128, np.uint8),
+                    audio=from_array(tone(3.0), 16000))
+        (root / "alignments" / "s1" / f"{clip}.align").write_text(ALIGN)
+        seq = FlameSequence.neutral(75)
+        seq.expression[:, 3] = 0.4 + 0.01 * k  # the talker's face: the same in every frame
+        seq.jaw_pose[26:50, 0] = 0.2  # speech: the jaw opens within the words (0.95-2.12 s)
+        seq.save(tmp_path / "fits" / "s1" / f"{clip}.npz")
+    for rest in (True, False):
+        out = tmp_path / f"data-{rest}"
+        import_grid(root, out, fits=tmp_path / "fits", progress=False, rest=rest)
+        seq = FlameSequence.load(out / "flame" / "s1_bbaf2n.npz")
+        assert np.allclose(seq.jaw_pose[30:45, 0], 0.2)  # speech kept either way
+        if rest:
+            assert np.allclose(seq.expression[:, 3], -0.01, atol=1e-6)  # this clip's rest minus the talker's median
+            assert seq.meta["rest_offset"][3] == pytest.approx(0.41)
+            assert json.loads((out / "import_report.json").read_text())["rest_offset"]["s1"][3] == pytest.approx(0.41)
+        else:
+            assert np.allclose(seq.expression[:, 3], 0.4) and "rest_offset" not in seq.meta

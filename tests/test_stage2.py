@@ -151,3 +151,50 @@ def test_text_encoders_embed_and_cache(spec, cfg):
     assert np.allclose(e[0], e[2]) and not np.allclose(e[0], e[1])
     with pytest.raises(CheckpointError, match="unknown text encoder"):
         TextEncoder("word2vec")
+
+
+def test_row_weights_give_the_motion_corpora_their_share():
+    from types import SimpleNamespace
+
+    from avitalk.stage2_synthesis.train import row_weights
+
+    bank = SimpleNamespace(corpus=[0] * 6 + [1] * 2)
+    assert row_weights(bank, None) is None  # uniform over clips
+    p = row_weights(bank, 0.5)
+    assert p[:6].sum() == pytest.approx(0.5) and p[6:].sum() == pytest.approx(0.5) and p[0] == pytest.approx(0.5 / 6)
+    assert row_weights(SimpleNamespace(corpus=[0] * 4), 0.5) is None  # one corpus
+    with pytest.raises(ValueError, match="motion_data_share"):
+        row_weights(bank, 1.5)
+
+
+@pytest.mark.slow
+def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
+    """--motion-data: its clips join the lip-sync batches (and the motion statistics); the prior's clips stay --data's."""
+    import json
+
+    from avitalk.data.synthtalk import generate
+    from avitalk.stage2_synthesis.clips import ClipBank
+    from avitalk.stage2_synthesis.train import train_stage2
+
+    generate(tmp_path / "d", 8, seed=5, workers=1, progress=False)
+    generate(tmp_path / "m", 6, seed=9, workers=1, progress=False)
+    man = tmp_path / "m" / "manifest.jsonl"  # its own clip names
+    man.write_text("".join(json.dumps({**json.loads(line), "id": "m" + json.loads(line)["id"]}) + "\n"
+                           for line in man.read_text().splitlines()))
+    cfg = tiny_stage2_cfg()
+    cfg.stage2.train.lipsync.motion_data_share = 0.5
+    r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False, motion_data=(tmp_path / "m",))
+    info = json.loads((tmp_path / "ck" / "train_info.json").read_text())
+    assert info["motion_data"] == [str(tmp_path / "m")]
+    ids = {i for h in r["history"]["lipsync"] for rank in h["clips_by_rank"] for i in rank}
+    from avitalk.encoders.cache import cache_dataset_features
+
+    enc = r["synthesizer"].audio_encoder
+    a = ClipBank(tmp_path / "d", "train", cache_dataset_features(tmp_path / "d", enc, progress=False))
+    b = ClipBank(tmp_path / "m", "train", cache_dataset_features(tmp_path / "m", enc, progress=False))
+    both = ClipBank.concat([a, b])
+    assert both.corpus == [0] * len(a) + [1] * len(b) and len(both) == len(a) + len(b)
+    assert all(p[0] >= len(a) for p in both.partners[len(a):])  # partners stay within their corpus
+    stats = np.concatenate(both.motion)
+    assert np.allclose(r["synthesizer"].decoder.motion_mean.numpy(), stats.mean(0), atol=1e-4)
+    assert not set(a.ids) & set(b.ids) and ids & set(b.ids) and ids & set(a.ids)  # both corpora in the batches

@@ -187,6 +187,11 @@ def _write_dataset(
         except Exception as e:  # noqa: BLE001 - a damaged file is reported, the import goes on
             skip(f"unreadable ({type(e).__name__}: {e})")
             continue
+        if seq is not None and it.get("motion_offset") is not None:  # e.g. the talker's rest face (GRID)
+            off = np.asarray(it["motion_offset"], np.float32)
+            seq.expression = seq.expression - off[: seq.n_exp]
+            seq.jaw_pose = seq.jaw_pose - off[seq.n_exp :]
+            seq.meta["rest_offset"] = [round(float(x), 4) for x in off]
         if seq is not None and abs(seq.duration - speech.duration) > max_offset_s:
             skip(f"motion lasts {seq.duration:.2f} s but audio {speech.duration:.2f} s")
             continue

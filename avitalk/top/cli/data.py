@@ -195,10 +195,12 @@ def data_grid(
     fits: Optional[Path] = typer.Option(None, help="Fits made before by `avitalk data track` (FITS/sN/*.npz); "
                                         "without it the videos are tracked now (resumable)."),
     workers: int = typer.Option(2, min=1, help="Tracking processes (one core each)."),
+    rest: bool = typer.Option(True, "--rest/--raw", help="Motion relative to each talker's face at rest (default), or "
+                              "the fits as they are."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Import the GRID audiovisual corpus (CC BY 4.0): real talking faces, tracked into FLAME motion, with the
     transcript and word times; split by sentence (5% val, 5% test)."""
     from avitalk.data.grid import import_grid
 
-    _report_import(import_grid(root, out, fits, workers=workers, progress=not quiet))
+    _report_import(import_grid(root, out, fits, workers=workers, progress=not quiet, rest=rest))

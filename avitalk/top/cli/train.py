@@ -19,6 +19,9 @@ def train_stage2_cmd(
     phase: str = typer.Option("all", help="lipsync, prior or all."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint folder's last state."),
     evaluate: bool = typer.Option(False, help="Measure on the test split afterwards (metrics.json)."),
+    motion_data: Optional[list[Path]] = typer.Option(None, "--motion-data", help="More motion for lip-sync pretraining, e.g. "
+                                                     "tracked real faces (avitalk data grid); repeatable. The prior "
+                                                     "learns styles from --data only."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage2.train.lipsync.steps=200."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -27,8 +30,12 @@ def train_stage2_cmd(
 
     if phase not in ("lipsync", "prior", "all"):
         _fail(f"--phase must be lipsync, prior or all, got {phase!r}")
+    for d in motion_data or ():
+        if not (d / "manifest.jsonl").is_file():
+            _fail(f"--motion-data {d}: no manifest.jsonl (not a dataset folder)")
     cfg = _load_config(config, set_)
-    r = train_stage2(cfg, data, out, phase=phase, resume=resume, progress=not quiet)
+    r = train_stage2(cfg, data, out, phase=phase, resume=resume, progress=not quiet,
+                     motion_data=tuple(motion_data or ()))
     t = r["timings"]
     typer.echo("trained stage 2 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + f" -> {out}")
     if evaluate:
