@@ -97,6 +97,24 @@ def tracked_lines(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def comparison_lines(res: dict[str, Any], base: dict[str, Any], names: tuple[str, str]) -> list[str]:
+    """A markdown table of two decoders on the same clips (``res`` and ``base`` from :func:`evaluate_tracked`), with
+    the tracked face's own closure as the reference column."""
+    def row(r: dict[str, Any]) -> list[str]:
+        c = r["closure"]["generated"]
+        return [f"{r['lip_gap_r']['median']:.3f}", f"{r['lip_vertex_error_mm']['median']:.2f}",
+                f"{r['mean_gap_mm']['generated']:.1f}", f"{c['bilabial_closure_rate']:.1%}",
+                f"{c['open_vowel_open_rate']:.1%}"]
+
+    t = res["closure"]["tracked"]
+    lines = [f"{res['clips']} clips ({res['split']}) | lip-gap r (median) | lip vertex error (mm, median) | "
+             "mean lip gap (mm) | /b p m/ closed | open vowels open", "|".join(["---"] * 6)]
+    lines += [f"{n} | " + " | ".join(row(r)) for n, r in zip(names, (res, base))]
+    lines.append(f"tracked face | 1 | 0 | {res['mean_gap_mm']['tracked']:.1f} | {t['bilabial_closure_rate']:.1%} | "
+                 f"{t['open_vowel_open_rate']:.1%}")
+    return lines
+
+
 def write_tracked_report(res: dict[str, Any], out) -> None:
     from avitalk.io import atomic_write_json, atomic_write_text
 
@@ -108,4 +126,8 @@ def write_tracked_report(res: dict[str, Any], out) -> None:
             "how far the generated lips are from the tracked ones. Closure: share of /b p m/ at which the lips meet "
             "(gap <= 1 mm within 80 ms), and of open vowels at which they part (>= 3 mm); the tracked column is "
             "what the same test gives on the person's own (tracked) face."]
+    if res.get("baseline"):
+        b = res["baseline"]
+        text += ["", f"Beside the baseline `{b['checkpoint']}` on the same clips:", "",
+                 *comparison_lines(res, b, (f"`{res.get('checkpoint', 'checkpoint')}`", f"`{b['checkpoint']}`"))]
     atomic_write_text(out / "tracked.md", "\n".join(text) + "\n")

@@ -1,7 +1,8 @@
 """Build the embedded default checkpoint from scratch (``make demo-checkpoint``).
 
 SynthTalk corpus (+ labelled real speech, RAVDESS, when its folder is there) -> stage 2 (lip-sync pretraining with
-recording-condition augmentation + diffusion prior) -> tiny LM + stage 1 (SynthTalk + real speech) -> the emotion
+recording-condition augmentation, on SynthTalk and, given --grid, real talking faces tracked from GRID's videos;
+diffusion prior) -> tiny LM + stage 1 (SynthTalk + real speech) -> the emotion
 reader (SynthTalk + RAVDESS + plain read speech, LibriSpeech; calibrated on leave-speakers-out folds) -> measurements
 (stage 1, stage 2, end to end, real-speech mouth metrics) -> one pipeline folder in float16 with a model card, at
 avitalk/checkpoints/default. Without the real-speech folder the build is SynthTalk-only and the card says so.
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reader-only", action="store_true",
                     help="refit only the emotion reader of the pipeline folder --out (default: the embedded one), then "
                          "measure it again and rewrite its card; the networks are kept as they are")
+    ap.add_argument("--grid", default=None,
+                    help="GRID folder (sN/*.mpg, alignments/sN/*.align): real faces for stage 2's lip-sync pretraining")
+    ap.add_argument("--grid-fits", default=None,
+                    help="fits made before by `avitalk data track` (FITS/sN/*.npz); without it GRID is tracked now")
+    ap.add_argument("--stage2-only", action="store_true",
+                    help="retrain only stage 2 of the pipeline folder --out (default: the embedded one), measure again "
+                         "and rewrite its card; stage 1 and the emotion reader are kept as they are")
     ap.add_argument("--real-check-actors", default="Actor_01,Actor_22",
                     help="actors whose clips the real-speech mouth metrics use (stage 2 never trains on real speech)")
     ap.add_argument("--quiet", action="store_true")
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     times_path = work / "build_times.json"  # seconds per step, kept across resumed builds
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
     data, s2, s1, real, read = work / "data", work / "stage2", work / "stage1", work / "real", work / "read"
+    grid = work / "grid"
     if a.redo:
         import shutil
 
@@ -105,11 +114,25 @@ def main(argv: list[str] | None = None) -> None:
     else:
         step("read speech import", (read / "manifest.jsonl").is_file(),
              lambda: import_speech(read_src, read, source="librispeech", progress=progress))
+    if a.grid:
+        from avitalk.data.grid import import_grid
+
+        step("grid import", (grid / "manifest.jsonl").is_file(),
+             lambda: import_grid(a.grid, grid, fits=a.grid_fits, progress=progress))
+    elif not (grid / "manifest.jsonl").is_file():
+        print("[warn] no --grid: stage 2 learns lip sync from SynthTalk alone")
+    motion = (grid,) if (grid / "manifest.jsonl").is_file() else ()
     if a.reader_only:
         return reader_only(a, cfg, out, work, data, real, read, step, progress)
-    step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(),
-         lambda: (train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, resume=True, progress=progress),
-                  (s2 / "train_done").write_text("ok\n")))
+
+    def train_s2() -> None:
+        train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, resume=True, progress=progress,
+                     motion_data=motion)
+        (s2 / "train_done").write_text("ok\n")
+
+    if a.stage2_only:
+        return stage2_only(a, cfg, out, work, data, real, grid if motion else None, train_s2, step, progress)
+    step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(), train_s2)
     step("stage1", (s1 / "qformer.safetensors").is_file(),
          lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
                               extra_data=extra))
@@ -143,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
 
         step("evaluate real speech", (work / "real_speech.json").is_file(), real_check)
+    if motion:
+        step("evaluate real faces", (work / "tracked.json").is_file(), lambda: tracked_check(pipe, grid, work, progress))
     m1 = json.loads((s1 / "metrics.json").read_text())
     m2 = json.loads((s2 / "metrics.json").read_text())
     e2e = json.loads((work / "end_to_end.json").read_text())
@@ -159,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         "emotion_reader": reader_metrics(work),
         "real_speech_mouth": ({k: realm[k] for k in ("speakers", "clips", "mouth_stage1", "mouth_neutral")}
                               if realm else None),
+        "real_faces": real_faces_metrics(work, grid),
         "stage1": {"with_speech": m1["with_speech"], "speech_tokens_removed": m1["ablation_speech_tokens_removed"]},
         "stage2": {k: m2[k] for k in ("lve_mm", "emotion_accuracy", "diversity")},
         "end_to_end": e2e,
@@ -170,6 +196,75 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"stage1_emotion": m1["with_speech"]["emotion_accuracy"],
                       "end_to_end_emotion": e2e["emotion_accuracy_end_to_end"],
                       "lve_mm": m2["lve_mm"]["model"], "seconds": times}, indent=2))
+
+
+GRID_CORPUS = "GRID audiovisual sentence corpus, CC BY 4.0 (Cooke, Barker, Cunningham and Shao, 2006)"
+
+
+def tracked_check(pipe, grid: Path, work: Path, progress: bool) -> None:
+    """Lip sync against GRID's tracked faces on its held-out test sentences (eval/tracked.py)."""
+    from avitalk.eval.tracked import evaluate_tracked
+    from avitalk.io import atomic_write_json
+
+    r = evaluate_tracked(pipe, grid, "test", progress=progress)
+    atomic_write_json(work / "tracked.json", {k: v for k, v in r.items() if k != "per_clip"})
+
+
+def real_faces_metrics(work: Path, grid: Path) -> dict | None:
+    """The card's GRID numbers: what stage 2 trained on and how it does on the held-out sentences."""
+    if not (grid / "manifest.jsonl").is_file():
+        return None
+    recs = [json.loads(line) for line in open(grid / "manifest.jsonl")]
+    t = json.loads((work / "tracked.json").read_text()) if (work / "tracked.json").is_file() else None
+    return {"corpus": GRID_CORPUS, "talkers": sorted({r["speaker"] for r in recs}),
+            "train_clips": sum(r["split"] == "train" for r in recs), "test_clips": sum(r["split"] == "test" for r in recs),
+            "tracked_test": t}
+
+
+def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Path | None, train_s2, step,
+                progress: bool) -> None:
+    """Retrain stage 2 into the pipeline folder ``out`` (stage 1 and its reader kept), measure it (stage 2, end to end,
+    real speech, real faces) and rewrite the folder with its card."""
+    from avitalk.eval.end_to_end import evaluate_end_to_end
+    from avitalk.eval.real_speech import evaluate_real_speech
+    from avitalk.eval.stage2 import evaluate_stage2
+    from avitalk.io import atomic_write_json
+    from avitalk.stage2_synthesis.synthesizer import Synthesizer
+    from avitalk.top.pipeline import AVITalkingPipeline
+
+    s2 = work / "stage2"
+    step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(), train_s2)
+    step("evaluate stage2", (s2 / "metrics.json").is_file(),
+         lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data,
+                                                                 lip_seal=bool(cfg.stage2.sampling.lip_seal))))
+    pipe = AVITalkingPipeline.from_pretrained(out)
+    synth = Synthesizer.load(s2, text_encoder=pipe.synthesizer.text_encoder, audio_encoder=pipe.synthesizer.audio_encoder)
+    synth.cfg.stage2.sampling = cfg.stage2.sampling
+    pipe.synthesizer = synth
+    pipe.cfg.stage2 = synth.cfg.stage2
+    step("evaluate end to end", (work / "end_to_end.json").is_file(),
+         lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
+
+    def real_check() -> None:
+        r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
+        atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
+
+    if (real / "manifest.jsonl").is_file():
+        step("evaluate real speech", (work / "real_speech.json").is_file(), real_check)
+    if grid is not None:
+        step("evaluate real faces", (work / "tracked.json").is_file(), lambda: tracked_check(pipe, grid, work, progress))
+    metrics = json.loads((out / "metrics.json").read_text())
+    m2 = json.loads((s2 / "metrics.json").read_text())
+    metrics["stage2"] = {k: m2[k] for k in ("lve_mm", "emotion_accuracy", "diversity")}
+    metrics["end_to_end"] = json.loads((work / "end_to_end.json").read_text())
+    if (work / "real_speech.json").is_file():
+        realm = json.loads((work / "real_speech.json").read_text())
+        metrics["real_speech_mouth"] = {k: realm[k] for k in ("speakers", "clips", "mouth_stage1", "mouth_neutral")}
+    metrics["real_faces"] = real_faces_metrics(work, grid) if grid is not None else None
+    metrics["build_seconds"] = {**metrics.get("build_seconds", {}),
+                                **json.loads((work / "build_times.json").read_text())}
+    pipe.save_pretrained(out, dtype="float16", model_card=model_card(pipe.cfg, metrics), metrics=metrics)
+    print(json.dumps({"stage2": metrics["stage2"]["lve_mm"], "real_faces": metrics["real_faces"]}, indent=1))
 
 
 def install_reader(enc, data: Path, real: Path, read: Path, work: Path, s1: Path, progress: bool) -> None:
@@ -257,6 +352,15 @@ def model_card(cfg, m: dict) -> str:
         read = (f", and plain read speech for the emotion reader: {read['clips']} LibriSpeech utterances of "
                 f"{read['clips']} speakers, labelled neutral")
     read = read or ""
+    faces = m.get("real_faces")
+    faces_text = ""
+    if faces:
+        faces_text = (f"\n\nStage 2's lip sync also learned from **real talking faces: GRID** (talker "
+                      f"{', '.join(faces['talkers'])}, {faces['train_clips']} training clips; the motion tracked from the "
+                      "video by `avitalk data track`, relative to the talker's face at rest), CC BY 4.0: Cooke M, Barker J, "
+                      "Cunningham S, Shao X (2006), An audio-visual corpus for speech perception and automatic speech "
+                      "recognition, JASA 120(5): 2421-2424. Its test sentences were never trained on. The face "
+                      "tracker's networks are MediaPipe's (Apache-2.0).")
     if real:
         data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus (version {m['data'].get('synthtalk_version', 1)}, {m['data']['clips']} clips, seed
 {m['data']['seed']}: espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally generated ground-truth FLAME
@@ -265,11 +369,11 @@ actors; stage 1 only, stage 2 never sees real speech){read}.
 
 **Licence: CC BY-NC-SA 4.0** (attribution, non-commercial, share-alike), inherited from RAVDESS: Livingstone SR,
 Russo FA (2018), The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS), PLoS ONE 13(5): e0196391,
-https://doi.org/10.1371/journal.pone.0196391. These weights may not be used commercially.{read_licence}"""
+https://doi.org/10.1371/journal.pone.0196391. These weights may not be used commercially.{read_licence}{faces_text}"""
     else:
         data = f"""**Trained on synthetic speech only.** Built by `make demo-checkpoint` from SynthTalk ({m['data']['clips']}
 clips, seed {m['data']['seed']}): espeak-ng voices with procedurally generated ground-truth FLAME motion for the
-avitalk stand-in head. On real recordings stage 1 does not transfer well (see the project README)."""
+avitalk stand-in head. On real recordings stage 1 does not transfer well (see the project README).{faces_text}"""
     fold_rows = ""
     r = m.get("emotion_reader")
     if r:
@@ -291,6 +395,14 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
         if "bilabial" in ms:
             fold_rows += (f"| real speech: lips closed at /b p m/ / open vowels open | "
                           f"{ms['bilabial']['bilabial_closure_rate']:.1%} / {ms['bilabial']['open_vowel_open_rate']:.1%} |\n")
+    t = (faces or {}).get("tracked_test")
+    if t:
+        c = t["closure"]
+        fold_rows += (f"| real faces (GRID, {t['clips']} held-out test sentences): lip-gap r with the tracked face (median) "
+                      f"/ lip vertex error (mm) | {t['lip_gap_r']['median']:.3f} / {t['lip_vertex_error_mm']['median']:.2f} |\n"
+                      f"| real faces: lips closed at /b p m/ / open vowels open (tracked face: "
+                      f"{c['tracked']['bilabial_closure_rate']:.1%} / {c['tracked']['open_vowel_open_rate']:.1%}) | "
+                      f"{c['generated']['bilabial_closure_rate']:.1%} / {c['generated']['open_vowel_open_rate']:.1%} |\n")
     seal = ("; the lips sealed at /b p m/ where the decoder's reading with \"A person speaks.\" seals them "
             "(`stage2.sampling.lip_seal`)" if cfg.stage2.sampling.get("lip_seal") else "")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))

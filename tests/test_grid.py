@@ -103,6 +103,11 @@ def test_evaluate_tracked_scores_the_tracked_motion_itself_perfectly(tmp_path, m
     write_tracked_report(res, tmp_path / "report")
     assert "lip-gap correlation" in (tmp_path / "report" / "tracked.md").read_text()
     assert len(tracked_lines(res)) == 6
+    res["checkpoint"], res["baseline"] = "ours", {"checkpoint": "shut", **shut}  # side by side (eval --baseline)
+    write_tracked_report(res, tmp_path / "report")
+    table = (tmp_path / "report" / "tracked.md").read_text().split("Beside the baseline")[1].splitlines()
+    ours, base = next(x for x in table if x.startswith("`ours`")), next(x for x in table if x.startswith("`shut`"))
+    assert ours.split(" | ")[1] == "1.000" and base.split(" | ")[4] == "100.0%"
 
 
 def test_import_grid_takes_each_talkers_rest_face_off(tmp_path):

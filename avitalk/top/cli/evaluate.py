@@ -27,6 +27,8 @@ def eval_cmd(
     speakers: Optional[str] = typer.Option(None, help="With --real: only these speakers (comma-separated)."),
     tracked: bool = typer.Option(False, "--tracked", help="Lip sync against real faces tracked from video "
                                  "(`avitalk data grid`): lip-gap r, lip vertex error, closure at the word times."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="With --tracked: a second pipeline checkpoint "
+                                            "measured on the same clips, side by side (e.g. a SynthTalk-only build)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Benchmark a checkpoint on a dataset split: FID, KID, diversity, LSE-D/C, LVE, MVE, FDD, emotion accuracy; on
@@ -48,9 +50,18 @@ def eval_cmd(
             _fail(f"{out}: exists and is not a folder")
         pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
         res = evaluate_tracked(pipe, data, split, limit, seed, progress=not quiet)
+        res["checkpoint"] = str(checkpoint or "embedded default")
+        if baseline is not None:
+            base = evaluate_tracked(AVITalkingPipeline.from_pretrained(baseline).warm_up(), data, split, limit, seed,
+                                    progress=not quiet)
+            res["baseline"] = {"checkpoint": str(baseline), **{k: v for k, v in base.items() if k != "per_clip"}}
         write_tracked_report(res, out)
         for line in tracked_lines(res):
             typer.echo(line)
+        if baseline is not None:
+            typer.echo(f"  baseline {baseline}: lip-gap r {res['baseline']['lip_gap_r']['median']:.3f}, lip vertex error "
+                       f"{res['baseline']['lip_vertex_error_mm']['median']:.2f} mm, bilabials closed "
+                       f"{res['baseline']['closure']['generated']['bilabial_closure_rate']:.1%}")
         typer.echo(f"wrote {out}/ (tracked.md, tracked.json)")
         return
     if real or not any(c.flame and c.extra.get("has_motion", True) for c in clips):
