@@ -81,6 +81,9 @@ class LipsyncTrainConfig:
     # with more corpora of motion (``train_stage2(motion_data=...)``, e.g. tracked real faces): the share of a batch's
     # rows drawn from them (None: in proportion to their clips)
     motion_data_share: Optional[float] = None
+    # whose motion gives those clips their style: "own" (another clip of their corpus) or "first" (a clip of the
+    # main corpus with the same emotion: the styles the prior will give at inference)
+    motion_data_partners: str = "own"
 
 
 @dataclass

@@ -61,15 +61,22 @@ class ClipBank:
         return len(self.ids)
 
     @classmethod
-    def concat(cls, banks: list["ClipBank"]) -> "ClipBank":
-        """One bank holding the clips of several (a style partner stays within its own bank); ``corpus[i]``: which
-        bank clip i came from."""
+    def concat(cls, banks: list["ClipBank"], partners: str = "own") -> "ClipBank":
+        """One bank holding the clips of several; ``corpus[i]``: which bank clip i came from. ``partners``: "own" (a
+        style partner stays within its own bank) or "first" (the clips of the later banks take their partners from
+        the first bank's clips of the same emotion, any speaker and intensity, when it has any)."""
+        if partners not in ("own", "first"):
+            raise ValueError(f"partners must be 'own' or 'first', got {partners!r}")
         out = cls.__new__(cls)
         for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants"):
             setattr(out, name, [x for b in banks for x in getattr(b, name)])
+        by_emo = defaultdict(list)
+        for i, (_, emo, _) in enumerate(banks[0].keys):
+            by_emo[emo].append(i)
         out.partners, out.corpus, offset = [], [], 0
         for k, b in enumerate(banks):
-            out.partners += [[j + offset for j in p] for p in b.partners]
+            for p, (_, emo, _) in zip(b.partners, b.keys):
+                out.partners.append(by_emo[emo] if k and partners == "first" and by_emo[emo] else [j + offset for j in p])
             out.corpus += [k] * len(b)
             offset += len(b)
         return out

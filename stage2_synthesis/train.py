@@ -197,7 +197,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                       progress=progress and acc.is_main_process) if copies else None)
         banks.append(ClipBank(d, "train", c, limit, a, copies))
     timings["features_s"] = time.perf_counter() - t
-    lip_bank = ClipBank.concat(banks) if len(banks) > 1 else train
+    lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
     allm = np.concatenate(lip_bank.motion)
     mean, std = torch.as_tensor(allm.mean(0)), torch.as_tensor(allm.std(0))

@@ -195,6 +195,13 @@ def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
     both = ClipBank.concat([a, b])
     assert both.corpus == [0] * len(a) + [1] * len(b) and len(both) == len(a) + len(b)
     assert all(p[0] >= len(a) for p in both.partners[len(a):])  # partners stay within their corpus
+    first = ClipBank.concat([a, b], partners="first")  # or: styles of the main corpus's clips of the same emotion
+    for i in range(len(a), len(first)):
+        same = [j for j in range(len(a)) if a.keys[j][1] == first.keys[i][1]]
+        assert first.partners[i] == (same or both.partners[i])
+    assert first.partners[: len(a)] == both.partners[: len(a)]
+    with pytest.raises(ValueError, match="partners"):
+        ClipBank.concat([a, b], partners="nearest")
     stats = np.concatenate(both.motion)
     assert np.allclose(r["synthesizer"].decoder.motion_mean.numpy(), stats.mean(0), atol=1e-4)
     assert not set(a.ids) & set(b.ids) and ids & set(b.ids) and ids & set(a.ids)  # both corpora in the batches
