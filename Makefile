@@ -54,8 +54,11 @@ demo:
 
 # Rebuild the embedded default checkpoint from scratch (SynthTalk corpus, both stages, measurements, model card):
 # about 50 minutes on 2 CPU cores (the emotion reader's statistics: 25 of them); resumes after an interruption (work in build/demo-checkpoint).
+# GRID=folder (GRID_FITS=its fits): real faces in stage 2's lip-sync pretraining (docs/real-faces.md).
+GRID ?=
+GRID_FITS ?=
 demo-checkpoint:
-	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint
+	$(PYTHON) scripts/build_default_checkpoint.py --work build/demo-checkpoint $(if $(GRID),--grid $(GRID)) $(if $(GRID_FITS),--grid-fits $(GRID_FITS))
 
 # Stage 1 on real voices, speaker-independently: 3 leave-actors-out folds over RAVDESS (needs ../shared/data and the
 # corpus of `make demo-checkpoint`); about 30 minutes on 2 cores per fold.
