@@ -133,7 +133,9 @@ def row_weights(bank: ClipBank, share: float | None) -> np.ndarray | None:
         return None
     share = float(share)
     if not 0.0 <= share <= 1.0:
-        raise ValueError(f"stage2.train.lipsync.motion_data_share must lie in [0, 1], got {share}")
+        from avitalk.config import ConfigError
+
+        raise ConfigError(f"stage2.train.lipsync.motion_data_share must lie in [0, 1], got {share}")
     first = corpus == 0
     p = np.where(first, (1.0 - share) / first.sum(), share / (~first).sum())
     return p / p.sum()
@@ -197,6 +199,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                       progress=progress and acc.is_main_process) if copies else None)
         banks.append(ClipBank(d, "train", c, limit, a, copies))
     timings["features_s"] = time.perf_counter() - t
+    if str(tc.lipsync.motion_data_partners) not in ("own", "first"):
+        from avitalk.config import ConfigError
+
+        raise ConfigError(f"stage2.train.lipsync.motion_data_partners must be own or first, "
+                          f"got {tc.lipsync.motion_data_partners!r}")
     lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
     allm = np.concatenate(lip_bank.motion)
@@ -230,7 +237,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         enc.train(), dec.train()
 
         def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
-            idx = brng.choice(len(lip_bank), int(lc.batch_size), p=lip_p)
+            idx = (brng.integers(0, len(lip_bank), int(lc.batch_size)) if lip_p is None
+                   else brng.choice(len(lip_bank), int(lc.batch_size), p=lip_p))
             b = {k: v.to(acc.device) for k, v in lipsync_batch(lip_bank, idx, int(lc.crop_frames), brng,
                                                                float(lc.augment_p)).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])

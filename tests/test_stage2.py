@@ -163,7 +163,9 @@ def test_row_weights_give_the_motion_corpora_their_share():
     p = row_weights(bank, 0.5)
     assert p[:6].sum() == pytest.approx(0.5) and p[6:].sum() == pytest.approx(0.5) and p[0] == pytest.approx(0.5 / 6)
     assert row_weights(SimpleNamespace(corpus=[0] * 4), 0.5) is None  # one corpus
-    with pytest.raises(ValueError, match="motion_data_share"):
+    from avitalk.config import ConfigError
+
+    with pytest.raises(ConfigError, match="motion_data_share"):
         row_weights(bank, 1.5)
 
 
