@@ -48,6 +48,8 @@ def eval_cmd(
 
         if out.exists() and not out.is_dir():
             _fail(f"{out}: exists and is not a folder")
+        if baseline is not None and not (baseline / "config.yaml").is_file():
+            _fail(f"--baseline {baseline}: not a pipeline checkpoint folder (no config.yaml)")
         pipe = AVITalkingPipeline.from_pretrained(checkpoint).warm_up()
         res = evaluate_tracked(pipe, data, split, limit, seed, progress=not quiet)
         res["checkpoint"] = str(checkpoint or "embedded default")
