@@ -159,13 +159,8 @@ def main(argv: list[str] | None = None) -> None:
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
     if extra:
-        from avitalk.eval.real_speech import evaluate_real_speech
-
-        def real_check() -> None:
-            r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
-            atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
-
-        step("evaluate real speech", (work / "real_speech.json").is_file(), real_check)
+        step("evaluate real speech", (work / "real_speech.json").is_file(),
+             lambda: real_check(pipe, real, work, a.real_check_actors, progress))
     if motion:
         step("evaluate real faces", (work / "tracked.json").is_file(), lambda: tracked_check(pipe, grid, work, progress))
     m1 = json.loads((s1 / "metrics.json").read_text())
@@ -201,6 +196,15 @@ def main(argv: list[str] | None = None) -> None:
 GRID_CORPUS = "GRID audiovisual sentence corpus, CC BY 4.0 (Cooke, Barker, Cunningham and Shao, 2006)"
 
 
+def real_check(pipe, real: Path, work: Path, actors: str, progress: bool) -> None:
+    """The mouth on real speech (RAVDESS clips of ``actors``, comma-separated) -> work/real_speech.json."""
+    from avitalk.eval.real_speech import evaluate_real_speech
+    from avitalk.io import atomic_write_json
+
+    r = evaluate_real_speech(pipe, real, "all", speakers=actors.split(","), progress=progress)
+    atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
+
+
 def tracked_check(pipe, grid: Path, work: Path, progress: bool) -> None:
     """Lip sync against GRID's tracked faces on its held-out test sentences (eval/tracked.py)."""
     from avitalk.eval.tracked import evaluate_tracked
@@ -226,7 +230,6 @@ def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Pat
     """Retrain stage 2 into the pipeline folder ``out`` (stage 1 and its reader kept), measure it (stage 2, end to end,
     real speech, real faces) and rewrite the folder with its card."""
     from avitalk.eval.end_to_end import evaluate_end_to_end
-    from avitalk.eval.real_speech import evaluate_real_speech
     from avitalk.eval.stage2 import evaluate_stage2
     from avitalk.io import atomic_write_json
     from avitalk.stage2_synthesis.synthesizer import Synthesizer
@@ -245,12 +248,9 @@ def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Pat
     step("evaluate end to end", (work / "end_to_end.json").is_file(),
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
-    def real_check() -> None:
-        r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
-        atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
-
     if (real / "manifest.jsonl").is_file():
-        step("evaluate real speech", (work / "real_speech.json").is_file(), real_check)
+        step("evaluate real speech", (work / "real_speech.json").is_file(),
+             lambda: real_check(pipe, real, work, a.real_check_actors, progress))
     if grid is not None:
         step("evaluate real faces", (work / "tracked.json").is_file(), lambda: tracked_check(pipe, grid, work, progress))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -302,7 +302,6 @@ def reader_only(a, cfg, out: Path, work: Path, data: Path, real: Path, read: Pat
     from avitalk.io import atomic_write_json
     from avitalk.top.pipeline import AVITalkingPipeline
     from avitalk.eval.end_to_end import evaluate_end_to_end
-    from avitalk.eval.real_speech import evaluate_real_speech
     from avitalk.stage1_instruct.reader import READER_FILE, EmotionReader
 
     pipe = AVITalkingPipeline.from_pretrained(out)
@@ -322,11 +321,7 @@ def reader_only(a, cfg, out: Path, work: Path, data: Path, real: Path, read: Pat
     step("evaluate end to end", False,
          lambda: atomic_write_json(work / "end_to_end.json", evaluate_end_to_end(pipe, data, progress=progress)))
 
-    def real_check() -> None:
-        r = evaluate_real_speech(pipe, real, "all", speakers=a.real_check_actors.split(","), progress=progress)
-        atomic_write_json(work / "real_speech.json", {k: v for k, v in r.items() if k != "per_clip"})
-
-    step("evaluate real speech", False, real_check)
+    step("evaluate real speech", False, lambda: real_check(pipe, real, work, a.real_check_actors, progress))
     metrics = json.loads((out / "metrics.json").read_text())
     metrics.pop("real_speech_folds", None)
     metrics["end_to_end"] = json.loads((work / "end_to_end.json").read_text())
