@@ -27,10 +27,16 @@ VOICED = 0.4  # autocorrelation peak above which a window counts as voiced
 PROSODY_CHANNELS = 4  # the columns of prosody_features: log energy, pitch, voicing, zero crossings
 
 
-def prosody_features(samples: np.ndarray, relative_energy: bool = False) -> np.ndarray:
+def loud_level(energy: np.ndarray) -> float:
+    """A speaker's loud level: the 95th percentile of per-frame log energies (channel 0 before scaling)."""
+    return float(np.percentile(energy, 95))
+
+
+def prosody_features(samples: np.ndarray, relative_energy: bool = False, level: float | None = None) -> np.ndarray:
     """[round(len / 320), 4] float32 prosody channels of 16 kHz mono samples. ``relative_energy``: channel 0 is the
-    log energy relative to the clip's loud level (its 95th percentile), so a recording's gain does not matter and
-    a pause reads as far below 0 whatever the microphone (version 2, used by ``whisper_layers``)."""
+    log energy relative to the clip's loud level (:func:`loud_level` of its frames), so a recording's gain does not
+    matter and a pause reads as far below 0 whatever the microphone (version 2, used by ``whisper_layers``);
+    ``level``: that loud level given instead (a stream's, measured over what it has heard; implies relative)."""
     x = np.asarray(samples, np.float32)
     n = int(round(len(x) / HOP))
     if n < 1:
@@ -48,9 +54,21 @@ def prosody_features(samples: np.ndarray, relative_energy: bool = False) -> np.n
     r = np.where(ac[:, 0] > 1e-6, np.clip(r, 0.0, 1.0), 0.0)
     f0 = np.where(r > VOICED, np.log(SAMPLE_RATE / peak), 0.0)
     zcr = (np.abs(np.diff(np.sign(hop_part), axis=1)) > 0).mean(1)
-    e = (energy - np.percentile(energy, 95)) / 2.0 if relative_energy else (energy + 3.0) / 2.0
+    if level is not None:
+        e = (energy - float(level)) / 2.0
+    else:
+        e = (energy - loud_level(energy)) / 2.0 if relative_energy else (energy + 3.0) / 2.0
     out = np.stack([e, f0 / 5.0, r, zcr * 4.0], 1)
     return np.ascontiguousarray(out, np.float32)
+
+
+def frame_log_energy(samples: np.ndarray) -> np.ndarray:
+    """[len // 320] log RMS energy of each whole 20 ms frame (prosody channel 0 before scaling): frame k reads samples
+    [320 k, 320 (k + 1)) only, so it is final as soon as they have arrived."""
+    x = np.asarray(samples, np.float32)
+    n = len(x) // HOP
+    frames = x[: n * HOP].reshape(n, HOP).astype(np.float64)
+    return np.log(np.sqrt((frames**2).mean(1)) + 1e-4)
 
 
 class ProsodyEncoder(AudioEncoder):

@@ -79,13 +79,15 @@ class WhisperLayersEncoder(WhisperHFEncoder):
             out += [t for enc, ks in self.extra for t in _pick(enc, encoder_layer_outputs(enc, mel), ks)]
             return torch.cat(out, -1)
 
-    def encode_batch(self, audios):
+    def encode_batch(self, audios, levels: Sequence[float | None] | None = None):
+        """``levels``: each audio's loud level for the relative energy channel (a live stream's, see
+        :mod:`.streaming`); default: each clip's own."""
         feats = super().encode_batch(audios)
         if not self.prosody:
             return feats
         out = []
-        for a, f in zip(audios, feats):
-            p = prosody_features(a.samples, relative_energy=True)
+        for a, f, lvl in zip(audios, feats, levels or [None] * len(audios)):
+            p = prosody_features(a.samples, relative_energy=True, level=lvl)
             n = len(f)
             if len(p) < n:
                 p = np.concatenate([p, np.repeat(p[-1:], n - len(p), 0)])

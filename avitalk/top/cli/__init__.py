@@ -8,7 +8,7 @@ import sys
 import typer
 
 from avitalk.errors import AvitalkError
-from avitalk.top.cli import run, files, evaluate, train, data  # noqa: F401, I001 - each registers its commands, in this order
+from avitalk.top.cli import run, live, files, evaluate, train, data  # noqa: F401, I001 - each registers its commands, in this order
 from avitalk.top.cli.common import app
 
 def _print_version(value: bool) -> None:

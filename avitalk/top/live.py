@@ -1,0 +1,350 @@
+"""Live: speech arriving in chunks (a microphone, or a recording played at real time) -> FLAME frames at 25 fps.
+
+:class:`LiveSession` is the streaming core: :mod:`avitalk.encoders.streaming` re-encodes the last few seconds of audio
+at every step (a flat cost per second, however long it runs) and :class:`~avitalk.stage2_synthesis.stream.MotionStream`
+decodes each frame once ``lookahead_ms`` of audio after it has arrived. The instruction in force can change at any
+time (:meth:`LiveSession.set_instruction`, from any thread): the new style blends in over ``blend_s``.
+
+:func:`run_live` is the loop a command runs: a source thread puts chunks on a queue as they arrive; this thread takes
+everything queued, steps once, and hands the new frames to the sinks (a recorder, a page, a window). Timing: a frame's
+*latency* runs from the arrival of the chunk that completed its own 40 ms of audio to the moment it is ready (so it
+includes the look-ahead it waited for); it is *late* by how much it missed its slot on a 25 fps clock that shows frame
+f ``lookahead + chunk`` after its audio was spoken.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from avitalk.errors import AudioError
+from avitalk.types import MOTION_FPS, SAMPLE_RATE, Audio, FlameSequence
+
+log = logging.getLogger(__name__)
+FRAME_S = 1.0 / MOTION_FPS
+DEFAULT_TEXT = "A person speaks."
+
+
+@dataclass
+class LiveFrame:
+    index: int  # motion frame number from the stream's start
+    motion: np.ndarray  # [n_exp + 3]: expression, jaw pose
+    ready: float  # time.perf_counter() when it was ready
+    instruction: str
+
+
+@dataclass
+class Chunk:
+    samples: np.ndarray
+    arrived: float  # time.perf_counter() when its last sample arrived
+    end: int = 0  # absolute index of the sample after its last (set by the session)
+
+
+class LiveSession:
+    """Audio chunks in (any size, 16 kHz mono float32), frames out. Build from a loaded pipeline:
+    ``LiveSession(pipe, "A calm person speaks.", lookahead_ms=120)``."""
+
+    def __init__(self, pipe, instruction: str | None = None, lookahead_ms: float = 120.0, context_s: float = 3.0,
+                 seed: int = 0, blend_s: float = 0.3):
+        from avitalk.encoders.streaming import StreamingEncoder
+        from avitalk.stage2_synthesis.stream import MotionStream
+
+        self.pipe = pipe
+        self.lookahead = int(round(lookahead_ms / 1000.0 * MOTION_FPS))
+        self.encoder = StreamingEncoder(pipe.audio_encoder, context_s=context_s)
+        self.stream = MotionStream(pipe.synthesizer, instruction or DEFAULT_TEXT, self.lookahead, seed=seed,
+                                   blend_s=blend_s)
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self.frames: list[LiveFrame] = []
+        self.chunks: list[tuple[int, float]] = []  # (end sample, arrival) of every chunk
+        self.steps: list[float] = []  # seconds per step
+        self.changes: list[tuple[int, str]] = [(0, self.stream.instruction)]  # (first frame, instruction)
+
+    @property
+    def instruction(self) -> str:
+        return self.stream.instruction
+
+    def set_instruction(self, text: str) -> None:
+        """Queue a new instruction (any thread); it takes effect at the next step and blends in."""
+        from avitalk.types import Instruction
+
+        text = Instruction.from_text(text, truncate=True).text  # a bad one fails here, in the caller's thread
+        with self._lock:
+            self._pending.append(text)
+
+    def push(self, samples: np.ndarray, arrived: float | None = None) -> list[LiveFrame]:
+        """Hear a chunk. Normally returns no frames (:meth:`step` makes them); when the stream is so far behind that
+        audio would leave the encoder's window before its frames are made (a long chunk, a stalled reader), it
+        steps on the way and returns those frames."""
+        x = np.asarray(samples, np.float32).reshape(-1)
+        arrived = time.perf_counter() if arrived is None else arrived
+        frame_samples = SAMPLE_RATE // int(MOTION_FPS)
+        limit = max(1, self.encoder.context // frame_samples - 1)  # frames of backlog the window still holds
+        out: list[LiveFrame] = []
+        i = 0
+        while i < len(x):
+            room = (self.stream.next_frame + limit) * frame_samples - self.encoder.samples_in
+            if room <= 0:
+                out += self.step()
+                continue
+            part = x[i : i + room]
+            self.encoder.push(part)
+            i += len(part)
+        self.chunks.append((self.encoder.samples_in, arrived))
+        return out
+
+    def step(self, final: bool = False) -> list[LiveFrame]:
+        """Emit the frames whose look-ahead has arrived (all of them when ``final``)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for text in pending:
+            self.stream.set_instruction(text)
+            self.changes.append((self.stream.next_frame, text))
+        ready = self.encoder.frames_ready
+        if ready < 1 or (not final and ready <= self.stream.next_frame + self.lookahead):
+            return []
+        t = time.perf_counter()
+        first_new = self.stream.next_frame
+        first, feats = self.encoder.encode()
+        motion = self.stream.step(first, feats, final=final)
+        now = time.perf_counter()
+        self.steps.append(now - t)
+        out = [LiveFrame(first_new + k, m, now, self.stream.instruction) for k, m in enumerate(motion)]
+        self.frames += out
+        return out
+
+    def feed(self, samples: np.ndarray, arrived: float | None = None) -> list[LiveFrame]:
+        """:meth:`push` then :meth:`step`: every frame this chunk made ready."""
+        return self.push(samples, arrived) + self.step()
+
+    def finish(self) -> list[LiveFrame]:
+        """The stream has ended: the frames still waiting for their look-ahead, with what there is."""
+        return self.step(final=True) if self.encoder.frames_ready > self.stream.next_frame else []
+
+    def sequence(self) -> FlameSequence:
+        m = np.stack([f.motion for f in self.frames]) if self.frames else np.zeros((0, self.stream.synth.decoder.n_motion))
+        return FlameSequence.from_motion(m.astype(np.float32), fps=MOTION_FPS,
+                                         meta={"instruction": self.changes[-1][1], "live": True,
+                                               "changes": [[f, t] for f, t in self.changes],
+                                               "lookahead_frames": self.lookahead})
+
+    def timing(self, chunk_s: float | None = None, start: float | None = None) -> dict[str, Any]:
+        """Latency of every frame (ms; from the arrival of the chunk that completed its own audio to ready), how
+        late it was on a 25 fps clock (when ``start``, the first sample's time, and ``chunk_s`` are known), and the
+        cost of a step."""
+        if not self.frames:
+            return {"frames": 0}
+        ends = np.array([e for e, _ in self.chunks])
+        arrivals = np.array([a for _, a in self.chunks])
+        idx = np.array([f.index for f in self.frames])
+        ready = np.array([f.ready for f in self.frames])
+        frame_samples = SAMPLE_RATE // int(MOTION_FPS)
+        own = np.minimum(np.searchsorted(ends, (idx + 1) * frame_samples), len(ends) - 1)
+        lat = (ready - arrivals[own]) * 1000.0
+        out = {"frames": int(len(idx)), "lookahead_ms": self.lookahead * FRAME_S * 1000.0,
+               "latency_ms": _stats(lat), "step_ms": _stats(np.array(self.steps) * 1000.0), "steps": len(self.steps)}
+        if start is not None and chunk_s is not None:
+            due = start + (idx + 1 + self.lookahead) * FRAME_S + chunk_s
+            late = (ready - due) * 1000.0
+            out["late_ms"] = _stats(late)
+            out["late_frames_over_one_period"] = float(np.mean(late > FRAME_S * 1000.0))
+        return out
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, float)
+    if not len(x):
+        return {}
+    return {"median": round(float(np.median(x)), 2), "p90": round(float(np.percentile(x, 90)), 2),
+            "p99": round(float(np.percentile(x, 99)), 2), "max": round(float(x.max()), 2)}
+
+
+# ------------------------------------------------------------------------------------------------ sources
+class WavSource:
+    """A recording played at real time (or as fast as it goes): chunks of ``chunk_ms`` put on a queue at the moment
+    their last sample would have been spoken."""
+
+    def __init__(self, audio: Audio, chunk_ms: float = 20.0, realtime: bool = True):
+        if not 1.0 <= chunk_ms <= 1000.0:
+            raise AudioError(f"chunk size must be 1..1000 ms, got {chunk_ms:g}")
+        self.audio, self.chunk = audio, max(1, int(round(chunk_ms / 1000.0 * SAMPLE_RATE)))
+        self.realtime = realtime
+        self.start: float | None = None
+
+    @property
+    def chunk_s(self) -> float:
+        return self.chunk / SAMPLE_RATE
+
+    def run(self, q: "queue.Queue[Chunk | None]", stop: threading.Event) -> None:
+        x = self.audio.samples
+        self.start = time.perf_counter()
+        for i in range(0, len(x), self.chunk):
+            if stop.is_set():
+                break
+            part = x[i : i + self.chunk]
+            if self.realtime:
+                wait = self.start + (i + len(part)) / SAMPLE_RATE - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            q.put(Chunk(part, time.perf_counter()))
+        q.put(None)
+
+
+class MicrophoneSource:
+    """The default input device through PortAudio (``sounddevice``), ``chunk_ms`` blocks at 16 kHz mono."""
+
+    def __init__(self, chunk_ms: float = 20.0, device: str | int | None = None):
+        self.chunk = max(1, int(round(chunk_ms / 1000.0 * SAMPLE_RATE)))
+        self.device = device
+        self.start: float | None = None
+        self._sd = microphone_module(device)
+
+    @property
+    def chunk_s(self) -> float:
+        return self.chunk / SAMPLE_RATE
+
+    def run(self, q: "queue.Queue[Chunk | None]", stop: threading.Event) -> None:
+        def callback(data, frames, t, status):  # PortAudio's thread
+            q.put(Chunk(np.array(data[:, 0], np.float32), time.perf_counter()))
+
+        self.start = time.perf_counter()
+        with self._sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=self.chunk,
+                                  device=self.device, callback=callback):
+            stop.wait()
+        q.put(None)
+
+
+def microphone_module(device=None):
+    """sounddevice, once PortAudio and an input device are known to be there; else an AudioError naming --input."""
+    hint = "play a recording instead with --input speech.wav"
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
+        raise AudioError(f"no microphone: PortAudio is not available ({str(e).splitlines()[0]}); {hint}") from None
+    try:
+        sd.query_devices(device, kind="input")
+    except Exception as e:  # noqa: BLE001 - PortAudioError, ValueError: no such device
+        raise AudioError(f"no microphone: {str(e).splitlines()[0] or 'no input device'}; {hint}") from None
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def run_live(session: LiveSession, source, sinks: Sequence[Callable[[list[LiveFrame]], None]] = (),
+             stop: threading.Event | None = None, changes: Sequence[tuple[float, str]] = (),
+             progress: Callable[[LiveSession], None] | None = None,
+             taps: Sequence[Callable[[np.ndarray], None]] = ()) -> dict[str, Any]:
+    """Run until the source ends or ``stop`` is set (Ctrl-C sets it too): chunks from ``source.run`` (in its own
+    thread), one step per batch of queued chunks, the frames to every sink. ``changes``: scripted instruction
+    changes, (seconds of audio, text); ``taps``: called with every chunk's samples (a recorder). Returns the timing (:meth:`LiveSession.timing`)."""
+    stop = stop or threading.Event()
+    q: "queue.Queue[Chunk | None]" = queue.Queue()
+    th = threading.Thread(target=source.run, args=(q, stop), daemon=True, name="avitalk-live-source")
+    script = sorted(changes)
+    th.start()
+    ended = False
+    try:
+        while not ended:
+            try:
+                item = q.get(timeout=0.5)
+            except queue.Empty:
+                if stop.is_set():
+                    break
+                continue
+            items = [item]
+            while True:  # everything queued: one step for all of it (catching up, never piling up)
+                try:
+                    items.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            frames = []
+            for c in items:
+                if c is None:
+                    ended = True
+                    break
+                frames += session.push(c.samples, c.arrived)
+                for tap in taps:
+                    tap(c.samples)
+                if script and script[0][0] <= session.encoder.samples_in / SAMPLE_RATE:
+                    frames += session.step()  # the frames before the change keep the old style
+                    while script and script[0][0] <= session.encoder.samples_in / SAMPLE_RATE:
+                        session.set_instruction(script.pop(0)[1])
+            frames += session.step()
+            if frames:
+                for sink in sinks:
+                    sink(frames)
+                if progress is not None:
+                    progress(session)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        stop.set()
+    frames = session.finish()
+    for sink in sinks:
+        if frames:
+            sink(frames)
+    return session.timing(getattr(source, "chunk_s", None), getattr(source, "start", None))
+
+
+class WavTap:
+    """Writes every chunk the session hears to a 16-bit wav as it arrives (memory stays flat however long it runs)."""
+
+    def __init__(self, path: Path):
+        import soundfile as sf
+
+        self.path = Path(path)
+        self._f = sf.SoundFile(str(self.path), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16")
+
+    def __call__(self, samples: np.ndarray) -> None:
+        self._f.write(np.asarray(samples, np.float32))
+
+    def close(self) -> Audio:
+        from avitalk import audio as audio_io
+
+        self._f.close()
+        return audio_io.load(self.path, min_duration_s=0.0, max_duration_s=float("inf"))
+
+
+def record_to(out: Path, session: LiveSession, audio: Audio | None, timing: dict[str, Any], render: bool = True,
+              size: int = 512, flame_model: str | None = None, extra: dict[str, Any] | None = None) -> list[str]:
+    """Write ``flame.npz``, ``instruction.txt``, ``video.mp4`` (unless ``render`` is off) and ``run.json`` into the
+    folder ``out`` (the caller's staging folder); returns the names written."""
+    import platform
+
+    import torch
+
+    from avitalk import __version__
+    from avitalk.io import atomic_write_json, atomic_write_text
+
+    seq = session.sequence()
+    seq.save(out / "flame.npz")
+    atomic_write_text(out / "instruction.txt", session.instruction + "\n")
+    names = ["instruction.txt", "flame.npz"]
+    timings: dict[str, Any] = {"live": timing}
+    if render and len(seq.expression):
+        from avitalk.flame import FlameModel
+        from avitalk.render import renderer_for_model
+        from avitalk.render.video import write_video
+
+        t = time.perf_counter()
+        model = FlameModel.from_spec(flame_model or session.pipe.cfg.flame_model)
+        with renderer_for_model(model, size=size) as r:
+            write_video(out / "video.mp4", r.iter_frames(model.sequence_vertices(seq)), fps=seq.fps, audio=audio)
+        timings["video_s"] = round(time.perf_counter() - t, 3)
+        names.append("video.mp4")
+    info = {"avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "checkpoint": session.pipe.source, "flame_model": str(flame_model or session.pipe.cfg.flame_model),
+            "instruction": {"text": session.instruction, "source": "live",
+                            "changes": [{"frame": f, "text": t} for f, t in session.changes]},
+            "frames": len(seq.expression), "outputs": {"flame": ["flame.npz"], "video": names[2:],
+                                                      "instruction": "instruction.txt"},
+            **(extra or {}), "timings": timings}
+    atomic_write_json(out / "run.json", info)
+    return names + ["run.json"]

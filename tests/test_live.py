@@ -1,0 +1,199 @@
+"""Live streaming: the incremental encoder's window, the motion stream against the offline decoder, instruction
+blending, the session's catch-up and timing, and `avitalk live` (no microphone, a recording played)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from avitalk.encoders.streaming import FRAME_SAMPLES, StreamingEncoder
+from avitalk.types import SAMPLE_RATE, Audio
+
+from .conftest import build_tiny_pipeline, speechlike
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_pipeline()
+
+
+def _chunks(x: np.ndarray, seed: int = 0, lo: int = 10, hi: int = 2000):
+    rng = np.random.default_rng(seed)
+    i = 0
+    while i < len(x):
+        n = int(rng.integers(lo, hi))
+        yield x[i : i + n]
+        i += n
+
+
+def test_streaming_encoder_window_is_the_offline_encoding_of_the_last_seconds(pipe):
+    from avitalk.encoders import to_motion_rate
+
+    x = speechlike(6.0, seed=1)
+    enc = StreamingEncoder(pipe.audio_encoder, context_s=1.0)
+    for part in _chunks(x):
+        enc.push(part)
+        # the buffer stays bounded: the context and at most one unfinished encoder frame (plus the last chunk)
+        assert len(enc._buf) <= enc.context + 2000 + FRAME_SAMPLES
+    assert enc.frames_ready == len(x) // FRAME_SAMPLES
+    first, feats = enc.encode()
+    assert first == enc.frames_ready - 25 and feats.shape == (25, pipe.audio_encoder.dim)
+    s, e = first * FRAME_SAMPLES, enc.frames_ready * FRAME_SAMPLES
+    want = to_motion_rate(pipe.audio_encoder.encode(Audio(x[s:e])), 25)
+    np.testing.assert_allclose(feats, want, atol=1e-5)
+
+
+def test_streaming_loud_level_follows_what_was_heard_and_is_floored():
+    from avitalk.encoders.prosody import loud_level, frame_log_energy
+    from avitalk.encoders.streaming import LEVEL_FLOOR
+
+    class Enc:  # only the energy bookkeeping is exercised
+        dim, prosody, prosody_dim = 4, True, 4
+
+    enc = StreamingEncoder(Enc(), context_s=1.0, level_s=2.0)
+    enc.push(np.zeros(SAMPLE_RATE, np.float32))
+    assert enc.level == LEVEL_FLOOR  # silence alone is not a loud level
+    loud = speechlike(3.0)
+    enc.push(loud)
+    tail = loud[-2 * SAMPLE_RATE :]
+    assert enc.level == pytest.approx(max(loud_level(frame_log_energy(tail)), LEVEL_FLOOR), abs=1e-9)
+
+
+def _offline_end(synth, feats: np.ndarray, z: torch.Tensor, end: int) -> np.ndarray:
+    """The decoder on the clip of frames [end - window, end) (what the stream computes for the frame it emits)."""
+    w = synth.decoder.window
+    x = torch.as_tensor(feats[max(0, end - w) : end])[None]
+    with torch.no_grad():
+        return synth.decoder(x, z[None])[0].numpy()
+
+
+def test_motion_stream_frame_is_the_decoder_on_a_clip_ending_lookahead_later(pipe):
+    from avitalk.stage2_synthesis.stream import MotionStream
+
+    synth = pipe.synthesizer
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((60, pipe.audio_encoder_dim)).astype(np.float32)
+    L = 3
+    ms = MotionStream(synth, "A happy person speaks.", lookahead=L, seed=0, lip_seal=False)
+    got = []
+    for n in range(1, 61):  # one new frame of audio at a time, the whole window given each time
+        got.append(ms.step(max(0, n - 40), feats[max(0, n - 40) : n]))
+    got.append(ms.step(20, feats[20:60], final=True))
+    m = np.concatenate(got)
+    assert m.shape == (60, synth.decoder.n_motion)
+    z = ms.style_at(10)
+    for f in (0, 5, 30, 56):
+        want = _offline_end(synth, feats, z, f + 1 + L)
+        np.testing.assert_allclose(m[f], want[f - max(0, f + 1 + L - synth.decoder.window)], atol=1e-5)
+    # the last frames (no look-ahead left) come from the clip's end
+    np.testing.assert_allclose(m[59], _offline_end(synth, feats, z, 60)[-1], atol=1e-5)
+
+
+def test_motion_stream_with_lookahead_to_the_end_is_the_offline_motion(pipe):
+    """A look-ahead reaching the end of the audio (a clip within one window): the stream is the offline path, lip seal
+    included."""
+    from avitalk.stage2_synthesis.stream import MotionStream
+
+    synth = pipe.synthesizer
+    feats50 = np.random.default_rng(1).standard_normal((28, pipe.audio_encoder_dim)).astype(np.float32)
+    off = synth.synthesize(feats50, "A sad person speaks.", seed=0, num_frames=14, lip_seal=True)[0]
+    from avitalk.encoders import to_motion_rate
+
+    feats = to_motion_rate(feats50, 14)
+    ms = MotionStream(synth, "A sad person speaks.", lookahead=15, seed=0, lip_seal=True)
+    parts = [ms.step(0, feats[:n]) for n in range(1, 15)]
+    assert all(len(p) == 0 for p in parts)  # every frame still waits for its look-ahead
+    m = ms.step(0, feats, final=True)
+    np.testing.assert_allclose(m[:, :-3], off.expression, atol=1e-5)
+    np.testing.assert_allclose(m[:, -3:], off.jaw_pose, atol=1e-5)
+
+
+def test_instruction_blends_in_smoothly(pipe):
+    from avitalk.stage2_synthesis.stream import MotionStream
+
+    ms = MotionStream(pipe.synthesizer, "A happy person speaks.", lookahead=2, seed=0, blend_s=0.2)  # 5 frames
+    z0 = ms.style_at(0).clone()
+    ms.next_frame = 10
+    ms.set_instruction("A furious person speaks.")
+    z1 = ms._z_to
+    path = torch.stack([ms.style_at(f) for f in range(8, 17)])
+    d = (path - z0).norm(dim=1) / (z1 - z0).norm()
+    assert d[0] == pytest.approx(0.0, abs=1e-6) and d[1] == pytest.approx(0.0, abs=1e-6)  # before the change
+    assert 0 < d[2] < d[3] < d[4] < d[5] < 1  # frames 10..13 on the way
+    assert d[6:].min() == pytest.approx(1.0, abs=1e-6)  # frame 14 on: the new style
+    with pytest.raises(ValueError, match="lookahead"):
+        MotionStream(pipe.synthesizer, "A person speaks.", lookahead=pipe.synthesizer.decoder.window)
+
+
+def test_session_makes_every_frame_whatever_the_chunking_and_catches_up(pipe):
+    from avitalk.top.live import LiveSession
+
+    x = speechlike(3.0, seed=2)
+    s1 = LiveSession(pipe, lookahead_ms=80, context_s=1.0)
+    frames = []
+    for part in _chunks(x, lo=100, hi=400):
+        frames += s1.feed(part)
+    frames += s1.finish()
+    assert [f.index for f in frames] == list(range(len(x) // FRAME_SAMPLES))
+    # one chunk longer than the encoder's window: the session steps on the way instead of losing frames
+    s2 = LiveSession(pipe, lookahead_ms=80, context_s=1.0)
+    frames2 = s2.feed(x) + s2.finish()
+    assert [f.index for f in frames2] == list(range(len(x) // FRAME_SAMPLES))
+    t = s1.timing()
+    assert t["frames"] == len(frames) and t["latency_ms"]["median"] >= 0 and t["step_ms"]["median"] > 0
+    with pytest.raises(Exception, match="empty|1..512|characters"):
+        s1.set_instruction("   ")
+
+
+def test_run_live_plays_a_recording_and_applies_scripted_changes(pipe):
+    from avitalk.top.live import LiveSession, WavSource, run_live
+
+    x = speechlike(2.0, seed=3)
+    session = LiveSession(pipe, lookahead_ms=40, context_s=1.0)
+    seen = []
+    timing = run_live(session, WavSource(Audio(x), chunk_ms=20, realtime=False), sinks=[seen.extend],
+                      changes=[(1.0, "A surprised person speaks.")])
+    assert [f.index for f in seen] == list(range(50))
+    assert timing["frames"] == 50 and "late_ms" in timing
+    change = dict((t, f) for f, t in session.changes)["A surprised person speaks."]
+    assert abs(change - 25) <= 2  # 1.0 s of audio, less the look-ahead still waiting
+    assert seen[-1].instruction == "A surprised person speaks." and seen[0].instruction == "A person speaks."
+
+
+def test_live_without_a_microphone_is_one_line_naming_input(cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # as where PortAudio is missing
+    code, out, err = cli("live")
+    assert code == 2
+    assert err.count("\n") == 1 and "--input" in err and "microphone" in err
+
+
+def test_live_bad_options_are_one_line(cli, wav_file):
+    w = wav_file(seconds=1.0)
+    for args, word in ((["--fast"], "--input"), (["--input", w, "--change", "soon:A happy person."], "--change"),
+                       (["--input", w, "--instruction", " "], "empty"), (["--input", w, "--size", "15"], "--size")):
+        code, out, err = cli("live", *args)
+        assert code == 2 and word in err and err.count("\n") == 1, (args, err)
+
+
+@pytest.mark.slow
+def test_live_records_the_four_files_with_latency(cli, tmp_path):
+    import soundfile as sf
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speechlike(2.0, seed=4), SAMPLE_RATE)
+    out = tmp_path / "rec"
+    code, _, err = cli("live", "--input", wav, "--record", out, "--size", "64", "-q",
+                       "--change", "1:A happy person speaks.")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["flame.npz", "instruction.txt", "run.json", "video.mp4"]
+    info = json.loads((out / "run.json").read_text())
+    live = info["timings"]["live"]
+    assert live["frames"] == 50 and live["latency_ms"]["median"] >= live["lookahead_ms"] - 1
+    assert info["instruction"]["text"] == "A happy person speaks." and len(info["instruction"]["changes"]) == 2
+    from avitalk.types import FlameSequence
+
+    assert FlameSequence.load(out / "flame.npz").expression.shape[0] == 50
