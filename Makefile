@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench bench-gpu demo demo-checkpoint real-folds voice-folds track-truth clean
+.PHONY: setup system-deps test test-fast bench bench-live bench-gpu demo demo-checkpoint real-folds voice-folds track-truth clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -39,6 +39,10 @@ test-fast:
 
 bench:
 	$(PYTHON) -m benchmarks.run
+
+# Only `avitalk live` at real time: latency per look-ahead, and a 10-minute stream (benchmarks/results/live.json)
+bench-live:
+	$(PYTHON) -m benchmarks.run live
 
 # On a GPU machine (the CPU when there is none): equivalence with the CPU, latency, training step rates, peak memory.
 bench-gpu:

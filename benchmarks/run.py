@@ -40,13 +40,29 @@ def foundation() -> dict:
     return {"results": res, "summary": summary}
 
 
-def main() -> None:
-    meta = {
+def live_bench(meta: dict) -> dict:
+    """`avitalk live` at real time (benchmarks/live.py): the look-ahead curve and the 10-minute stream."""
+    live = {"curve": _run("benchmarks.live", "curve"), "long": _run("benchmarks.live", "long")}
+    atomic_write_json(RESULTS / "live.json", {"meta": meta, **live})
+    return live
+
+
+def _meta() -> dict:
+    return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
+
+
+def main() -> None:
+    meta = _meta()
+    if sys.argv[1:] == ["live"]:  # make bench-live: only the live stream (about 13 minutes)
+        live = live_bench(meta)
+        print(json.dumps({k: v.get(k, v) for k, v in live.items()})[:2000])
+        print(f"wrote {RESULTS / 'live.json'}")
+        return
     out = {"meta": meta, "foundation": foundation()}
     path = atomic_write_json(RESULTS / "foundation.json", out)
     models = {k: _run("benchmarks.models", k) for k in ("stage2", "stage1")}
@@ -57,6 +73,7 @@ def main() -> None:
     atomic_write_json(RESULTS / "pipeline.json", {"meta": meta, "pipeline": pipe, "cold_start": cold, "batched": many})
     st = _run("benchmarks.synthtalk", "400")
     atomic_write_json(RESULTS / "synthtalk.json", {"meta": meta, "synthtalk": st})
+    live = live_bench(meta)
     s = out["foundation"]["summary"]
     rows = [
         ("render 512x512, moderngl (ours)", f"{s['render_fps_512']:.0f} frames/s"),
@@ -102,6 +119,18 @@ def main() -> None:
         rows.append(("batched evaluation", f"failed: {many['error']}"))
     if "clips_per_s" in st:
         rows.append((f"SynthTalk generation, {st['clips']} clips, {st['workers']} processes", f"{st['clips_per_s']:.1f} clips/s"))
+    for c in live["curve"].get("curve", []):
+        rows.append((f"avitalk live, look-ahead {c['lookahead_ms']:.0f} ms: latency median / p99, late p99, cores busy",
+                     f"{c['latency_ms']['median']:.0f} / {c['latency_ms']['p99']:.0f} ms, {c['late_ms']['p99']:.0f} ms, "
+                     f"{c['cpu_cores_busy']:.2f}"))
+    lg = live["long"].get("long")
+    if lg:
+        rows.append(("avitalk live, 10 minutes at 120 ms: latency median / p99, late p99, memory growth",
+                     f"{lg['latency_ms']['median']:.0f} / {lg['latency_ms']['p99']:.0f} ms, {lg['late_ms']['p99']:.0f} ms, "
+                     f"{lg['rss_mb']['growth_after_1_min']:.0f} MB"))
+    for k in ("curve", "long"):
+        if "error" in live[k]:
+            rows.append((f"avitalk live {k}", f"failed: {live[k]['error']}"))
     w = max(len(r[0]) for r in rows)
     print(f"benchmarks on {meta['cpus']} CPUs ({meta['machine']}), medians of 3 runs")
     for k, v in rows:

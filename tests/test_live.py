@@ -140,13 +140,16 @@ def test_session_makes_every_frame_whatever_the_chunking_and_catches_up(pipe):
     frames += s1.finish()
     assert [f.index for f in frames] == list(range(len(x) // FRAME_SAMPLES))
     # one chunk longer than the encoder's window: the session steps on the way instead of losing frames
-    s2 = LiveSession(pipe, lookahead_ms=80, context_s=1.0)
+    s2 = LiveSession(pipe, lookahead_ms=80, context_s=1.0).warm_up()
+    assert s2.frames == [] and s2.encoder.samples_in == 0  # warming up keeps nothing
     frames2 = s2.feed(x) + s2.finish()
     assert [f.index for f in frames2] == list(range(len(x) // FRAME_SAMPLES))
     t = s1.timing()
     assert t["frames"] == len(frames) and t["latency_ms"]["median"] >= 0 and t["step_ms"]["median"] > 0
     with pytest.raises(Exception, match="empty|1..512|characters"):
         s1.set_instruction("   ")
+    with pytest.raises(ValueError, match="look-ahead"):
+        LiveSession(pipe, lookahead_ms=400, context_s=0.4)
 
 
 def test_run_live_plays_a_recording_and_applies_scripted_changes(pipe):

@@ -34,7 +34,7 @@ class StreamingEncoder:
     motion frame rate [n, dim] of motion frames ``first .. first + n - 1`` (absolute, counted from the stream's first
     sample), the window ending at the last whole motion frame received."""
 
-    def __init__(self, encoder: AudioEncoder, context_s: float = 3.0, level_s: float = LISTEN_WINDOW_S,
+    def __init__(self, encoder: AudioEncoder, context_s: float = 2.0, level_s: float = LISTEN_WINDOW_S,
                  level_floor: float = LEVEL_FLOOR):
         if context_s * MOTION_FPS < 2:
             raise ValueError(f"context_s must hold at least two motion frames, got {context_s}")

@@ -44,21 +44,26 @@ class LiveFrame:
 class Chunk:
     samples: np.ndarray
     arrived: float  # time.perf_counter() when its last sample arrived
-    end: int = 0  # absolute index of the sample after its last (set by the session)
 
 
 class LiveSession:
     """Audio chunks in (any size, 16 kHz mono float32), frames out. Build from a loaded pipeline:
-    ``LiveSession(pipe, "A calm person speaks.", lookahead_ms=120)``."""
+    ``LiveSession(pipe, "A calm person speaks.", lookahead_ms=120)``. ``context_s``: the seconds of audio re-encoded
+    at every step; ``int8``: the encoder's linear layers in int8 (when it has an int8 form)."""
 
-    def __init__(self, pipe, instruction: str | None = None, lookahead_ms: float = 120.0, context_s: float = 3.0,
-                 seed: int = 0, blend_s: float = 0.3):
+    def __init__(self, pipe, instruction: str | None = None, lookahead_ms: float = 120.0, context_s: float = 2.0,
+                 seed: int = 0, blend_s: float = 0.3, int8: bool = True):
         from avitalk.encoders.streaming import StreamingEncoder
         from avitalk.stage2_synthesis.stream import MotionStream
 
         self.pipe = pipe
         self.lookahead = int(round(lookahead_ms / 1000.0 * MOTION_FPS))
-        self.encoder = StreamingEncoder(pipe.audio_encoder, context_s=context_s)
+        enc = pipe.audio_encoder
+        if int8 and hasattr(enc, "int8"):  # the Whisper linears in int8: twice as fast, the same motion (docs/live.md)
+            enc = enc.int8()
+        self.encoder = StreamingEncoder(enc, context_s=context_s)
+        if self.encoder.context // (SAMPLE_RATE // int(MOTION_FPS)) < self.lookahead + 2:
+            raise ValueError(f"context_s ({context_s:g} s) must hold the look-ahead ({lookahead_ms:g} ms) and two frames")
         self.stream = MotionStream(pipe.synthesizer, instruction or DEFAULT_TEXT, self.lookahead, seed=seed,
                                    blend_s=blend_s)
         self._pending: list[str] = []
@@ -71,6 +76,20 @@ class LiveSession:
     @property
     def instruction(self) -> str:
         return self.stream.instruction
+
+    def warm_up(self) -> "LiveSession":
+        """One encoder call and one decoder call on a second of near silence (nothing kept), so the first real step
+        does not pay for first calls (kernel selection, lazy imports)."""
+        import torch
+
+        from avitalk.encoders.streaming import StreamingEncoder
+
+        scratch = StreamingEncoder(self.encoder.encoder, context_s=1.0)
+        scratch.push(np.full(SAMPLE_RATE, 1e-4, np.float32))
+        feats = torch.as_tensor(scratch.encode()[1])[None].expand(2, -1, -1)
+        with torch.no_grad():
+            self.stream.synth.decoder(feats, self.stream.style_at(0)[None].expand(2, -1))
+        return self
 
     def set_instruction(self, text: str) -> None:
         """Queue a new instruction (any thread); it takes effect at the next step and blends in."""
@@ -157,6 +176,28 @@ class LiveSession:
             out["late_ms"] = _stats(late)
             out["late_frames_over_one_period"] = float(np.mean(late > FRAME_S * 1000.0))
         return out
+
+
+def limit_threads(n: int = 1):
+    """Torch and the BLAS/OpenMP pools under numpy to ``n`` threads each (a context manager). A live stream steps 25
+    times a second on small arrays: extra threads only wait for each other (measured: 2 threads slower than 1, and
+    1.9 cores busy instead of 0.7), and the other core stays free for audio, drawing and the page."""
+    import contextlib
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    @contextlib.contextmanager
+    def ctx():
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(n))
+        try:
+            with threadpool_limits(int(n)):
+                yield
+        finally:
+            torch.set_num_threads(before)
+
+    return ctx()
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:

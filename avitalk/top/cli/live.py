@@ -58,6 +58,8 @@ def live(
     flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz for the video."),
     no_render: bool = typer.Option(False, "--no-render", help="With --record: no video.mp4."),
     size: int = typer.Option(512, help="Video width and height in pixels (even)."),
+    threads: int = typer.Option(1, "--threads", min=1, max=64, help="Threads for the model work (one is fastest "
+                                "for a stream on a laptop; docs/live.md)."),
     mic_device: Optional[str] = typer.Option(None, "--mic-device", help="Input device name or number (default: "
                                              "the system's)."),
     overwrite: bool = typer.Option(False, help="Replace avitalk's outputs in the --record folder."),
@@ -123,7 +125,8 @@ def live(
             typer.echo(f"\r{f.index / L.MOTION_FPS:7.1f} s  frame {f.index:6d}  step {s.steps[-1] * 1000:5.1f} ms ",
                        err=True, nl=False)
 
-        timing = L.run_live(session, source, stop=stop, changes=changes, progress=progress, taps=taps)
+        with L.limit_threads(threads):
+            timing = L.run_live(session, source, stop=stop, changes=changes, progress=progress, taps=taps)
         say("")
         lat = timing.get("latency_ms", {})
         say(f"{timing['frames']} frames; latency median {lat.get('median', float('nan')):.0f} ms, p99 "
