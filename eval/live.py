@@ -3,7 +3,7 @@ delivers them) and through the offline path, per look-ahead.
 
 Per clip and look-ahead: the lip gap's correlation with the offline motion's, and the mouth metrics of both (mouth
 opening vs loudness r, silence rest ratio, bilabial closure at the aligned /b p m/; on clips with motion, the lip
-vertex error against it). ``make_session(lookahead_ms)`` builds a fresh session (``avitalk.top.live.LiveSession``;
+vertex error against it). ``make_session(lookahead_ms, instruction)`` builds a fresh session (``avitalk.top.live.LiveSession``;
 passed in because this package sits under the top layer).
 """
 
@@ -25,7 +25,8 @@ def stream(session, samples: np.ndarray, chunk: int) -> FlameSequence:
     return session.sequence()
 
 
-def evaluate_live(pipe, make_session: Callable[[float], Any], data, lookaheads_ms: Sequence[float] = (0, 40, 80, 120, 200),
+def evaluate_live(pipe, make_session: Callable[[float, str], Any], data,
+                  lookaheads_ms: Sequence[float] = (0, 40, 80, 120, 200),
                   split: str | None = "test", instruction: str | None = None, limit: int | None = None,
                   speakers: Sequence[str] | None = None, chunk_ms: float = 20.0, seed: int = 0,
                   progress: bool = True) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def evaluate_live(pipe, make_session: Callable[[float], Any], data, lookaheads_m
         text = instruction or (c.instructions[0] if c.instructions else "A person speaks.")
         seqs = {"offline": pipe.synthesize(a, text, seed=seed)[0]}
         for la in lookaheads_ms:
-            seqs[f"{int(la)}ms"] = stream(make_session(la), a.samples, chunk)
+            seqs[f"{int(la)}ms"] = stream(make_session(la, text), a.samples, chunk)
         db = loudness_db(a.samples, a.num_frames())
         words = aligner.align(a.samples, c.extra.get("text") or aligner.transcribe(a.samples))
         events = bl.events_from_words(words, bl.align_lag(c.extra))

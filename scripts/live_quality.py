@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     pipe = AVITalkingPipeline.from_pretrained(a.checkpoint, stage1=False).warm_up()
     las = [float(x) for x in a.lookaheads.split(",")]
-    res = evaluate_live(pipe, lambda la: LiveSession(pipe, a.instruction, lookahead_ms=la, context_s=a.context_s),
+    res = evaluate_live(pipe, lambda la, text: LiveSession(pipe, text, lookahead_ms=la, context_s=a.context_s),
                         a.data, las, a.split, a.instruction, a.limit,
                         a.speakers.split(",") if a.speakers else None)
     res["context_s"] = a.context_s

@@ -58,6 +58,9 @@ def live(
     flame_model: Optional[str] = typer.Option(None, "--flame-model", help="FLAME model .npz for the video."),
     no_render: bool = typer.Option(False, "--no-render", help="With --record: no video.mp4."),
     size: int = typer.Option(512, help="Video width and height in pixels (even)."),
+    serve: bool = typer.Option(False, "--serve", help="Show the face in a browser page on localhost (three.js; "
+                               "an instruction box changes it)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="The page's port (0: any free one)."),
     threads: int = typer.Option(1, "--threads", min=1, max=64, help="Threads for the model work (one is fastest "
                                 "for a stream on a laptop; docs/live.md)."),
     mic_device: Optional[str] = typer.Option(None, "--mic-device", help="Input device name or number (default: "
@@ -93,6 +96,7 @@ def live(
     if folder is not None:
         folder.check(["instruction.txt", "flame.npz", "run.json", *([] if no_render else ["video.mp4"])])
     say = (lambda m: None) if quiet else (lambda m: typer.echo(m, err=True))
+    page = None
     try:
         from avitalk.top.pipeline import AVITalkingPipeline
 
@@ -101,7 +105,7 @@ def live(
         win = pipe.synthesizer.decoder.window
         if lookahead_ms / 1000.0 * L.MOTION_FPS >= win:
             _fail(f"--lookahead-ms must be under {win / L.MOTION_FPS * 1000:.0f} (the decoder's window)")
-        session = L.LiveSession(pipe, instruction, lookahead_ms=lookahead_ms, seed=seed)
+        session = L.LiveSession(pipe, instruction, lookahead_ms=lookahead_ms, seed=seed).warm_up()
         say(f"checkpoint: {pipe.source} ({time.perf_counter() - t:.1f} s); look-ahead {session.lookahead} frames "
             f"({session.lookahead * L.FRAME_S * 1000:.0f} ms); instruction: {session.instruction}")
         stop = threading.Event()
@@ -110,6 +114,17 @@ def live(
         if sys.stdin.isatty() and not quiet:
             say("type a new instruction and Enter to change the face's style; Ctrl-C to end")
             threading.Thread(target=_read_terminal, args=(session, stop), daemon=True).start()
+        sinks = []
+        if serve:
+            from avitalk.top.live_page import LivePage
+
+            page = LivePage(session, port=port, flame_model=flame_model)
+            sinks.append(page)
+            say(f"the face: {page.url}")
+            if input is not None:  # a recording waits for its viewer; a microphone does not
+                say("waiting for the page to open (Ctrl-C to stop)")
+                while page.viewers == 0:
+                    time.sleep(0.1)
         taps = []
         if folder is not None:
             tap = L.WavTap(folder.staging / ".heard.wav")
@@ -126,7 +141,10 @@ def live(
                        err=True, nl=False)
 
         with L.limit_threads(threads):
-            timing = L.run_live(session, source, stop=stop, changes=changes, progress=progress, taps=taps)
+            timing = L.run_live(session, source, sinks, stop=stop, changes=changes, progress=progress, taps=taps)
+        if page is not None:
+            page.close()
+            page = None
         say("")
         lat = timing.get("latency_ms", {})
         say(f"{timing['frames']} frames; latency median {lat.get('median', float('nan')):.0f} ms, p99 "
@@ -143,6 +161,8 @@ def live(
             folder.commit()
             say(f"wrote {record}/ ({', '.join(names)})")
     except BaseException:
+        if page is not None:
+            page.close()
         if folder is not None:
             folder.discard()
         raise
