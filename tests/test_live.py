@@ -200,3 +200,39 @@ def test_live_records_the_four_files_with_latency(cli, tmp_path):
     from avitalk.types import FlameSequence
 
     assert FlameSequence.load(out / "flame.npz").expression.shape[0] == 50
+
+
+def test_live_serve_without_threejs_is_one_line(cli, wav_file, monkeypatch, tmp_path):
+    import avitalk.top.live_page as lp
+
+    monkeypatch.delenv("AVITALK_THREE", raising=False)
+    monkeypatch.setattr(lp, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("live", "--input", wav_file(seconds=1.0), "--serve")
+    assert code == 2 and "three.js" in err and err.count("\n") == 1
+
+
+def test_live_page_port_in_use_is_one_error(pipe, monkeypatch):
+    import socket
+
+    import avitalk.top.live_page as lp
+    from avitalk.errors import AvitalkError
+    from avitalk.top.live import LiveSession
+
+    monkeypatch.setattr(lp, "three_dir", lambda: lp.ROOT)  # the page's files are not read in this test
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(AvitalkError, match="--port 0"):
+            lp.LivePage(LiveSession(pipe, lookahead_ms=40, context_s=1.0), port=s.getsockname()[1])
+    page = lp.LivePage(LiveSession(pipe, lookahead_ms=40, context_s=1.0), port=0)
+    try:
+        import urllib.request
+
+        html = urllib.request.urlopen(page.url).read().decode()
+        assert "EventSource" in html and len(urllib.request.urlopen(page.url + "face.glb").read()) > 1000
+        req = urllib.request.Request(page.url + "instruction", data=b"A sad person speaks.", method="POST")
+        assert urllib.request.urlopen(req).status == 204
+        assert page.session.step() == [] and page.session.instruction == "A sad person speaks."
+    finally:
+        page.close()

@@ -185,7 +185,12 @@ class LivePage:
                     return self._send(400, str(e).encode(), "text/plain; charset=utf-8")
                 return self._send(204, b"", "text/plain")
 
-        self.server = ThreadingHTTPServer((host, int(port)), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, int(port)), Handler)
+        except OSError as e:
+            self._tmp.cleanup()
+            raise AvitalkError(f"cannot serve the page on {host}:{port} ({e.strerror or e}); --port 0 picks a free "
+                               "port") from None
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="avitalk-live-page")

@@ -92,6 +92,10 @@ def live(
     else:
         device = int(mic_device) if mic_device is not None and mic_device.isdigit() else mic_device
         source = L.MicrophoneSource(chunk_ms, device)  # no microphone: one line naming --input
+    if serve:
+        from avitalk.top.live_page import three_dir
+
+        three_dir()  # three.js missing: one line now, before any model work
     folder = OutputFolder(record, overwrite) if record is not None else None
     if folder is not None:
         folder.check(["instruction.txt", "flame.npz", "run.json", *([] if no_render else ["video.mp4"])])
@@ -110,7 +114,9 @@ def live(
             f"({session.lookahead * L.FRAME_S * 1000:.0f} ms); instruction: {session.instruction}")
         stop = threading.Event()
         if seconds is not None and input is None:
-            threading.Timer(seconds, stop.set).start()
+            timer = threading.Timer(seconds, stop.set)
+            timer.daemon = True
+            timer.start()
         if sys.stdin.isatty() and not quiet:
             say("type a new instruction and Enter to change the face's style; Ctrl-C to end")
             threading.Thread(target=_read_terminal, args=(session, stop), daemon=True).start()
@@ -150,6 +156,11 @@ def live(
         say(f"{timing['frames']} frames; latency median {lat.get('median', float('nan')):.0f} ms, p99 "
             f"{lat.get('p99', float('nan')):.0f} ms (look-ahead {timing.get('lookahead_ms', 0):.0f} ms included); "
             f"step median {timing.get('step_ms', {}).get('median', float('nan')):.1f} ms")
+        if folder is not None and timing["frames"] == 0:
+            say("nothing was heard long enough for a frame; nothing recorded")
+            tap.close()
+            folder.discard()
+            folder = None
         if folder is not None:
             heard = tap.close()
             names = L.record_to(folder.staging, session, heard, timing, render=not no_render, size=size,
