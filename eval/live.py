@@ -98,9 +98,10 @@ def table_lines(res: dict[str, Any]) -> list[str]:
     lve = "lve_mm" in res.get("offline", {})
     head = "| | loudness r | silence rest | bilabials closed | lip gap r vs offline |" + (" LVE mm |" if lve else "")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for k, v in res.items():
-        if not isinstance(v, dict) or "loudness_r" not in v:
-            continue
+    rows = [k for k, v in res.items() if isinstance(v, dict) and "loudness_r" in v]
+    rows.sort(key=lambda k: -1.0 if k == "offline" else float(k[:-2]))  # offline, then by look-ahead
+    for k in rows:
+        v = res[k]
         b = v["bilabial"]
         cells = [k, f"{v['loudness_r']['median']:.3f}", f"{v['silence_rest_ratio']['median']:.3f}",
                  f"{100 * b.get('bilabial_closure_rate', float('nan')):.1f}% of {b.get('bilabials', 0)}",
