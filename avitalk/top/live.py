@@ -269,7 +269,8 @@ def microphone_module(device=None):
     try:
         import sounddevice as sd
     except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
-        raise AudioError(f"no microphone: PortAudio is not available ({str(e).splitlines()[0]}); {hint}") from None
+        raise AudioError(f"no microphone: PortAudio is not available ({str(e).splitlines()[0]}; on Debian or Ubuntu "
+                         f"`apt install libportaudio2`); {hint}") from None
     try:
         sd.query_devices(device, kind="input")
     except Exception as e:  # noqa: BLE001 - PortAudioError, ValueError: no such device
