@@ -62,6 +62,19 @@ new GLTFLoader().load("face.glb", (gltf) => {
 </script></body></html>"""
 
 
+def headless_chromium(width: int, height: int):
+    """Headless Chromium drawing WebGL in software (SwiftShader), as on a machine without a GPU."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
+              "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", f"--window-size={width},{height}"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
 def _serve(directory: Path):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *a, **k: None
@@ -75,8 +88,6 @@ def _serve(directory: Path):
 
 def test_glb_renders_in_threejs_with_the_heads_colours(tmp_path):
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     from avitalk.flame.standin import demo_sequence
@@ -88,12 +99,7 @@ def test_glb_renders_in_threejs_with_the_heads_colours(tmp_path):
     (tmp_path / "three").symlink_to(THREE, target_is_directory=True)
     (tmp_path / "index.html").write_text(PAGE.replace("TIME", f"{t_open:.3f}"))
     server, port = _serve(tmp_path)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-              "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--window-size=600,600"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = headless_chromium(600, 600)
     try:
         driver.get(f"http://127.0.0.1:{port}/index.html")
         res = WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.result || null"))

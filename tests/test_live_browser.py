@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from .test_gltf_browser import CHROMIUM, DRIVER, THREE
+from .test_gltf_browser import CHROMIUM, DRIVER, THREE, headless_chromium
 
 selenium = pytest.importorskip("selenium", reason="selenium not installed (pip install selenium)")
 pytestmark = [pytest.mark.slow,
@@ -26,8 +26,6 @@ def _speech() -> np.ndarray:
 
 
 def test_live_page_shows_the_mouth_moving_and_takes_a_typed_instruction(monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     from avitalk.top.live import LiveSession, WavSource, run_live
@@ -39,12 +37,7 @@ def test_live_page_shows_the_mouth_moving_and_takes_a_typed_instruction(monkeypa
     pipe = AVITalkingPipeline.from_pretrained(stage1=False).warm_up()
     session = LiveSession(pipe, "A person speaks.", lookahead_ms=120).warm_up()
     page = LivePage(session, port=0)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-              "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--window-size=300,400"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = headless_chromium(300, 400)
     done = threading.Event()
     try:
         driver.get(page.url + "?probe")

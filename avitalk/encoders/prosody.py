@@ -44,7 +44,7 @@ def prosody_features(samples: np.ndarray, relative_energy: bool = False, level: 
     padded = np.pad(x, (HOP // 2, n * HOP + WIN - len(x)))
     frames = np.lib.stride_tricks.sliding_window_view(padded, WIN)[::HOP][:n].astype(np.float64)
     hop_part = frames[:, HOP // 2 : HOP // 2 + HOP]
-    energy = np.log(np.sqrt((hop_part**2).mean(1)) + 1e-4)
+    energy = _log_rms(hop_part)
     w = frames - frames.mean(1, keepdims=True)
     spec = np.fft.rfft(w, 2 * WIN)
     ac = np.fft.irfft(np.abs(spec) ** 2)[:, :WIN]
@@ -62,13 +62,16 @@ def prosody_features(samples: np.ndarray, relative_energy: bool = False, level: 
     return np.ascontiguousarray(out, np.float32)
 
 
+def _log_rms(frames: np.ndarray) -> np.ndarray:
+    return np.log(np.sqrt((frames**2).mean(1)) + 1e-4)
+
+
 def frame_log_energy(samples: np.ndarray) -> np.ndarray:
     """[len // 320] log RMS energy of each whole 20 ms frame (prosody channel 0 before scaling): frame k reads samples
     [320 k, 320 (k + 1)) only, so it is final as soon as they have arrived."""
     x = np.asarray(samples, np.float32)
     n = len(x) // HOP
-    frames = x[: n * HOP].reshape(n, HOP).astype(np.float64)
-    return np.log(np.sqrt((frames**2).mean(1)) + 1e-4)
+    return _log_rms(x[: n * HOP].reshape(n, HOP).astype(np.float64))
 
 
 class ProsodyEncoder(AudioEncoder):

@@ -18,12 +18,13 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from avitalk.encoders.streaming import FRAME_SAMPLES
 from avitalk.errors import AudioError
 from avitalk.types import MOTION_FPS, SAMPLE_RATE, Audio, FlameSequence
 
@@ -62,7 +63,7 @@ class LiveSession:
         if int8 and hasattr(enc, "int8"):  # the Whisper linears in int8: twice as fast, the same motion (docs/live.md)
             enc = enc.int8()
         self.encoder = StreamingEncoder(enc, context_s=context_s)
-        if self.encoder.context // (SAMPLE_RATE // int(MOTION_FPS)) < self.lookahead + 2:
+        if self.encoder.context // FRAME_SAMPLES < self.lookahead + 2:
             raise ValueError(f"context_s ({context_s:g} s) must hold the look-ahead ({lookahead_ms:g} ms) and two frames")
         self.stream = MotionStream(pipe.synthesizer, instruction or DEFAULT_TEXT, self.lookahead, seed=seed,
                                    blend_s=blend_s)
@@ -105,12 +106,11 @@ class LiveSession:
         steps on the way and returns those frames."""
         x = np.asarray(samples, np.float32).reshape(-1)
         arrived = time.perf_counter() if arrived is None else arrived
-        frame_samples = SAMPLE_RATE // int(MOTION_FPS)
-        limit = max(1, self.encoder.context // frame_samples - 1)  # frames of backlog the window still holds
+        limit = max(1, self.encoder.context // FRAME_SAMPLES - 1)  # frames of backlog the window still holds
         out: list[LiveFrame] = []
         i = 0
         while i < len(x):
-            room = (self.stream.next_frame + limit) * frame_samples - self.encoder.samples_in
+            room = (self.stream.next_frame + limit) * FRAME_SAMPLES - self.encoder.samples_in
             if room <= 0:
                 out += self.step()
                 continue
@@ -165,8 +165,7 @@ class LiveSession:
         arrivals = np.array([a for _, a in self.chunks])
         idx = np.array([f.index for f in self.frames])
         ready = np.array([f.ready for f in self.frames])
-        frame_samples = SAMPLE_RATE // int(MOTION_FPS)
-        own = np.minimum(np.searchsorted(ends, (idx + 1) * frame_samples), len(ends) - 1)
+        own = np.minimum(np.searchsorted(ends, (idx + 1) * FRAME_SAMPLES), len(ends) - 1)
         lat = (ready - arrivals[own]) * 1000.0
         out = {"frames": int(len(idx)), "lookahead_ms": self.lookahead * FRAME_S * 1000.0,
                "latency_ms": _stats(lat), "step_ms": _stats(np.array(self.steps) * 1000.0), "steps": len(self.steps)}
@@ -285,7 +284,8 @@ def run_live(session: LiveSession, source, sinks: Sequence[Callable[[list[LiveFr
              taps: Sequence[Callable[[np.ndarray], None]] = ()) -> dict[str, Any]:
     """Run until the source ends or ``stop`` is set (Ctrl-C sets it too): chunks from ``source.run`` (in its own
     thread), one step per batch of queued chunks, the frames to every sink. ``changes``: scripted instruction
-    changes, (seconds of audio, text); ``taps``: called with every chunk's samples (a recorder). Returns the timing (:meth:`LiveSession.timing`)."""
+    changes, (seconds of audio, text); ``taps``: called with every chunk's samples (a recorder). Returns the timing
+    (:meth:`LiveSession.timing`)."""
     stop = stop or threading.Event()
     q: "queue.Queue[Chunk | None]" = queue.Queue()
     th = threading.Thread(target=source.run, args=(q, stop), daemon=True, name="avitalk-live-source")
@@ -329,8 +329,8 @@ def run_live(session: LiveSession, source, sinks: Sequence[Callable[[list[LiveFr
     finally:
         stop.set()
     frames = session.finish()
-    for sink in sinks:
-        if frames:
+    if frames:
+        for sink in sinks:
             sink(frames)
     return session.timing(getattr(source, "chunk_s", None), getattr(source, "start", None))
 

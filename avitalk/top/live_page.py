@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -133,8 +134,6 @@ class LivePage:
         model = FlameModel.from_spec(flame_model or session.pipe.cfg.flame_model)
         n = session.stream.synth.decoder.n_motion - 3
         self.n_exp = n
-        import tempfile
-
         self._tmp = tempfile.TemporaryDirectory(prefix="avitalk-live-")
         glb = Path(self._tmp.name) / "face.glb"
         export_glb(FlameSequence(np.zeros((1, n), np.float32), np.zeros((1, 3), np.float32)), glb, model, layout="morph")
