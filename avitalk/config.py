@@ -76,6 +76,7 @@ class LipsyncTrainConfig:
     face_vertices: int = 400
     vertex_frame_fraction: float = 0.25
     augment_p: float = 0.0  # chance a batch row reads the clip through an augmented copy
+    pause_p: float = 0.0  # chance a batch row reads one of the clip's pause copies (stage2.train.pause_copies)
     gap_weight: float = 0.0  # loss on the lip gap itself (mm)
     closed_weight: float = 0.0  # frames where the data's lips touch count this much more in it
     # with more corpora of motion (``train_stage2(motion_data=...)``, e.g. tracked real faces): the share of a batch's
@@ -104,6 +105,8 @@ class Stage2TrainConfig:
     lipsync: LipsyncTrainConfig = field(default_factory=LipsyncTrainConfig)
     prior: PriorTrainConfig = field(default_factory=PriorTrainConfig)
     augment_copies: int = 0
+    # copies of every training clip between 0.5-3 s of silence (the face at rest in it), encoded once and cached
+    pause_copies: int = 0
     checkpoint_every: int = 400
     mixed_precision: str = "bf16"  # on GPUs only
 

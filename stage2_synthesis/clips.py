@@ -15,10 +15,11 @@ from avitalk.errors import DatasetError
 class ClipBank:
     """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
 
-    def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0):
+    def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0,
+                 paused=None, pause_copies: int = 0, seed: int = 0):
         from avitalk.data.manifest import read_manifest
         from avitalk.encoders import to_motion_rate
-        from avitalk.encoders.cache import augmented_id
+        from avitalk.encoders.cache import augmented_id, pause_id, pause_plan
         from avitalk.types import FlameSequence
 
         # clips without motion (labelled real speech) train stage 1 only
@@ -27,6 +28,8 @@ class ClipBank:
             raise DatasetError(f"{root}: no clips with motion in split {split!r} (stage 2 needs FLAME motion)")
         self.ids, self.feats, self.motion, self.keys, self.instructions, self.labels = [], [], [], [], [], []
         self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
+        # pause copies: (features, motion) of the clip between stretches of silence (encoders.cache.pause_plan)
+        self.paused: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self.corpus: list[int] = [0] * len(clips)  # which corpus each clip came from (see concat)
         for c in clips:
             seq = FlameSequence.load(root / c.flame)
@@ -43,6 +46,15 @@ class ClipBank:
                     raise DatasetError(f"{c.id}: augmented features missing from {augmented.dir}")
                 vs.append(to_motion_rate(a, seq.num_frames).astype(np.float16))
             self.variants.append(vs)
+            ps = []
+            for k in range(pause_copies if paused is not None else 0):
+                a = paused.get(pause_id(c.id, k))
+                if a is None:
+                    raise DatasetError(f"{c.id}: pause copy missing from {paused.dir}")
+                lead, trail, _ = pause_plan(seed, c.id, k)
+                m = paused_motion(self.motion[-1], lead, trail)
+                ps.append((to_motion_rate(a, len(m)).astype(np.float16), m))
+            self.paused.append(ps)
             self.keys.append((c.speaker, c.emotion, c.intensity))
             self.instructions.append(list(c.instructions))
             aus = (c.extra.get("labels") or {}).get("action_units") or {}
@@ -68,7 +80,7 @@ class ClipBank:
         if partners not in ("own", "first"):
             raise ValueError(f"partners must be 'own' or 'first', got {partners!r}")
         out = cls.__new__(cls)
-        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants"):
+        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants", "paused"):
             setattr(out, name, [x for b in banks for x in getattr(b, name)])
         by_emo = defaultdict(list)
         for i, (_, emo, _) in enumerate(banks[0].keys):
@@ -80,3 +92,15 @@ class ClipBank:
             out.corpus += [k] * len(b)
             offset += len(b)
         return out
+
+
+def paused_motion(motion: np.ndarray, lead: int, trail: int, settle: int = 5) -> np.ndarray:
+    """The motion to go with a clip's pause copy: its first frame (the face at rest before the first word) held for
+    ``lead`` frames; after the last frame, the face returns to that rest over ``settle`` frames (smoothstep) and holds
+    it for the rest of ``trail``."""
+    rest = motion[:1]
+    t = np.arange(1, trail + 1, dtype=np.float32)[:, None] / max(settle, 1)
+    w = np.clip(t, 0.0, 1.0)
+    w = w * w * (3 - 2 * w)
+    tail = (1 - w) * motion[-1:] + w * rest
+    return np.concatenate([np.repeat(rest, lead, 0), motion, tail]).astype(np.float32)

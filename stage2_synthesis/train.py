@@ -43,18 +43,22 @@ def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, to
 
 
 def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator,
-                  augment_p: float) -> dict[str, torch.Tensor]:
+                  augment_p: float, pause_p: float = 0.0) -> dict[str, torch.Tensor]:
     """A lip-sync batch; ``augment_p``: the chance of reading a clip's audio through one of its augmented copies
-    (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's."""
+    (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's; ``pause_p``: the
+    chance of reading one of its pause copies instead (the clip between seconds of silence, the face at rest in them)."""
     feats, motion, partners = [], [], []
     for i in idx:
-        T = len(bank.motion[i])
-        s = crop_start(T, crop, rng)
-        src = bank.feats[i]
-        if augment_p > 0 and bank.variants[i] and rng.random() < augment_p:
+        src, mot = bank.feats[i], bank.motion[i]
+        paused = bank.paused[i] if getattr(bank, "paused", None) else []
+        if pause_p > 0 and paused and rng.random() < pause_p:
+            src, mot = paused[int(rng.integers(len(paused)))]
+            src = src.astype(np.float32)
+        elif augment_p > 0 and bank.variants[i] and rng.random() < augment_p:
             src = bank.variants[i][int(rng.integers(len(bank.variants[i])))].astype(np.float32)
+        s = crop_start(len(mot), crop, rng)
         feats.append(src[s : s + crop])
-        motion.append(bank.motion[i][s : s + crop])
+        motion.append(mot[s : s + crop])
         p = bank.partners[i]
         pm = bank.motion[p[int(rng.integers(len(p)))]]
         ps = crop_start(len(pm), crop, rng)
@@ -148,7 +152,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
-    from avitalk.encoders.cache import cache_dataset_features
+    from avitalk.encoders.cache import cache_dataset_features, cache_paused_features
     from avitalk.flame import FlameModel
 
     from .synthesizer import Synthesizer, load_module, save_module
@@ -188,7 +192,12 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
         acache = cache_augmented_features(data, synth.audio_encoder, copies, seed=int(cfg.seed),
                                           progress=progress and acc.is_main_process)
-    train = ClipBank(data, "train", cache, limit, acache, copies)
+    pauses = int(tc.pause_copies)
+    pcache = None
+    if pauses:
+        pcache = cache_paused_features(data, synth.audio_encoder, pauses, seed=int(cfg.seed),
+                                       progress=progress and acc.is_main_process)
+    train = ClipBank(data, "train", cache, limit, acache, copies, pcache, pauses, int(cfg.seed))
     if len(train) < 2:
         raise DatasetError(f"{data}: needs at least 2 training clips, has {len(train)}")
     # lip-sync pretraining reads the motion corpora too (tracked real faces); the prior learns styles from data's
@@ -197,7 +206,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         c = cache_dataset_features(d, synth.audio_encoder, progress=progress and acc.is_main_process)
         a = (cache_augmented_features(d, synth.audio_encoder, copies, seed=int(cfg.seed),
                                       progress=progress and acc.is_main_process) if copies else None)
-        banks.append(ClipBank(d, "train", c, limit, a, copies))
+        pc_ = (cache_paused_features(d, synth.audio_encoder, pauses, seed=int(cfg.seed),
+                                     progress=progress and acc.is_main_process) if pauses else None)
+        banks.append(ClipBank(d, "train", c, limit, a, copies, pc_, pauses, int(cfg.seed)))
     timings["features_s"] = time.perf_counter() - t
     if str(tc.lipsync.motion_data_partners) not in ("own", "first"):
         from avitalk.config import ConfigError
@@ -240,7 +251,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             idx = (brng.integers(0, len(lip_bank), int(lc.batch_size)) if lip_p is None
                    else brng.choice(len(lip_bank), int(lc.batch_size), p=lip_p))
             b = {k: v.to(acc.device) for k, v in lipsync_batch(lip_bank, idx, int(lc.crop_frames), brng,
-                                                               float(lc.augment_p)).items()}
+                                                               float(lc.augment_p), float(lc.pause_p)).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
             return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids),
                     [lip_bank.ids[i] for i in idx])

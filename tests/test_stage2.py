@@ -207,3 +207,40 @@ def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
     stats = np.concatenate(both.motion)
     assert np.allclose(r["synthesizer"].decoder.motion_mean.numpy(), stats.mean(0), atol=1e-4)
     assert not set(a.ids) & set(b.ids) and ids & set(b.ids) and ids & set(a.ids)  # both corpora in the batches
+
+
+def test_pause_copies_put_the_clip_between_silences_with_the_face_at_rest(tmp_path):
+    """stage2.train.pause_copies: each training clip again between 0.5-3 s of silence (encoded once, cached), its
+    motion the clip's first frame held before it and settling back to that frame after it; pause_p of a batch's rows
+    read one."""
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import cache_dataset_features, cache_paused_features, pause_plan, paused_samples
+    from avitalk.stage2_synthesis.clips import ClipBank, paused_motion
+    from avitalk.stage2_synthesis.train import lipsync_batch
+
+    m = np.random.default_rng(0).normal(size=(10, 53)).astype(np.float32)
+    p = paused_motion(m, 3, 8, settle=5)
+    assert p.shape == (21, 53) and np.allclose(p[:4], m[0]) and np.allclose(p[3:13], m)
+    assert np.allclose(p[-4:], m[0]) and not np.allclose(p[13], m[0]) and not np.allclose(p[13], m[-1])
+    assert paused_samples(np.ones(100, np.float32), 2, 1).tolist() == [0.0] * 1280 + [1.0] * 100 + [0.0] * 640
+
+    lead, trail, _ = pause_plan(0, "clip", 0)
+    assert pause_plan(0, "clip", 0) == (lead, trail, _) and 12 <= lead <= 75 and 12 <= trail <= 75
+    assert len({pause_plan(0, f"c{i}", 0)[2] for i in range(20)}) == 2  # some copies clean, some through the chain
+
+    generate(tmp_path / "d", 4, seed=5, workers=1, progress=False)
+    enc = Synthesizer.build(tiny_stage2_cfg()).audio_encoder
+    cache = cache_dataset_features(tmp_path / "d", enc, progress=False)
+    pcache = cache_paused_features(tmp_path / "d", enc, 1, seed=0, progress=False)
+    bank = ClipBank(tmp_path / "d", "train", cache, paused=pcache, pause_copies=1, seed=0)
+    for i, cid in enumerate(bank.ids):
+        (f, mot), = bank.paused[i]
+        lead, trail, _ = pause_plan(0, cid, 0)
+        assert len(mot) == len(bank.motion[i]) + lead + trail == len(f) and f.shape[1] == enc.dim
+        assert np.allclose(mot[lead : lead + len(bank.motion[i])], bank.motion[i])
+    rng = np.random.default_rng(0)
+    b = lipsync_batch(bank, np.arange(len(bank)), 400, rng, 0.0, pause_p=1.0)
+    lengths = b["mask"].sum(1).tolist()
+    assert lengths == [len(p[0][1]) for p in bank.paused]  # every row read its pause copy
+    b = lipsync_batch(bank, np.arange(len(bank)), 400, rng, 0.0, pause_p=0.0)
+    assert b["mask"].sum(1).tolist() == [len(x) for x in bank.motion]

@@ -84,3 +84,87 @@ def cache_augmented_features(
         bar.update(len(chunk))
     bar.close()
     return cache
+
+
+# ------------------------------------------------------------------------------------------------ pause copies
+PAUSE_S = (0.5, 3.0)  # silence added before and after the speech of a pause copy, seconds (each drawn in this range)
+
+
+def pause_id(clip_id: str, k: int) -> str:
+    return f"{clip_id}~pause{k}"
+
+
+def pause_plan(seed: int, clip_id: str, k: int) -> tuple[int, int, bool]:
+    """(lead, trail, augmented) of pause copy ``k`` of a clip: the motion frames of silence added before and after it
+    (each :data:`PAUSE_S` long at most), and whether the padded audio goes through the augmentation chain (half the
+    copies, so the pauses are digital silence in some and a room's noise in others). Deterministic."""
+    import hashlib
+
+    import numpy as np
+
+    from ..types import MOTION_FPS
+
+    h = int(hashlib.sha256(f"{seed}/{clip_id}/pause{k}".encode()).hexdigest()[:12], 16)
+    rng = np.random.default_rng(h)
+    lo, hi = (int(round(s * MOTION_FPS)) for s in PAUSE_S)
+    return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)), bool(rng.random() < 0.5)
+
+
+def paused_samples(samples, lead: int, trail: int):
+    """The clip's samples between ``lead`` and ``trail`` motion frames of digital silence."""
+    import numpy as np
+
+    from ..types import MOTION_FPS, SAMPLE_RATE
+
+    n = int(round(SAMPLE_RATE / MOTION_FPS))
+    x = np.asarray(samples, np.float32)
+    return np.concatenate([np.zeros(lead * n, np.float32), x, np.zeros(trail * n, np.float32)])
+
+
+def cache_paused_features(
+    root: str | os.PathLike,
+    encoder: AudioEncoder,
+    copies: int,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train",),
+    progress: bool = True,
+) -> FeatureCache:
+    """Features of ``copies`` pause copies of every clip of ``splits``: its audio with 0.5-3 s of silence before and
+    after (:func:`pause_plan`), half of them through the augmentation chain, cached under
+    ``ROOT/features/<key>-pause<seed>/<id>~pause<k>.npy``. A corpus of single sentences has no stretch of audio without
+    speech in it; a microphone left open is mostly that. The motion to go with them: ``stage2_synthesis.clips``."""
+    import hashlib
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import audio as audio_io
+    from ..augment import augment
+    from ..types import Audio
+
+    root = Path(root)
+    cache = FeatureCache(root / "features", f"{encoder.key}-pause{seed}")
+    clips = [c for c in read_manifest(root) if c.split in splits]
+    todo = [(c, k) for c in clips for k in range(copies) if cache.get(pause_id(c.id, k)) is None]
+    if not todo:
+        return cache
+    bank_rng = np.random.default_rng(seed)
+    babble = [audio_io.load(root / clips[int(j)].audio).samples
+              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
+    bar = tqdm(total=len(todo), unit="clip", desc=f"pause copies x{copies}", disable=not progress or None)
+    for s in range(0, len(todo), 8):
+        chunk = todo[s : s + 8]
+        auds = []
+        for c, k in chunk:
+            a = audio_io.load(root / c.audio)
+            lead, trail, aug = pause_plan(seed, c.id, k)
+            x = paused_samples(a.samples, lead, trail)
+            if aug:
+                h = int(hashlib.sha256(f"{seed}/{c.id}/pause{k}/augment".encode()).hexdigest()[:12], 16)
+                x = augment(x, np.random.default_rng(h), babble)
+            auds.append(Audio(np.asarray(x, np.float32), source=a.source))
+        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
+            cache.put(pause_id(c.id, k), f)
+        bar.update(len(chunk))
+    bar.close()
+    return cache
