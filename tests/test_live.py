@@ -202,6 +202,23 @@ def test_live_records_the_four_files_with_latency(cli, tmp_path):
     assert FlameSequence.load(out / "flame.npz").expression.shape[0] == 50
 
 
+@pytest.mark.slow
+def test_live_with_stage1_rereading_records_its_reads(cli, tmp_path):
+    import soundfile as sf
+
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE  # 5 s of a voiced sound: every window holds enough "speech"
+    x = (0.3 * np.sin(2 * np.pi * 150 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    sf.write(tmp_path / "tone.wav", x, SAMPLE_RATE)
+    code, _, err = cli("live", "--input", tmp_path / "tone.wav", "--record", tmp_path / "rec", "--no-render", "-q",
+                       "--fast", "--reread", "2")
+    assert code == 0, err
+    info = json.loads((tmp_path / "rec" / "run.json").read_text())
+    reads = info["reread"]["reads"]
+    assert [r["audio_s"] for r in reads] == [2.0, 4.0] and all(r["text"] and r["heard"] for r in reads)
+    assert info["reread"]["every_s"] == 2.0 and not info["reread"]["stopped_by_user"]
+    assert {c["by"] for c in info["instruction"]["changes"]} <= {"start", "stage 1"}
+
+
 def test_live_serve_without_threejs_is_one_line(cli, wav_file, monkeypatch, tmp_path):
     import avitalk.top.live_page as lp
 
@@ -236,3 +253,52 @@ def test_live_page_port_in_use_is_one_error(pipe, monkeypatch):
         assert page.session.step() == [] and page.session.instruction == "A sad person speaks."
     finally:
         page.close()
+
+
+def test_stage1_rereads_the_last_seconds_and_changes_only_a_new_emotion(pipe):
+    """Rereader: every ``every_s`` of audio, the last ``window_s`` (when there is speech in it) go to stage 1 on a
+    thread; its instruction replaces the one in force only when the emotion or intensity differs; a person's
+    instruction ends it."""
+    from avitalk.top.live import LiveSession, Rereader, speech_seconds
+    from avitalk.types import Instruction
+
+    class Stage1:  # stage 1 stand-in: writes the next scripted instruction, records what it was given
+        instructor, source = object(), "stub"
+
+        def __init__(self, texts):
+            self.texts, self.lengths = iter(texts), []
+
+        def encode(self, a):
+            self.lengths.append(a.duration)
+
+        def instruct(self, a, features=None):
+            return Instruction(next(self.texts))
+
+        def heard(self, a, features=None):
+            return {"happy": np.float32(0.7), "sad": 0.2}
+
+    assert speech_seconds(np.zeros(SAMPLE_RATE, np.float32)) == 0.0
+    assert speech_seconds(speechlike(2.0)) > 0.8
+    stage1 = Stage1(["A happy person speaks.", "A happy person speaks.", "A sad person speaks.", "A sad person speaks."])
+    session = LiveSession(pipe, lookahead_ms=40, context_s=1.0)
+    rr = Rereader(session, stage1, every_s=1.0, window_s=1.5, min_speech_s=0.3)
+    x = np.concatenate([speechlike(3.0, seed=5), np.zeros(SAMPLE_RATE, np.float32), speechlike(1.0, seed=6)])
+    for part in np.split(x, 50):  # 0.1 s chunks
+        session.feed(part)
+        rr(part)
+        rr.drain()
+    assert len(stage1.lengths) == 4 and all(d == pytest.approx(1.5) for d in stage1.lengths[1:])
+    assert rr.skipped == 1  # the window with the second of silence in it
+    assert [r["used"] for r in rr.reads] == [True, False, True, False]
+    assert [a for a in session.authors] == ["start", "stage 1", "stage 1"]
+    assert [t for _, t in session.changes][1:] == ["A happy person speaks.", "A sad person speaks."]
+    assert rr.reads[0]["heard"] == {"happy": 0.7, "sad": 0.2} and rr.reads[0]["emotion"] == "happy"
+    session.set_instruction("A calm person speaks.")  # a person's word: stage 1 stops re-reading
+    for part in np.split(speechlike(2.0, seed=7), 20):
+        session.feed(part)
+        rr(part)
+        rr.drain()
+    info = rr.close()
+    assert len(info["reads"]) == 4 and info["stopped_by_user"] and session.authors[-1] == "user"
+    with pytest.raises(Exception, match="stage 1"):
+        Rereader(session, type("NoStage1", (), {"instructor": None, "source": "x"})())

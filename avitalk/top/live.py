@@ -67,12 +67,14 @@ class LiveSession:
             raise ValueError(f"context_s ({context_s:g} s) must hold the look-ahead ({lookahead_ms:g} ms) and two frames")
         self.stream = MotionStream(pipe.synthesizer, instruction or DEFAULT_TEXT, self.lookahead, seed=seed,
                                    blend_s=blend_s)
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self.frames: list[LiveFrame] = []
         self.chunks: list[tuple[int, float]] = []  # (end sample, arrival) of every chunk
         self.steps: list[float] = []  # seconds per step
         self.changes: list[tuple[int, str]] = [(0, self.stream.instruction)]  # (first frame, instruction)
+        self.authors: list[str] = ["start"]  # who set each of them: "start", "user" or "stage 1"
+        self.user_set = threading.Event()  # a person has set an instruction (stage 1's re-reading then stops)
 
     @property
     def instruction(self) -> str:
@@ -92,13 +94,16 @@ class LiveSession:
             self.stream.synth.decoder(feats, self.stream.style_at(0)[None].expand(2, -1))
         return self
 
-    def set_instruction(self, text: str) -> None:
-        """Queue a new instruction (any thread); it takes effect at the next step and blends in."""
+    def set_instruction(self, text: str, by: str = "user") -> None:
+        """Queue a new instruction (any thread); it takes effect at the next step and blends in. ``by``: "user" (a
+        person: stage 1's re-reading stops) or "stage 1"."""
         from avitalk.types import Instruction
 
         text = Instruction.from_text(text, truncate=True).text  # a bad one fails here, in the caller's thread
         with self._lock:
-            self._pending.append(text)
+            if by == "user":
+                self.user_set.set()
+            self._pending.append((text, by))
 
     def push(self, samples: np.ndarray, arrived: float | None = None) -> list[LiveFrame]:
         """Hear a chunk. Normally returns no frames (:meth:`step` makes them); when the stream is so far behind that
@@ -124,9 +129,10 @@ class LiveSession:
         """Emit the frames whose look-ahead has arrived (all of them when ``final``)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        for text in pending:
+        for text, by in pending:
             self.stream.set_instruction(text)
             self.changes.append((self.stream.next_frame, text))
+            self.authors.append(by)
         ready = self.encoder.frames_ready
         if ready < 1 or (not final and ready <= self.stream.next_frame + self.lookahead):
             return []
@@ -175,6 +181,116 @@ class LiveSession:
             out["late_ms"] = _stats(late)
             out["late_frames_over_one_period"] = float(np.mean(late > FRAME_S * 1000.0))
         return out
+
+
+# ------------------------------------------------------------------------------------------------ stage 1 along
+def speech_seconds(samples: np.ndarray, floor_dbfs: float = -50.0, within_db: float = 25.0) -> float:
+    """Seconds of ``samples`` (16 kHz) that sound like speech: 10 ms frames within ``within_db`` of the loud level
+    (their 95th percentile) and above ``floor_dbfs`` (so a quiet room is not speech however it varies)."""
+    hop = SAMPLE_RATE // 100
+    n = len(samples) // hop
+    if n < 1:
+        return 0.0
+    e = np.square(np.asarray(samples[: n * hop], np.float64)).reshape(n, hop).mean(1)
+    db = 10 * np.log10(e + 1e-12)
+    loud = np.percentile(db, 95)
+    return float(np.sum(db > max(loud - within_db, floor_dbfs))) * hop / SAMPLE_RATE
+
+
+class Rereader:
+    """Stage 1 listening along the stream: every ``every_s`` seconds of audio it reads the last ``window_s`` seconds
+    (when at least ``min_speech_s`` of them are speech) on a thread of its own, and its instruction replaces the one in
+    force when it names another emotion or intensity (the same emotion in new words would only move the face about).
+    An instruction set by a person ends it: the person's word wins. Call it with every chunk (a tap of
+    :func:`run_live`); :meth:`close` at the end; ``reads`` says what it read, when, and what it cost."""
+
+    def __init__(self, session: LiveSession, pipe, every_s: float = 4.0, window_s: float = 6.0,
+                 min_speech_s: float = 1.0):
+        if pipe.instructor is None:
+            from avitalk.errors import CheckpointError
+
+            raise CheckpointError(f"{pipe.source}: this checkpoint has no stage 1 to re-read the voice with")
+        if every_s <= 0 or window_s <= 0:
+            raise ValueError("every_s and window_s must be positive")
+        self.session, self.pipe = session, pipe
+        self.every, self.window = int(every_s * SAMPLE_RATE), int(window_s * SAMPLE_RATE)
+        self.min_speech_s = float(min_speech_s)
+        self._buf = np.zeros(0, np.float32)
+        self.heard = 0  # samples
+        self._next = self.every
+        self._jobs: "queue.Queue[tuple[float, np.ndarray] | None]" = queue.Queue(maxsize=1)
+        self.reads: list[dict[str, Any]] = []
+        self._set: str | None = None  # the last instruction it set
+        self.skipped = 0  # reads due while the previous one was still running, or with too little speech
+        self._thread = threading.Thread(target=self._work, daemon=True, name="avitalk-live-stage1")
+        self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        return not self.session.user_set.is_set()
+
+    def __call__(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples, np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, x])[-self.window :]
+        self.heard += len(x)
+        if self.heard < self._next:
+            return
+        self._next = (self.heard // self.every + 1) * self.every
+        if not self.active:
+            return
+        if speech_seconds(self._buf) < self.min_speech_s:
+            self.skipped += 1
+            return
+        try:
+            self._jobs.put_nowait((self.heard / SAMPLE_RATE, self._buf.copy()))
+        except queue.Full:  # still reading the last one: this one is skipped, never queued up
+            self.skipped += 1
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
+            try:
+                self._read(*job)
+            finally:
+                self._jobs.task_done()
+
+    def _read(self, at: float, clip: np.ndarray) -> None:
+        from avitalk.vocab import parse_instruction
+
+        t = time.perf_counter()
+        try:
+            a = Audio(clip, source="live")
+            feats = self.pipe.encode(a)
+            ins = self.pipe.instruct(a, features=feats)
+            heard = self.pipe.heard(a, features=feats)
+        except Exception as e:  # noqa: BLE001 - a failed read is logged; the stream goes on
+            log.warning("stage 1 could not read the last %.0f s: %s", len(clip) / SAMPLE_RATE, e)
+            return
+        now = parse_instruction(self._set or self.session.instruction)  # the last one it set may still be queued
+        new = parse_instruction(ins.text)
+        used = self.active and (new.emotion, new.intensity) != (now.emotion, now.intensity)
+        if used:
+            self.session.set_instruction(ins.text, by="stage 1")
+            self._set = ins.text
+        self.reads.append({"audio_s": round(at, 3), "seconds": round(time.perf_counter() - t, 3),
+                           "text": ins.text, "emotion": new.emotion, "used": used,
+                           "heard": {k: round(float(v), 3) for k, v in (heard or {}).items()}})
+
+    def drain(self) -> None:
+        """Wait until every read asked for so far is done."""
+        self._jobs.join()
+
+    def close(self) -> dict[str, Any]:
+        """Wait for the read under way; a summary for run.json."""
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
+        secs = [r["seconds"] for r in self.reads]
+        return {"every_s": self.every / SAMPLE_RATE, "window_s": self.window / SAMPLE_RATE, "reads": self.reads,
+                "skipped": self.skipped, "read_s_median": float(np.median(secs)) if secs else None,
+                "stopped_by_user": not self.active}
 
 
 def limit_threads(n: int = 1):
@@ -384,7 +500,8 @@ def record_to(out: Path, session: LiveSession, audio: Audio | None, timing: dict
     info = {"avitalk": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "checkpoint": session.pipe.source, "flame_model": str(flame_model or session.pipe.cfg.flame_model),
             "instruction": {"text": session.instruction, "source": "live",
-                            "changes": [{"frame": f, "text": t} for f, t in session.changes]},
+                            "changes": [{"frame": f, "text": t, "by": b}
+                                        for (f, t), b in zip(session.changes, session.authors)]},
             "frames": len(seq.expression), "outputs": {"flame": ["flame.npz"], "video": names[2:],
                                                       "instruction": "instruction.txt"},
             **(extra or {}), "timings": timings}

@@ -44,7 +44,11 @@ def live(
     record: Optional[Path] = typer.Option(None, "--record", help="At the end write instruction.txt, flame.npz, "
                                           "video.mp4 and run.json (with the latency numbers) into this folder."),
     instruction: Optional[str] = typer.Option(None, "--instruction", "-i", help="The instruction to start with "
-                                              "(default: \"A person speaks.\"). Type a new one while it runs."),
+                                              "(default: \"A person speaks.\", then stage 1's reading of the voice). "
+                                              "Type a new one while it runs."),
+    reread: float = typer.Option(4.0, "--reread", min=0.0, help="Every this many seconds stage 1 reads the last "
+                                 "6 s of voice and changes the instruction when it hears another emotion (0: never; "
+                                 "off with -i or once you type one)."),
     change: list[str] = typer.Option([], "--change", help="A scripted change, SECONDS:INSTRUCTION (repeatable): "
                                      "the instruction in force from that much audio on."),
     lookahead_ms: float = typer.Option(120.0, "--lookahead-ms", min=0.0, help="Audio after a frame that the frame "
@@ -105,7 +109,11 @@ def live(
         from avitalk.top.pipeline import AVITalkingPipeline
 
         t = time.perf_counter()
-        pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=False).warm_up()
+        listen = reread > 0 and instruction is None
+        pipe = AVITalkingPipeline.from_pretrained(checkpoint, stage1=listen).warm_up()
+        if listen and pipe.instructor is None:
+            say(f"{pipe.source} has no stage 1: the instruction stays as it is unless you type one")
+            listen = False
         win = pipe.synthesizer.decoder.window
         if lookahead_ms / 1000.0 * L.MOTION_FPS >= win:
             _fail(f"--lookahead-ms must be under {win / L.MOTION_FPS * 1000:.0f} (the decoder's window)")
@@ -132,13 +140,23 @@ def live(
                 while page.viewers == 0:
                     time.sleep(0.1)
         taps = []
+        rereader = L.Rereader(session, pipe, every_s=reread) if listen else None
+        if rereader is not None:
+            taps.append(rereader)
+            say(f"stage 1 reads the last {rereader.window / L.SAMPLE_RATE:.0f} s of voice every {reread:g} s")
         if folder is not None:
             tap = L.WavTap(folder.staging / ".heard.wav")
             taps.append(tap)
         last = [0.0]
 
+        shown = [1]
+
         def progress(s) -> None:
             now = time.perf_counter()
+            while len(s.changes) > shown[0]:  # a new instruction in force: say whose and what
+                if not quiet and s.authors[shown[0]] == "stage 1":
+                    typer.echo(f"\nstage 1 heard: {s.changes[shown[0]][1]}", err=True)
+                shown[0] += 1
             if quiet or now - last[0] < 0.5:
                 return
             last[0] = now
@@ -148,6 +166,7 @@ def live(
 
         with L.limit_threads(threads):
             timing = L.run_live(session, source, sinks, stop=stop, changes=changes, progress=progress, taps=taps)
+        reread_info = rereader.close() if rereader is not None else None
         if page is not None:
             page.close()
             page = None
@@ -167,7 +186,8 @@ def live(
                                 flame_model=flame_model,
                                 extra={"speech": {"path": str(input) if input else "microphone",
                                                   "duration_s": heard.duration},
-                                       "seed": seed, "realtime": not fast, "chunk_ms": chunk_ms})
+                                       "seed": seed, "realtime": not fast, "chunk_ms": chunk_ms,
+                                       **({"reread": reread_info} if reread_info is not None else {})})
             (folder.staging / ".heard.wav").unlink()
             folder.commit()
             say(f"wrote {record}/ ({', '.join(names)})")
