@@ -150,3 +150,36 @@ def test_temporary_files_of_the_tests_stay_in_their_own_folder(own_temp_folder):
     assert Path(os.environ["GRADIO_TEMP_DIR"]).parent == own_temp_folder
     with tempfile.NamedTemporaryFile() as f:
         assert Path(f.name).parent == own_temp_folder
+
+
+def test_live_tab_streams_the_browsers_microphone_and_takes_a_typed_instruction(session):
+    """The Live tab's work: blocks of int16 stereo at 48 kHz as Gradio streams them -> a live session at 16 kHz
+    (stage 1 re-reading when no instruction is typed), the newest frame drawn, a line on the instruction in force."""
+    from avitalk.errors import AvitalkError
+
+    from .conftest import speechlike
+
+    rate = 48000
+    x = speechlike(2.0, seed=2)
+    stereo = np.repeat(np.interp(np.arange(2 * rate) / 3, np.arange(len(x)), x)[:, None], 2, 1)
+    pcm = (stereo * 32767).astype(np.int16)
+    state, images = None, []
+    with pytest.raises(AvitalkError, match="microphone"):
+        session.live_set(None, "A happy person speaks.")
+    for k in range(10):  # the first second, in blocks of 0.1 s
+        state, image, line = session.live_chunk(state, (rate, pcm[k * 4800 : (k + 1) * 4800]))
+        images.append(image)
+    assert state.rereader is not None and "A person speaks." in line and "stage 1 re-reads" in line
+    assert abs(state.session.encoder.samples_in - 16000) < 800  # 16 kHz, one channel (less the resampler's delay)
+    drawn = [im for im in images if im is not None]
+    assert drawn and drawn[-1].shape == (64, 64, 3) and drawn[-1].dtype == np.uint8
+    assert images[0] is None  # the first block is shorter than the look-ahead: nothing to draw yet
+    session.live_set(state, "A happy person speaks.")
+    for k in range(10, 20):
+        state, image, line = session.live_chunk(state, (rate, pcm[k * 4800 : (k + 1) * 4800]))
+    assert "(typed): A happy person speaks." in line and "re-reads" not in line
+    state, said = session.live_stop(state)
+    assert state is None and said.startswith("stopped after") and "latency" in said
+    state, image, line = session.live_chunk(None, (16000, np.zeros(1600, np.float32)), "A calm person speaks.")
+    assert state.rereader is None and "A calm person speaks." in line  # a typed instruction: no re-reading
+    session.live_stop(state)

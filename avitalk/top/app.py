@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_MB = 50.0
 MAX_DURATION_S = 60.0
 MAX_VIDEOS = 3
+LIVE_TIME_LIMIT_S = 600  # one browser's live session at most this long (a stream would otherwise hold the queue)
 
 
 @dataclass
@@ -143,6 +144,138 @@ class AppSession:
         self.history.append(entry)
         return {"videos": videos, "npz": npzs, "glb": glbs, "plot": plot, **entry}
 
+    # ------------------------------------------------------------------ live (the browser's microphone)
+    def live_chunk(self, state: "LiveState | None", chunk, text: str | None = None):
+        """One block of the browser's microphone, ``(rate, samples)`` as Gradio streams it (int16 or float, mono or
+        channels last). The first block starts a live session: with ``text`` when one is typed, else "A person
+        speaks." and stage 1 re-reading the voice every few seconds. Returns ``(state, image, line)``: the newest frame
+        drawn (None until the first one) and a line on the instruction in force."""
+        if chunk is None:
+            return state, None, self.live_line(state)
+        rate, x = chunk
+        x = np.asarray(x)
+        if x.dtype.kind in "iu":
+            x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+        x = np.asarray(x, np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1)
+        with _ONE_THREAD:  # a stream's small steps: one thread is fastest (docs/live.md); 34 ms a block against 63
+            if state is None:
+                state = self.live_start(text, int(rate))
+            x = state.resample(x, int(rate))
+            frames = state.session.feed(x)
+            if state.rereader is not None:
+                state.rereader(x)
+            image = self._draw(frames[-1].motion) if frames else None
+        return state, image, self.live_line(state)
+
+    def live_start(self, text: str | None, rate: int) -> "LiveState":
+        from avitalk.top.live import LiveSession, Rereader
+
+        text = (text or "").strip() or None
+        session = LiveSession(self.pipe, text).warm_up()
+        rereader = Rereader(session, self.pipe) if text is None and self.pipe.instructor is not None else None
+        return LiveState(session, rereader)
+
+    def live_set(self, state: "LiveState | None", text: str) -> str:
+        """A typed instruction: in force from the next frame (blended in); stage 1 stops re-reading."""
+        if state is None:
+            raise AvitalkError("start the microphone first (the instruction box sets where it starts)")
+        state.session.set_instruction(text)
+        return self.live_line(state)
+
+    def live_stop(self, state: "LiveState | None") -> tuple[None, str]:
+        """The microphone stopped: the session ends (what it made is dropped; `avitalk live --record` keeps it)."""
+        if state is None:
+            return None, ""
+        if state.rereader is not None:
+            state.rereader.close()
+        state.session.finish()
+        t = state.session.timing()
+        lat = t.get("latency_ms", {})
+        return None, (f"stopped after {t['frames']} frames ({t['frames'] / 25:.1f} s); latency median "
+                      f"{lat.get('median', float('nan')):.0f} ms" if t.get("frames") else "stopped")
+
+    @staticmethod
+    def live_line(state: "LiveState | None") -> str:
+        if state is None:
+            return "*press the microphone's record button and speak*"
+        s = state.session
+        listening = state.rereader is not None and not s.user_set.is_set()
+        by = {"start": "start", "user": "typed", "stage 1": "stage 1 heard"}[s.authors[-1]]
+        tail = " (stage 1 re-reads the last 6 s of voice every 4 s)" if listening else ""
+        return f"**In force** ({by}): {s.instruction}{tail}"
+
+    def _draw(self, motion: np.ndarray) -> np.ndarray:
+        """One frame of the head, drawn by one renderer shared by every live session (a lock: one at a time)."""
+        import threading
+
+        import torch
+
+        from avitalk.flame import FlameModel
+        from avitalk.render import renderer_for_model
+        from avitalk.types import FlameSequence
+
+        if getattr(self, "_live_renderer", None) is None:
+            self._live_lock = threading.Lock()
+            self._live_model = FlameModel.from_spec(self.pipe.cfg.flame_model)
+            self._live_renderer = renderer_for_model(self._live_model, size=self.size)
+        with torch.no_grad():
+            v = self._live_model.sequence_vertices(FlameSequence.from_motion(np.asarray(motion, np.float32)[None]))[0]
+        with self._live_lock:
+            return self._live_renderer.render(v)
+
+
+class _OneThread:
+    """Torch on one thread while any live block is worked on, the setting restored when none is: counted, so that
+    overlapping sessions (two browsers) restore it once. Other work meanwhile (a synthesis) gets one thread too."""
+
+    def __init__(self):
+        import threading
+
+        self._lock, self._n, self._saved = threading.Lock(), 0, 1
+
+    def __enter__(self):
+        import torch
+
+        with self._lock:
+            if self._n == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._n += 1
+
+    def __exit__(self, *exc):
+        import torch
+
+        with self._lock:
+            self._n -= 1
+            if self._n == 0:
+                torch.set_num_threads(self._saved)
+
+
+_ONE_THREAD = _OneThread()
+
+
+@dataclass
+class LiveState:
+    """One browser's live session: the stream, stage 1 re-reading it (or None), the resampler to 16 kHz."""
+
+    session: Any
+    rereader: Any = None
+    _resampler: Any = None
+    _rate: int = 0
+
+    def resample(self, x: np.ndarray, rate: int) -> np.ndarray:
+        from avitalk.types import SAMPLE_RATE
+
+        if rate == SAMPLE_RATE:
+            return x
+        if self._resampler is None or rate != self._rate:
+            import soxr
+
+            self._resampler, self._rate = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32"), rate
+        return self._resampler.resample_chunk(x)
+
 
 def _plot(seqs, path: Path) -> Path:
     import matplotlib
@@ -215,47 +348,76 @@ def build_app(session: AppSession):
         choices = session.history_choices()
         return (*vids, str(r["plot"]), files, rows, gr.update(choices=choices), gr.update(choices=choices))
 
+    def on_live_chunk(chunk, state, text):
+        try:
+            state, image, line = session.live_chunk(state, chunk, text)
+        except AvitalkError as e:
+            raise gr.Error(str(e))
+        return state, (gr.update() if image is None else image), line
+
+    def on_live_set(state, text):
+        try:
+            return session.live_set(state, text)
+        except AvitalkError as e:
+            raise gr.Error(str(e))
+
     with gr.Blocks(title="avitalk") as page:
         gr.Markdown("# avitalk\nSpeech -> an instruction you can read and edit -> a 3D talking face. "
                     "The default model is trained on synthetic speech and on RAVDESS actors (its weights: CC BY-NC-SA 4.0).")
-        with gr.Row():
-            with gr.Column():
-                speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"],
-                                  elem_id="speech")
-                listen = gr.Button("Listen", variant="primary", elem_id="listen")
-            with gr.Column():
-                text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
-                parsed = gr.Markdown(session.parsed_table(""), elem_id="parsed")
-                heard = gr.Markdown("", elem_id="heard")
-                alts = gr.Dropdown(label="alternatives (sampled)", choices=[], interactive=True)
-                with gr.Row():
-                    emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
-                    intensity = gr.Dropdown(label="intensity", choices=[1, 2, 3], value=None)
-                    rewrite = gr.Button("Rewrite")
-                with gr.Row():
-                    action = gr.Dropdown(label="facial action", choices=list(load_vocabulary().actions), value=None)
-                    strength = gr.Slider(0.1, 1.0, value=0.7, step=0.1, label="strength")
-                    add = gr.Button("Add action")
-        with gr.Row():
-            samples = gr.Slider(1, MAX_VIDEOS, value=1, step=1, label="samples")
-            seed = gr.Number(value=0, precision=0, label="seed")
-            guidance = gr.Slider(0.0, 4.0, value=1.5, step=0.1, label="guidance scale")
-            synth = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
-        with gr.Row():  # the first sample large, the others beside it
-            videos = [gr.Video(label="sample 0", elem_id="video0", height=520, scale=3)]
-            with gr.Column(scale=1):
-                videos += [gr.Video(label=f"sample {k}", elem_id=f"video{k}", height=250) for k in range(1, MAX_VIDEOS)]
-        plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
-        files = gr.File(label="downloads (npz, glb, mp4)", file_count="multiple")
-        history = gr.Dataframe(headers=["#", "instruction", "samples", "seed", "first video (s)"], label="history")
-        gr.Markdown("Compare two entries of the history side by side:")
-        with gr.Row():
-            with gr.Column():
-                pick_a = gr.Dropdown(label="entry", choices=[], interactive=True)
-                video_a = gr.Video(label="entry A")
-            with gr.Column():
-                pick_b = gr.Dropdown(label="entry", choices=[], interactive=True)
-                video_b = gr.Video(label="entry B")
+        with gr.Tab("Edit", id="edit"):
+            with gr.Row():
+                with gr.Column():
+                    speech = gr.Audio(label="speech (upload or record)", type="filepath", sources=["upload", "microphone"],
+                                      elem_id="speech")
+                    listen = gr.Button("Listen", variant="primary", elem_id="listen")
+                with gr.Column():
+                    text = gr.Textbox(label="instruction (edit me)", lines=3, elem_id="instruction")
+                    parsed = gr.Markdown(session.parsed_table(""), elem_id="parsed")
+                    heard = gr.Markdown("", elem_id="heard")
+                    alts = gr.Dropdown(label="alternatives (sampled)", choices=[], interactive=True)
+                    with gr.Row():
+                        emotion = gr.Dropdown(label="emotion", choices=list(EMOTIONS), value=None)
+                        intensity = gr.Dropdown(label="intensity", choices=[1, 2, 3], value=None)
+                        rewrite = gr.Button("Rewrite")
+                    with gr.Row():
+                        action = gr.Dropdown(label="facial action", choices=list(load_vocabulary().actions), value=None)
+                        strength = gr.Slider(0.1, 1.0, value=0.7, step=0.1, label="strength")
+                        add = gr.Button("Add action")
+            with gr.Row():
+                samples = gr.Slider(1, MAX_VIDEOS, value=1, step=1, label="samples")
+                seed = gr.Number(value=0, precision=0, label="seed")
+                guidance = gr.Slider(0.0, 4.0, value=1.5, step=0.1, label="guidance scale")
+                synth = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
+            with gr.Row():  # the first sample large, the others beside it
+                videos = [gr.Video(label="sample 0", elem_id="video0", height=520, scale=3)]
+                with gr.Column(scale=1):
+                    videos += [gr.Video(label=f"sample {k}", elem_id=f"video{k}", height=250) for k in range(1, MAX_VIDEOS)]
+            plot = gr.Image(label="jaw and main expression coefficients", type="filepath")
+            files = gr.File(label="downloads (npz, glb, mp4)", file_count="multiple")
+            history = gr.Dataframe(headers=["#", "instruction", "samples", "seed", "first video (s)"], label="history")
+            gr.Markdown("Compare two entries of the history side by side:")
+            with gr.Row():
+                with gr.Column():
+                    pick_a = gr.Dropdown(label="entry", choices=[], interactive=True)
+                    video_a = gr.Video(label="entry A")
+                with gr.Column():
+                    pick_b = gr.Dropdown(label="entry", choices=[], interactive=True)
+                    video_b = gr.Video(label="entry B")
+        with gr.Tab("Live", id="live"):
+            gr.Markdown("Speak and the face follows, a frame for each block of sound the browser sends (about ten a "
+                        "second; `avitalk live --serve` draws all 25). With no instruction, stage 1 reads your voice "
+                        "every 4 s and changes the face when it hears another emotion; type one to take over.")
+            with gr.Row():
+                with gr.Column():
+                    mic = gr.Audio(label="microphone", sources=["microphone"], streaming=True, type="numpy",
+                                   elem_id="live_mic")
+                    live_text = gr.Textbox(label="instruction (empty: stage 1 reads the voice)", lines=2,
+                                           elem_id="live_instruction")
+                    live_use = gr.Button("Use this instruction", elem_id="live_use")
+                    live_info = gr.Markdown(session.live_line(None), elem_id="live_in_force")
+                with gr.Column():
+                    face = gr.Image(label="the face, live", type="numpy", elem_id="live_face", height=420)
+            live_state = gr.State(None)
         listen.click(on_listen, [speech], [text, alts, heard])
         text.change(session.parsed_table, [text], [parsed], show_progress="hidden", queue=False)
         alts.change(on_pick, [alts, text], [text])
@@ -264,5 +426,9 @@ def build_app(session: AppSession):
         synth.click(on_synthesize, [speech, text, samples, seed, guidance], [*videos, plot, files, history, pick_a, pick_b])
         pick_a.change(session.history_video, [pick_a], [video_a])
         pick_b.change(session.history_video, [pick_b], [video_b])
+        mic.stream(on_live_chunk, [mic, live_state, live_text], [live_state, face, live_info], stream_every=0.1,
+                   time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=None, show_progress="hidden")
+        mic.stop_recording(session.live_stop, [live_state], [live_state, live_info])
+        live_use.click(on_live_set, [live_state, live_text], [live_info])
     page.queue(default_concurrency_limit=1)
     return page
