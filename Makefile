@@ -30,6 +30,12 @@ system-deps:
 	      || echo "warning: could not install chromium; the browser test will be skipped"; \
 	  else echo "warning: chromedriver not found; install chromium + chromium-driver to run the browser test"; fi; \
 	fi
+	@if ! command -v Xvfb >/dev/null 2>&1 && [ -z "$$DISPLAY" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb) \
+	      || echo "warning: could not install xvfb; the live window test will be skipped"; \
+	  else echo "warning: no display and no Xvfb; the live window test will be skipped"; fi; \
+	fi
 
 test:
 	$(PYTHON) -m pytest -q

@@ -64,6 +64,8 @@ def live(
     size: int = typer.Option(512, help="Video width and height in pixels (even)."),
     serve: bool = typer.Option(False, "--serve", help="Show the face in a browser page on localhost (three.js; "
                                "an instruction box changes it)."),
+    window: bool = typer.Option(False, "--window", help="Show the face in a window on this desktop (Tk), drawn at "
+                                "25 fps."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="The page's port (0: any free one)."),
     threads: int = typer.Option(1, "--threads", min=1, max=64, help="Threads for the model work (one is fastest "
                                 "for a stream on a laptop; docs/live.md)."),
@@ -100,11 +102,15 @@ def live(
         from avitalk.top.live_page import three_dir
 
         three_dir()  # three.js missing: one line now, before any model work
+    if window:
+        from avitalk.top.live_window import check_display
+
+        check_display()  # no Tk or no display: one line now
     folder = OutputFolder(record, overwrite) if record is not None else None
     if folder is not None:
         folder.check(["instruction.txt", "flame.npz", "run.json", *([] if no_render else ["video.mp4"])])
     say = (lambda m: None) if quiet else (lambda m: typer.echo(m, err=True))
-    page = None
+    page = win = None
     try:
         from avitalk.top.pipeline import AVITalkingPipeline
 
@@ -114,9 +120,9 @@ def live(
         if listen and pipe.instructor is None:
             say(f"{pipe.source} has no stage 1: the instruction stays as it is unless you type one")
             listen = False
-        win = pipe.synthesizer.decoder.window
-        if lookahead_ms / 1000.0 * L.MOTION_FPS >= win:
-            _fail(f"--lookahead-ms must be under {win / L.MOTION_FPS * 1000:.0f} (the decoder's window)")
+        span = pipe.synthesizer.decoder.window
+        if lookahead_ms / 1000.0 * L.MOTION_FPS >= span:
+            _fail(f"--lookahead-ms must be under {span / L.MOTION_FPS * 1000:.0f} (the decoder's window)")
         session = L.LiveSession(pipe, instruction, lookahead_ms=lookahead_ms, seed=seed).warm_up()
         say(f"checkpoint: {pipe.source} ({time.perf_counter() - t:.1f} s); look-ahead {session.lookahead} frames "
             f"({session.lookahead * L.FRAME_S * 1000:.0f} ms); instruction: {session.instruction}")
@@ -129,6 +135,10 @@ def live(
             say("type a new instruction and Enter to change the face's style; Ctrl-C to end")
             threading.Thread(target=_read_terminal, args=(session, stop), daemon=True).start()
         sinks = []
+        if window:
+            from avitalk.top.live_window import LiveWindow
+
+            win = LiveWindow(session, flame_model=flame_model, size=min(size, 512))
         if serve:
             from avitalk.top.live_page import LivePage
 
@@ -164,8 +174,37 @@ def live(
             typer.echo(f"\r{f.index / L.MOTION_FPS:7.1f} s  frame {f.index:6d}  step {s.steps[-1] * 1000:5.1f} ms ",
                        err=True, nl=False)
 
-        with L.limit_threads(threads):
-            timing = L.run_live(session, source, sinks, stop=stop, changes=changes, progress=progress, taps=taps)
+        if win is not None:  # Tk wants the main thread: the stream runs in another one
+            sinks.append(win)
+            result: dict = {}
+            finished = threading.Event()
+
+            def work() -> None:
+                try:
+                    with L.limit_threads(threads):
+                        result["timing"] = L.run_live(session, source, sinks, stop=stop, changes=changes,
+                                                      progress=progress, taps=taps)
+                except BaseException as e:  # noqa: BLE001 - raised again in the main thread
+                    result["error"] = e
+                finally:
+                    finished.set()
+
+            th = threading.Thread(target=work, daemon=True, name="avitalk-live-stream")
+            th.start()
+            try:
+                win.run(stop, finished)
+            except KeyboardInterrupt:
+                pass
+            stop.set()
+            th.join()
+            win.close()
+            win = None
+            if "error" in result:
+                raise result["error"]
+            timing = result["timing"]
+        else:
+            with L.limit_threads(threads):
+                timing = L.run_live(session, source, sinks, stop=stop, changes=changes, progress=progress, taps=taps)
         reread_info = rereader.close() if rereader is not None else None
         if page is not None:
             page.close()
@@ -192,6 +231,8 @@ def live(
             folder.commit()
             say(f"wrote {record}/ ({', '.join(names)})")
     except BaseException:
+        if win is not None:
+            win.close()
         if page is not None:
             page.close()
         if folder is not None:
