@@ -16,7 +16,7 @@ class ClipBank:
     """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
 
     def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0,
-                 paused=None, pause_copies: int = 0, seed: int = 0):
+                 paused=None, pauses: int = 0, seed: int = 0):
         from avitalk.data.manifest import read_manifest
         from avitalk.encoders import to_motion_rate
         from avitalk.encoders.cache import augmented_id, pause_id, pause_plan
@@ -47,7 +47,7 @@ class ClipBank:
                 vs.append(to_motion_rate(a, seq.num_frames).astype(np.float16))
             self.variants.append(vs)
             ps = []
-            for k in range(pause_copies if paused is not None else 0):
+            for k in range(pauses if paused is not None else 0):
                 a = paused.get(pause_id(c.id, k))
                 if a is None:
                     raise DatasetError(f"{c.id}: pause copy missing from {paused.dir}")

@@ -43,7 +43,7 @@ def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, to
 
 
 def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator,
-                  augment_p: float, pause_p: float = 0.0) -> dict[str, torch.Tensor]:
+                  augment_p: float, pause_p: float) -> dict[str, torch.Tensor]:
     """A lip-sync batch; ``augment_p``: the chance of reading a clip's audio through one of its augmented copies
     (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's; ``pause_p``: the
     chance of reading one of its pause copies instead (the clip between seconds of silence, the face at rest in them)."""

@@ -232,7 +232,7 @@ def test_pause_copies_put_the_clip_between_silences_with_the_face_at_rest(tmp_pa
     enc = Synthesizer.build(tiny_stage2_cfg()).audio_encoder
     cache = cache_dataset_features(tmp_path / "d", enc, progress=False)
     pcache = cache_paused_features(tmp_path / "d", enc, 1, seed=0, progress=False)
-    bank = ClipBank(tmp_path / "d", "train", cache, paused=pcache, pause_copies=1, seed=0)
+    bank = ClipBank(tmp_path / "d", "train", cache, paused=pcache, pauses=1, seed=0)
     for i, cid in enumerate(bank.ids):
         (f, mot), = bank.paused[i]
         lead, trail, _ = pause_plan(0, cid, 0)
