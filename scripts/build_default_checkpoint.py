@@ -400,6 +400,9 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
                       f"{c['generated']['bilabial_closure_rate']:.1%} / {c['generated']['open_vowel_open_rate']:.1%} |\n")
     seal = ("; the lips sealed at /b p m/ where the decoder's reading with \"A person speaks.\" seals them "
             "(`stage2.sampling.lip_seal`)" if cfg.stage2.sampling.get("lip_seal") else "")
+    if int(cfg.stage2.train.get("pause_copies", 0) or 0):
+        seal += ("; lip sync also learned from every clip between 0.5-3 s of silence, the face at rest in it "
+                 "(`stage2.train.pause_copies`)")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = ""
     if w:
