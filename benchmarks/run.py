@@ -42,7 +42,8 @@ def foundation() -> dict:
 
 def live_bench(meta: dict) -> dict:
     """`avitalk live` at real time (benchmarks/live.py): the look-ahead curve and the 10-minute stream."""
-    live = {"curve": _run("benchmarks.live", "curve"), "long": _run("benchmarks.live", "long")}
+    live = {"curve": _run("benchmarks.live", "curve"), "reread": _run("benchmarks.live", "reread"),
+            "long": _run("benchmarks.live", "long")}
     atomic_write_json(RESULTS / "live.json", {"meta": meta, **live})
     return live
 
@@ -58,7 +59,7 @@ def _meta() -> dict:
 
 def main() -> None:
     meta = _meta()
-    if sys.argv[1:] == ["live"]:  # make bench-live: only the live stream (about 13 minutes)
+    if sys.argv[1:] == ["live"]:  # make bench-live: only the live stream (about 15 minutes)
         live = live_bench(meta)
         print(json.dumps({k: v.get(k, v) for k, v in live.items()})[:2000])
         print(f"wrote {RESULTS / 'live.json'}")
@@ -128,7 +129,13 @@ def main() -> None:
         rows.append(("avitalk live, 10 minutes at 120 ms: latency median / p99, late p99, memory growth",
                      f"{lg['latency_ms']['median']:.0f} / {lg['latency_ms']['p99']:.0f} ms, {lg['late_ms']['p99']:.0f} ms, "
                      f"{lg['rss_mb']['growth_after_1_min']:.0f} MB"))
-    for k in ("curve", "long"):
+    for r in live.get("reread", {}).get("reread", []):
+        rr = r.get("reread")
+        rows.append((f"avitalk live, 60 s at 120 ms, {'with' if rr else 'without'} stage 1 re-reading: latency median / p99"
+                     + (", a read's seconds" if rr else ""),
+                     f"{r['latency_ms']['median']:.0f} / {r['latency_ms']['p99']:.0f} ms"
+                     + (f", {rr['read_s_median']:.2f} s ({rr['reads']} reads)" if rr and rr["reads"] else "")))
+    for k in ("curve", "reread", "long"):
         if "error" in live[k]:
             rows.append((f"avitalk live {k}", f"failed: {live[k]['error']}"))
     w = max(len(r[0]) for r in rows)
