@@ -196,9 +196,10 @@ def test_instructor_lean_and_transformers_paths_agree():
 # transformers + peft path writes the same new instruction); and again when the utterance probe began to vote with
 # the emotion head (stage1.utterance_probe) and the vote decided which emotion word, not whether (EmotionVote; the
 # transformers + peft path writes the same new instruction); and again when the emotion reader replaced the head and
-# the probe (it hears sad 55% / contempt 41% in this signal, under its 60% threshold: the instruction says neutral).
+# the probe (it hears sad 55% / contempt 41% in this signal, under its 60% threshold: the instruction says neutral);
+# the motion again when stage 2 was retrained with pause copies (stage 1 unchanged: the same instruction).
 PINNED_INSTRUCTION = "A relaxed person speaks."
-PINNED_MOTION = [-0.013373562134802341, 0.077040895819664, 0.027386270463466644]
+PINNED_MOTION = [-0.028867151588201523, 0.08609513193368912, 0.02591550722718239]
 
 
 def test_default_outputs_pinned_and_no_heavy_imports():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +192,11 @@ class AppSession:
         if state.rereader is not None:
             state.rereader.close()
         state.session.finish()
+        from avitalk.types import MOTION_FPS
+
         t = state.session.timing()
         lat = t.get("latency_ms", {})
-        return None, (f"stopped after {t['frames']} frames ({t['frames'] / 25:.1f} s); latency median "
+        return None, (f"stopped after {t['frames']} frames ({t['frames'] / MOTION_FPS:.1f} s); latency median "
                       f"{lat.get('median', float('nan')):.0f} ms" if t.get("frames") else "stopped")
 
     @staticmethod
@@ -203,27 +206,26 @@ class AppSession:
         s = state.session
         listening = state.rereader is not None and not s.user_set.is_set()
         by = {"start": "start", "user": "typed", "stage 1": "stage 1 heard"}[s.authors[-1]]
-        tail = " (stage 1 re-reads the last 6 s of voice every 4 s)" if listening else ""
+        r = state.rereader
+        tail = (f" (stage 1 re-reads the last {r.window / r.rate:g} s of voice every {r.every / r.rate:g} s)"
+                if listening else "")
         return f"**In force** ({by}): {s.instruction}{tail}"
 
     def _draw(self, motion: np.ndarray) -> np.ndarray:
         """One frame of the head, drawn by one renderer shared by every live session (a lock: one at a time)."""
-        import threading
-
         import torch
 
         from avitalk.flame import FlameModel
         from avitalk.render import renderer_for_model
         from avitalk.types import FlameSequence
 
-        if getattr(self, "_live_renderer", None) is None:
-            self._live_lock = threading.Lock()
-            self._live_model = FlameModel.from_spec(self.pipe.cfg.flame_model)
-            self._live_renderer = renderer_for_model(self._live_model, size=self.size)
-        with torch.no_grad():
-            v = self._live_model.sequence_vertices(FlameSequence.from_motion(np.asarray(motion, np.float32)[None]))[0]
-        with self._live_lock:
-            return self._live_renderer.render(v)
+        with _DRAW_LOCK:
+            if getattr(self, "_live_renderer", None) is None:
+                self._live_model = FlameModel.from_spec(self.pipe.cfg.flame_model)
+                self._live_renderer = renderer_for_model(self._live_model, size=self.size)
+            with torch.no_grad():
+                seq = FlameSequence.from_motion(np.asarray(motion, np.float32)[None])
+                return self._live_renderer.render(self._live_model.sequence_vertices(seq)[0])
 
 
 class _OneThread:
@@ -231,8 +233,6 @@ class _OneThread:
     overlapping sessions (two browsers) restore it once. Other work meanwhile (a synthesis) gets one thread too."""
 
     def __init__(self):
-        import threading
-
         self._lock, self._n, self._saved = threading.Lock(), 0, 1
 
     def __enter__(self):
@@ -254,6 +254,7 @@ class _OneThread:
 
 
 _ONE_THREAD = _OneThread()
+_DRAW_LOCK = threading.Lock()
 
 
 @dataclass

@@ -213,7 +213,8 @@ class Rereader:
         if every_s <= 0 or window_s <= 0:
             raise ValueError("every_s and window_s must be positive")
         self.session, self.pipe = session, pipe
-        self.every, self.window = int(every_s * SAMPLE_RATE), int(window_s * SAMPLE_RATE)
+        self.rate = SAMPLE_RATE
+        self.every, self.window = int(every_s * SAMPLE_RATE), int(window_s * SAMPLE_RATE)  # samples
         self.min_speech_s = float(min_speech_s)
         self._buf = np.zeros(0, np.float32)
         self.heard = 0  # samples

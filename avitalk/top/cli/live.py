@@ -157,9 +157,7 @@ def live(
         if folder is not None:
             tap = L.WavTap(folder.staging / ".heard.wav")
             taps.append(tap)
-        last = [0.0]
-
-        shown = [1]
+        last, shown = [0.0], [1]  # when progress was last printed; instruction changes already announced
 
         def progress(s) -> None:
             now = time.perf_counter()
