@@ -102,7 +102,10 @@ class LiveWindow:
         self.root.mainloop()
 
     def close(self) -> dict[str, Any]:
+        """Release the renderer and the window (in the thread that made them: Tk's images die with their owner)."""
         self.renderer.release()
+        self._photo = None
+        self.face.configure(image="")
         try:
             self.root.destroy()
         except self._tk.TclError:
