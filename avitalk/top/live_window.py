@@ -103,11 +103,16 @@ class LiveWindow:
 
     def close(self) -> dict[str, Any]:
         """Release the renderer and the window (in the thread that made them: Tk's images die with their owner)."""
+        import gc
+
         self.renderer.release()
         self._photo = None
-        self.face.configure(image="")
         try:
+            self.face.configure(image="")
             self.root.destroy()
         except self._tk.TclError:
             pass
+        # the Tcl interpreter must be freed in this thread: Tcl aborts the process when another thread frees it
+        self.face = self.caption = self.root = None
+        gc.collect()
         return {"frames_drawn": self.draws}
