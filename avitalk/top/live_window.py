@@ -74,13 +74,15 @@ class LiveWindow:
         return self.renderer.render(v)
 
     def run(self, stop: threading.Event, until: threading.Event | None = None) -> None:
-        """Redraw every frame period until the window is closed (which sets ``stop``), ``stop`` is set, or ``until``
-        is (the stream ended)."""
+        """Redraw every frame period until the stream has ended (``until``; without it, until ``stop`` is set).
+        Closing the window sets ``stop``, which ends the stream."""
         self.root.protocol("WM_DELETE_WINDOW", stop.set)
 
         def tick() -> None:
-            ended = until is not None and until.is_set()  # read before the frame: the last frame is drawn
-            if stop.is_set() and not ended:
+            # with ``until``, the window stays until the stream has ended (it ends soon after ``stop``), so that its
+            # last frame is drawn; read before the frame
+            ended = until.is_set() if until is not None else stop.is_set()
+            if ended and self.newest is None:
                 self.root.quit()
                 return
             f = self.newest
