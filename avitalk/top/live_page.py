@@ -83,7 +83,11 @@ new GLTFLoader().load("face.glb", (gltf) => {
   window.face.ready = true;
   const es = new EventSource("events");
   let latest = null;
-  es.onmessage = (ev) => { latest = JSON.parse(ev.data); window.face.frames += 1; };
+  es.onmessage = (ev) => {
+    latest = JSON.parse(ev.data); window.face.frames += 1;
+    const sent = window.face.sent;  // sent.received: to the first frame with it that reaches the page
+    if (sent && sent.received === null && latest.ins === sent.text) sent.received = performance.now() - sent.t;
+  };
   // draw at the display's pace with the newest frame: a slow renderer skips frames instead of falling behind
   function draw() {
     if (latest !== null) {
@@ -105,7 +109,7 @@ async function send() {
   const text = document.getElementById("ins").value.trim();
   if (!text) return;
   // sent.reached: milliseconds from sending to the first frame drawn with it (the page's own clock)
-  window.face.sent = {text: text.split(/\s+/).join(" "), t: performance.now(), reached: null};
+  window.face.sent = {text: text.split(/\s+/).join(" "), t: performance.now(), received: null, reached: null};
   const r = await fetch("instruction", {method: "POST", body: text});
   document.getElementById("msg").textContent = r.ok ? "" : await r.text();
 }
