@@ -109,7 +109,7 @@ async function send() {
   const text = document.getElementById("ins").value.trim();
   if (!text) return;
   // sent.reached: milliseconds from sending to the first frame drawn with it (the page's own clock)
-  window.face.sent = {text: text.split(/\s+/).join(" "), t: performance.now(), received: null, reached: null};
+  window.face.sent = {text: text.split(/\\s+/).join(" "), t: performance.now(), received: null, reached: null};
   const r = await fetch("instruction", {method: "POST", body: text});
   document.getElementById("msg").textContent = r.ok ? "" : await r.text();
 }
