@@ -42,6 +42,48 @@ def augmented_id(clip_id: str, k: int) -> str:
     return f"{clip_id}~aug{k}"
 
 
+def _rng(text: str):
+    """A generator seeded by a string (deterministic across runs and machines)."""
+    import hashlib
+
+    import numpy as np
+
+    return np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))
+
+
+def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, splits: tuple[str, ...], progress: bool,
+                  kind: str, copy_id, make, desc: str) -> FeatureCache:
+    """Encode ``copies`` altered versions of every clip of ``splits`` into ``ROOT/features/<key>-<kind><seed>/`` under
+    ``copy_id(clip id, k)``: ``make(samples, clip id, k, babble)`` alters a clip's samples (``babble``: 16 other clips
+    of the split, for background talk); finished copies are kept."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import audio as audio_io
+    from ..types import Audio
+
+    cache = FeatureCache(root / "features", f"{encoder.key}-{kind}{seed}")
+    clips = [c for c in read_manifest(root) if c.split in splits]
+    todo = [(c, k) for c in clips for k in range(copies) if cache.get(copy_id(c.id, k)) is None]
+    if not todo:
+        return cache
+    bank_rng = np.random.default_rng(seed)
+    babble = [audio_io.load(root / clips[int(j)].audio).samples
+              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
+    bar = tqdm(total=len(todo), unit="clip", desc=desc, disable=not progress or None)
+    for s in range(0, len(todo), 8):
+        chunk = todo[s : s + 8]
+        auds = []
+        for c, k in chunk:
+            a = audio_io.load(root / c.audio)
+            auds.append(Audio(np.asarray(make(a.samples, c.id, k, babble), np.float32), source=a.source))
+        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
+            cache.put(copy_id(c.id, k), f)
+        bar.update(len(chunk))
+    bar.close()
+    return cache
+
+
 def cache_augmented_features(
     root: str | os.PathLike,
     encoder: AudioEncoder,
@@ -53,37 +95,13 @@ def cache_augmented_features(
     """Features of ``copies`` augmented versions of every clip of ``splits`` (:func:`avitalk.augment.augment`:
     noise, reverberation, band limits, gain, codec), cached under ``ROOT/features/<key>-aug<seed>/<id>~aug<k>.npy``.
     Each copy is deterministic for (seed, clip, k); finished copies are kept. Babble noise comes from other clips."""
-    import hashlib
-
-    import numpy as np
-    from tqdm import tqdm
-
-    from .. import audio as audio_io
     from ..augment import augment
-    from ..types import Audio
 
-    root = Path(root)
-    cache = FeatureCache(root / "features", f"{encoder.key}-aug{seed}")
-    clips = [c for c in read_manifest(root) if c.split in splits]
-    todo = [(c, k) for c in clips for k in range(copies) if cache.get(augmented_id(c.id, k)) is None]
-    if not todo:
-        return cache
-    bank_rng = np.random.default_rng(seed)
-    babble = [audio_io.load(root / clips[int(j)].audio).samples
-              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
-    bar = tqdm(total=len(todo), unit="clip", desc=f"augmented features x{copies}", disable=not progress or None)
-    for s in range(0, len(todo), 8):
-        chunk = todo[s : s + 8]
-        auds = []
-        for c, k in chunk:
-            a = audio_io.load(root / c.audio)
-            h = int(hashlib.sha256(f"{seed}/{c.id}/{k}".encode()).hexdigest()[:12], 16)
-            auds.append(Audio(augment(a.samples, np.random.default_rng(h), babble), source=a.source))
-        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
-            cache.put(augmented_id(c.id, k), f)
-        bar.update(len(chunk))
-    bar.close()
-    return cache
+    def make(x, clip_id, k, babble):
+        return augment(x, _rng(f"{seed}/{clip_id}/{k}"), babble)
+
+    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, "aug", augmented_id, make,
+                         f"augmented features x{copies}")
 
 
 # ------------------------------------------------------------------------------------------------ pause copies
@@ -98,14 +116,9 @@ def pause_plan(seed: int, clip_id: str, k: int) -> tuple[int, int, bool]:
     """(lead, trail, augmented) of pause copy ``k`` of a clip: the motion frames of silence added before and after it
     (each :data:`PAUSE_S` long at most), and whether the padded audio goes through the augmentation chain (half the
     copies, so the pauses are digital silence in some and a room's noise in others). Deterministic."""
-    import hashlib
-
-    import numpy as np
-
     from ..types import MOTION_FPS
 
-    h = int(hashlib.sha256(f"{seed}/{clip_id}/pause{k}".encode()).hexdigest()[:12], 16)
-    rng = np.random.default_rng(h)
+    rng = _rng(f"{seed}/{clip_id}/pause{k}")
     lo, hi = (int(round(s * MOTION_FPS)) for s in PAUSE_S)
     return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)), bool(rng.random() < 0.5)
 
@@ -133,38 +146,12 @@ def cache_paused_features(
     after (:func:`pause_plan`), half of them through the augmentation chain, cached under
     ``ROOT/features/<key>-pause<seed>/<id>~pause<k>.npy``. A corpus of single sentences has no stretch of audio without
     speech in it; a microphone left open is mostly that. The motion to go with them: ``stage2_synthesis.clips``."""
-    import hashlib
-
-    import numpy as np
-    from tqdm import tqdm
-
-    from .. import audio as audio_io
     from ..augment import augment
-    from ..types import Audio
 
-    root = Path(root)
-    cache = FeatureCache(root / "features", f"{encoder.key}-pause{seed}")
-    clips = [c for c in read_manifest(root) if c.split in splits]
-    todo = [(c, k) for c in clips for k in range(copies) if cache.get(pause_id(c.id, k)) is None]
-    if not todo:
-        return cache
-    bank_rng = np.random.default_rng(seed)
-    babble = [audio_io.load(root / clips[int(j)].audio).samples
-              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
-    bar = tqdm(total=len(todo), unit="clip", desc=f"pause copies x{copies}", disable=not progress or None)
-    for s in range(0, len(todo), 8):
-        chunk = todo[s : s + 8]
-        auds = []
-        for c, k in chunk:
-            a = audio_io.load(root / c.audio)
-            lead, trail, aug = pause_plan(seed, c.id, k)
-            x = paused_samples(a.samples, lead, trail)
-            if aug:
-                h = int(hashlib.sha256(f"{seed}/{c.id}/pause{k}/augment".encode()).hexdigest()[:12], 16)
-                x = augment(x, np.random.default_rng(h), babble)
-            auds.append(Audio(np.asarray(x, np.float32), source=a.source))
-        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
-            cache.put(pause_id(c.id, k), f)
-        bar.update(len(chunk))
-    bar.close()
-    return cache
+    def make(x, clip_id, k, babble):
+        lead, trail, aug = pause_plan(seed, clip_id, k)
+        x = paused_samples(x, lead, trail)
+        return augment(x, _rng(f"{seed}/{clip_id}/pause{k}/augment"), babble) if aug else x
+
+    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, "pause", pause_id, make,
+                         f"pause copies x{copies}")
