@@ -101,9 +101,22 @@ class PriorTrainConfig:
 
 
 @dataclass
+class StreamTrainConfig:
+    """The live decoder: a copy of the lip-sync decoder fine-tuned on the windows a live stream encodes (the last
+    ``context_s`` seconds, Whisper's features at its end computed without the audio after them)."""
+    steps: int = 0  # 0: no live decoder; a stream decodes with the offline one
+    batch_size: int = 16
+    lr: float = 3.0e-4
+    warmup: int = 50
+    windows: int = 4  # stream windows encoded and cached per training clip (cut from its pause copies' audio)
+    context_s: float = 2.0  # the seconds of audio each live encoder call reads (avitalk live's window)
+
+
+@dataclass
 class Stage2TrainConfig:
     lipsync: LipsyncTrainConfig = field(default_factory=LipsyncTrainConfig)
     prior: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    stream: StreamTrainConfig = field(default_factory=StreamTrainConfig)
     augment_copies: int = 0
     # copies of every training clip between 0.5-3 s of silence (the face at rest in it), encoded once and cached
     pause_copies: int = 0

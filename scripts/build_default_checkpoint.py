@@ -129,10 +129,23 @@ def main(argv: list[str] | None = None) -> None:
         train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, resume=True, progress=progress,
                      motion_data=motion)
         (s2 / "train_done").write_text("ok\n")
+        if int(cfg.stage2.train.stream.steps):
+            (s2 / "stream_done").write_text("ok\n")
+
+    def train_live() -> None:  # the live decoder alone, for a stage 2 trained before it existed
+        train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, phase="stream", resume=True,
+                     progress=progress, motion_data=motion)
+        (s2 / "stream_done").write_text("ok\n")
+
+    def live_step() -> None:
+        if int(cfg.stage2.train.stream.steps):
+            step("stage2 live decoder", (s2 / "stream_done").is_file(), train_live)
 
     if a.stage2_only:
-        return stage2_only(a, cfg, out, work, data, real, grid if motion else None, train_s2, step, progress)
+        return stage2_only(a, cfg, out, work, data, real, grid if motion else None, train_s2, live_step, step,
+                           progress)
     step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(), train_s2)
+    live_step()
     step("stage1", (s1 / "qformer.safetensors").is_file(),
          lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
                               extra_data=extra))
@@ -225,7 +238,7 @@ def real_faces_metrics(work: Path, grid: Path) -> dict | None:
             "tracked_test": t}
 
 
-def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Path | None, train_s2, step,
+def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Path | None, train_s2, live_step, step,
                 progress: bool) -> None:
     """Retrain stage 2 into the pipeline folder ``out`` (stage 1 and its reader kept), measure it (stage 2, end to end,
     real speech, real faces) and rewrite the folder with its card."""
@@ -237,6 +250,7 @@ def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Pat
 
     s2 = work / "stage2"
     step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(), train_s2)
+    live_step()
     step("evaluate stage2", (s2 / "metrics.json").is_file(),
          lambda: atomic_write_json(s2 / "metrics.json", evaluate_stage2(s2, data,
                                                                  lip_seal=bool(cfg.stage2.sampling.lip_seal))))
@@ -403,6 +417,10 @@ avitalk stand-in head. On real recordings stage 1 does not transfer well (see th
     if int(cfg.stage2.train.get("pause_copies", 0) or 0):
         seal += ("; lip sync also learned from every clip between 0.5-3 s of silence, the face at rest in it "
                  "(`stage2.train.pause_copies`)")
+    live = (cfg.stage2.train.get("stream") or {}).get("steps", 0)
+    if int(live or 0):
+        seal += ("; `avitalk live` decodes with its own copy of the decoder, fine-tuned on the windows a live stream "
+                 "encodes (`stage2.train.stream`)")
     w = float(cfg.stage1.get("emotion_guidance", 0.0))
     guidance = ""
     if w:

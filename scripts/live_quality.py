@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--speakers", default=None)
     ap.add_argument("--lookaheads", default="0,40,80,120,200")
-    ap.add_argument("--context-s", type=float, default=2.0)
+    ap.add_argument("--context-s", type=float, default=None, help="default: the checkpoint's stage2.train.stream.context_s")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -33,7 +33,8 @@ def main(argv=None) -> None:
     res = evaluate_live(pipe, lambda la, text: LiveSession(pipe, text, lookahead_ms=la, context_s=a.context_s),
                         a.data, las, a.split, a.instruction, a.limit,
                         a.speakers.split(",") if a.speakers else None)
-    res["context_s"] = a.context_s
+    res["context_s"] = a.context_s or float(pipe.synthesizer.cfg.stage2.train.stream.context_s)
+    res["live_decoder"] = pipe.synthesizer.stream_decoder is not None
     atomic_write_json(a.out, res)
     print("\n".join(table_lines(res)))
 

@@ -16,10 +16,10 @@ class ClipBank:
     """All clips of one split in memory: 25 fps audio features, motion, labels and instructions."""
 
     def __init__(self, root: Path, split: str, cache, limit: int | None = None, augmented=None, copies: int = 0,
-                 paused=None, pauses: int = 0, seed: int = 0):
+                 paused=None, pauses: int = 0, seed: int = 0, streamed=None, stream_copies: int = 0):
         from avitalk.data.manifest import read_manifest
         from avitalk.encoders import to_motion_rate
-        from avitalk.encoders.cache import augmented_id, pause_id, pause_plan
+        from avitalk.encoders.cache import augmented_id, pause_id, pause_plan, stream_window_id, stream_window_plan
         from avitalk.types import FlameSequence
 
         # clips without motion (labelled real speech) train stage 1 only
@@ -30,6 +30,9 @@ class ClipBank:
         self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
         # pause copies: (features, motion) of the clip between stretches of silence (encoders.cache.pause_plan)
         self.paused: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        # stream windows: (features, motion) of what a live stream encodes, cut from the pause copies' audio
+        # (encoders.cache.stream_window_plan), for the live decoder (stage2.train.stream)
+        self.windows: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self.corpus: list[int] = [0] * len(clips)  # which corpus each clip came from (see concat)
         for c in clips:
             seq = FlameSequence.load(root / c.flame)
@@ -55,6 +58,15 @@ class ClipBank:
                 m = paused_motion(self.motion[-1], lead, trail)
                 ps.append((to_motion_rate(a, len(m)).astype(np.float16), m))
             self.paused.append(ps)
+            ws = []
+            for k in range(stream_copies if streamed is not None else 0):
+                a = streamed.get(stream_window_id(c.id, k))
+                if a is None:
+                    raise DatasetError(f"{c.id}: stream window missing from {streamed.dir}")
+                lead, trail, _, end = stream_window_plan(seed, c.id, k, seq.num_frames)
+                m = paused_motion(self.motion[-1], lead, trail)[end - len(a) : end]
+                ws.append((a.astype(np.float16), m))
+            self.windows.append(ws)
             self.keys.append((c.speaker, c.emotion, c.intensity))
             self.instructions.append(list(c.instructions))
             aus = (c.extra.get("labels") or {}).get("action_units") or {}
@@ -80,7 +92,7 @@ class ClipBank:
         if partners not in ("own", "first"):
             raise ValueError(f"partners must be 'own' or 'first', got {partners!r}")
         out = cls.__new__(cls)
-        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants", "paused"):
+        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants", "paused", "windows"):
             setattr(out, name, [x for b in banks for x in getattr(b, name)])
         by_emo = defaultdict(list)
         for i, (_, emo, _) in enumerate(banks[0].keys):

@@ -6,6 +6,8 @@ audio and emits the frames that now have their look-ahead: a frame is decoded as
 ``lookahead`` frames before the end of a clip. The style is sampled once per instruction (the prior, as offline);
 a new instruction blends in over ``blend_s`` (smoothstep from the style in force to the new one) instead of jumping.
 The lip seal (``stage2.sampling.lip_seal``) runs on each window, the reference style decoded in the same batch.
+The decoder is the checkpoint's live decoder when it has one (``Synthesizer.live_decoder``: trained on the windows a
+stream encodes, whose last frames Whisper computed without the audio after them), else the offline decoder.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from .synthesizer import Synthesizer
 class MotionStream:
     def __init__(self, synth: Synthesizer, instruction: str | Instruction, lookahead: int = 3, seed: int | None = 0,
                  blend_s: float = 0.3, lip_seal: bool | None = None):
-        if not 0 <= lookahead < synth.decoder.window:
-            raise ValueError(f"lookahead must be 0..{synth.decoder.window - 1} frames (the decoder's window), "
+        self.decoder = synth.live_decoder
+        if not 0 <= lookahead < self.decoder.window:
+            raise ValueError(f"lookahead must be 0..{self.decoder.window - 1} frames (the decoder's window), "
                              f"got {lookahead}")
         self.synth, self.lookahead, self.seed = synth, int(lookahead), seed
         self.blend = max(1, int(round(blend_s * MOTION_FPS)))
@@ -61,10 +64,10 @@ class MotionStream:
         end = first + len(features)
         stop = end if final else end - self.lookahead
         if stop <= self.next_frame:
-            return np.zeros((0, self.synth.decoder.n_motion), np.float32)
+            return np.zeros((0, self.decoder.n_motion), np.float32)
         if self.next_frame < first:
             raise ValueError(f"frames {self.next_frame}..{first - 1} were never given (the window starts at {first})")
-        win = self.synth.decoder.window
+        win = self.decoder.window
         out = []
         while self.next_frame < stop:
             # the window reaching as far into the audio as it can while still holding the next frame; it gives the
@@ -83,7 +86,7 @@ class MotionStream:
         z = self.style_at((a + b - 1) // 2).to(dev)[None]
         if self._seal is not None:
             x, z = x.expand(2, -1, -1), torch.cat([z, self._z_ref.to(z)[None]])
-        m = self.synth.decoder(x, z).float().cpu()
+        m = self.decoder(x, z).float().cpu()
         if self._seal is not None:
             m = self._seal.apply(m[:1], m[1])
         return m[0, a - w_start : b - w_start].numpy()

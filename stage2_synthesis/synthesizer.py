@@ -22,6 +22,7 @@ from .style_encoder import StyleEncoder
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("style_encoder", "decoder", "prior")
+STREAM_DECODER = "decoder_stream"  # optional: the decoder fine-tuned on a live stream's windows (stage2.train.stream)
 
 
 def build_modules(cfg: DictConfig, audio_dim: int, text_dim: int) -> dict[str, torch.nn.Module]:
@@ -77,6 +78,8 @@ class Synthesizer:
         self.style_encoder: StyleEncoder = modules["style_encoder"].eval()
         self.decoder: TalkingDecoder = modules["decoder"].eval()
         self.prior: DiffusionPrior = modules["prior"].eval()
+        sd = modules.get(STREAM_DECODER)
+        self.stream_decoder: TalkingDecoder | None = None if sd is None else sd.eval()
         self._text_encoder = text_encoder
         self._audio_encoder = audio_encoder
         self._seal: tuple | None = None  # (LipSeal or None, reference style), built on first use
@@ -116,7 +119,16 @@ class Synthesizer:
         return self._audio_encoder
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"style_encoder": self.style_encoder, "decoder": self.decoder, "prior": self.prior}
+        mods = {"style_encoder": self.style_encoder, "decoder": self.decoder, "prior": self.prior}
+        if self.stream_decoder is not None:
+            mods[STREAM_DECODER] = self.stream_decoder
+        return mods
+
+    @property
+    def live_decoder(self) -> TalkingDecoder:
+        """The decoder a live stream uses: the one trained on the stream's own windows when the checkpoint has it
+        (``decoder_stream.safetensors``), else the offline decoder."""
+        return self.stream_decoder if self.stream_decoder is not None else self.decoder
 
     @property
     def device(self) -> torch.device:
@@ -162,6 +174,11 @@ class Synthesizer:
         mods = build_modules(cfg, audio_dim, te.dim)
         for name, m in mods.items():
             load_module(m, d / f"{name}.safetensors", name)
+        if (d / f"{STREAM_DECODER}.safetensors").is_file():
+            import copy
+
+            mods[STREAM_DECODER] = copy.deepcopy(mods["decoder"])
+            load_module(mods[STREAM_DECODER], d / f"{STREAM_DECODER}.safetensors", STREAM_DECODER)
         return cls(cfg, mods, te, ae)
 
     # ---------------------------------------------------------------- inference

@@ -1,6 +1,7 @@
-"""Stage-2 training: lip-sync pretraining of style encoder + decoder, then the diffusion prior.
+"""Stage-2 training: lip-sync pretraining of style encoder + decoder, then (with
+``stage2.train.stream.steps``) the live decoder, then the diffusion prior.
 
-``avitalk train stage2 --config configs/tiny.yaml --data DIR --out CKPT [--phase lipsync|prior|all] [--resume]``.
+``avitalk train stage2 --config configs/tiny.yaml --data DIR --out CKPT [--phase lipsync|stream|prior|all] [--resume]``.
 The same code runs on CPU, one GPU or several (``accelerate launch``); seeded; checkpoints are written atomically and
 ``--resume`` continues from the last one; loss curves go to ``CKPT/logs`` (tensorboard) and ``CKPT/loss_curves.png``.
 
@@ -11,6 +12,11 @@ lips), velocity L2. Prior phase: the frozen style encoder maps every training cl
 p(z | instruction) from the clip's instruction paraphrases plus augmented ones (emotion only, or a random subset
 of its action units; and, with ``conflict_probability``, its emotion word with another emotion's action phrases, so
 that the emotion word wins when the two disagree).
+
+Live-decoder phase (``decoder_stream.safetensors``, used by ``avitalk live``): a copy of the lip-sync decoder
+fine-tuned, style encoder frozen, on the windows a live stream encodes: the last ``context_s`` seconds heard encoded
+as one clip, so Whisper's features for its last frames are computed without the audio after them (bidirectional
+attention), unlike anything the offline decoder reads but a clip's very end. Same losses as lip-sync.
 """
 
 from __future__ import annotations
@@ -65,6 +71,25 @@ def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Gen
         partners.append(pm[ps : ps + crop])
     f, mask = _pad(feats, crop)
     m, _ = _pad(motion, crop)
+    pm, pmask = _pad(partners)
+    return {"feats": f, "motion": m, "mask": mask, "partner": pm, "partner_mask": pmask}
+
+
+def stream_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A batch for the live decoder: each row one of the clip's stream windows (the last seconds a live stream
+    encodes, features and motion, :func:`avitalk.encoders.cache.cache_stream_windows`); the style partner as in
+    :func:`lipsync_batch` (a ``crop``-frame stretch of another clip of the same speaker, emotion and intensity)."""
+    feats, motion, partners = [], [], []
+    for i in idx:
+        f, m = bank.windows[i][int(rng.integers(len(bank.windows[i])))]
+        feats.append(f.astype(np.float32))
+        motion.append(m)
+        p = bank.partners[i]
+        pm = bank.motion[p[int(rng.integers(len(p)))]]
+        ps = crop_start(len(pm), crop, rng)
+        partners.append(pm[ps : ps + crop])
+    f, mask = _pad(feats)
+    m, _ = _pad(motion, f.shape[1])
     pm, pmask = _pad(partners)
     return {"feats": f, "motion": m, "mask": mask, "partner": pm, "partner_mask": pmask}
 
@@ -157,8 +182,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     from .synthesizer import Synthesizer, load_module, save_module
 
-    if phase not in ("lipsync", "prior", "all"):
-        raise ValueError("phase must be lipsync, prior or all")
+    if phase not in ("lipsync", "stream", "prior", "all"):
+        raise ValueError("phase must be lipsync, stream, prior or all")
     data, out = Path(data), Path(out)
     from avitalk.data.manifest import read_manifest
 
@@ -197,7 +222,16 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     if pauses:
         pcache = cache_paused_features(data, synth.audio_encoder, pauses, seed=int(cfg.seed),
                                        progress=progress and acc.is_main_process)
-    train = ClipBank(data, "train", cache, limit, acache, copies, pcache, pauses, int(cfg.seed))
+    sc = tc.stream
+    streaming = int(sc.steps) > 0 and phase in ("stream", "all")
+    wcache = None
+    if streaming:
+        from avitalk.encoders.cache import cache_stream_windows
+
+        wcache = cache_stream_windows(data, synth.audio_encoder, int(sc.windows), float(sc.context_s),
+                                      seed=int(cfg.seed), progress=progress and acc.is_main_process)
+    train = ClipBank(data, "train", cache, limit, acache, copies, pcache, pauses, int(cfg.seed), wcache,
+                     int(sc.windows) if streaming else 0)
     if len(train) < 2:
         raise DatasetError(f"{data}: needs at least 2 training clips, has {len(train)}")
     # lip-sync pretraining reads the motion corpora too (tracked real faces); the prior learns styles from data's
@@ -221,15 +255,15 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     mean, std = torch.as_tensor(allm.mean(0)), torch.as_tensor(allm.std(0))
     synth.decoder.set_motion_stats(mean, std)
     synth.style_encoder.set_motion_stats(mean, std)
-    history: dict[str, list] = {"lipsync": [], "prior": []}
+    history: dict[str, list] = {"lipsync": [], "stream": [], "prior": []}
     if (out / "history.json").is_file() and resume:
-        history = json.loads((out / "history.json").read_text())
+        history = {"stream": [], **json.loads((out / "history.json").read_text())}
     writer = SummaryWriter(str(out / "logs")) if acc.is_main_process else None
     model = FlameModel.from_spec(cfg.flame_model)
 
-    # ------------------------------------------------ phase 1: lip-sync pretraining
-    if phase in ("lipsync", "all"):
-        lc = tc.lipsync
+    # the vertices the motion losses read: the lips and a random draw of the rest of the face
+    lc = tc.lipsync
+    if phase in ("lipsync", "stream", "all"):
         lips = model.region("lips") if "lips" in model.regions else np.arange(0)
         face = model.region("face") if "face" in model.regions else np.arange(model.num_vertices)
         extra = rng.choice(np.setdiff1d(face, lips), size=min(int(lc.face_vertices), len(face)), replace=False)
@@ -241,6 +275,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             up, lo = model.lip_midline()
             gap_ids = (torch.as_tensor(np.flatnonzero(np.isin(lips, up)), device=acc.device),
                        torch.as_tensor(np.flatnonzero(np.isin(lips, lo)), device=acc.device))
+
+    # ------------------------------------------------ phase 1: lip-sync pretraining
+    if phase in ("lipsync", "all"):
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
         opt = torch.optim.AdamW(params, lr=float(lc.lr), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(lc.warmup), int(lc.steps)))
@@ -270,6 +307,46 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     else:
         load_module(synth.style_encoder, out / "style_encoder.safetensors", "style_encoder")
         load_module(synth.decoder, out / "decoder.safetensors", "decoder")
+
+    # ------------------------------------------------ phase 1b: the live decoder
+    if streaming:
+        import copy
+
+        from .synthesizer import STREAM_DECODER
+
+        live = copy.deepcopy(synth.decoder).train()
+        synth.style_encoder.eval().requires_grad_(False)
+        lparams = list(live.parameters())
+        opt = torch.optim.AdamW(lparams, lr=float(sc.lr), weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(sc.warmup), int(sc.steps)))
+        ldec = acc.prepare_model(live)
+
+        def stream_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
+            idx = brng.integers(0, len(train), int(sc.batch_size))
+            b = {k: v.to(acc.device) for k, v in stream_batch(train, idx, int(lc.crop_frames), brng).items()}
+            with torch.no_grad():
+                z = synth.style_encoder(b["partner"], b["partner_mask"])
+            pred = ldec(b["feats"], z, b["mask"])
+            return (lipsync_losses(pred.float(), b["motion"], b["mask"], live, subset, lip_ids, lc, gap_ids),
+                    [train.ids[i] for i in idx])
+
+        t = time.perf_counter()
+        run_phase(acc, Phase("stream", 3, int(sc.steps), stream_step, lparams, opt, sched, {STREAM_DECODER: live},
+                             on_checkpoint=lambda: save_module(live, out / f"{STREAM_DECODER}.safetensors"),
+                             show="vertex_mm2"),
+                  out, history, seed, int(tc.checkpoint_every), resume, progress, writer, "stage2 live decoder")
+        timings["stream_s"] = time.perf_counter() - t
+        synth.stream_decoder = live.eval()
+        synth.style_encoder.requires_grad_(True)
+    elif phase in ("lipsync", "all"):  # a live decoder left from an earlier training fits an older decoder
+        (out / "decoder_stream.safetensors").unlink(missing_ok=True)
+    elif (out / "decoder_stream.safetensors").is_file():  # phase prior: the live decoder of an earlier call
+        import copy
+
+        synth.stream_decoder = copy.deepcopy(synth.decoder)
+        load_module(synth.stream_decoder, out / "decoder_stream.safetensors", "decoder_stream")
+    if phase in ("lipsync", "stream") and (out / "prior.safetensors").is_file():  # keep a prior trained before
+        load_module(synth.prior, out / "prior.safetensors", "prior")
 
     # ------------------------------------------------ phase 2: the diffusion prior
     if phase in ("prior", "all"):

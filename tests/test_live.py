@@ -63,6 +63,40 @@ def test_streaming_loud_level_follows_what_was_heard_and_is_floored():
     assert enc.level == pytest.approx(max(loud_level(frame_log_energy(tail)), LEVEL_FLOOR), abs=1e-9)
 
 
+def test_stream_windows_are_what_the_streaming_encoder_returns(pipe):
+    """The live decoder's training windows (encoders.streaming.stream_windows, many in one batch) are the features a
+    stream hands the decoder after hearing the same audio: at its start (shorter windows) and later, loud level and
+    all."""
+    from avitalk.encoders.streaming import stream_windows
+
+    x = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speechlike(3.0, seed=2)])
+    ends = [1, 7, 30, len(x) // FRAME_SAMPLES]
+    got = stream_windows(pipe.audio_encoder, [x] * len(ends), ends, 1.0)
+    for e, (first, f) in zip(ends, got):
+        enc = StreamingEncoder(pipe.audio_encoder, context_s=1.0)
+        for part in _chunks(x[: e * FRAME_SAMPLES], seed=e):
+            enc.push(part)
+        want_first, want = enc.encode()
+        assert first == want_first == max(0, e - 25) and f.shape == want.shape == (min(e, 25), pipe.audio_encoder.dim)
+        np.testing.assert_allclose(f, want, atol=1e-5)
+    with pytest.raises(Exception, match="within the audio"):
+        stream_windows(pipe.audio_encoder, [x], [len(x) // FRAME_SAMPLES + 1], 1.0)
+
+    class LevelEnc:  # an encoder with a relative loudness channel: the loud level it is given is its output
+        dim, prosody, prosody_dim = 1, True, 1
+
+        def encode_batch(self, audios, levels=None):
+            return [np.full((int(round(a.duration * 50)), 1), lv, np.float32) for a, lv in zip(audios, levels)]
+
+    y = np.concatenate([speechlike(2.0, seed=3), 0.05 * speechlike(2.0, seed=4)])
+    for e in (10, 60, 99):
+        enc = StreamingEncoder(LevelEnc(), context_s=1.0, level_s=1.5)
+        enc.push(y[: e * FRAME_SAMPLES])
+        (_, f), = stream_windows(LevelEnc(), [y], [e], 1.0, level_s=1.5)
+        np.testing.assert_allclose(f, enc.encode()[1])
+        assert f[0, 0] == pytest.approx(enc.level)
+
+
 def _offline_end(synth, feats: np.ndarray, z: torch.Tensor, end: int) -> np.ndarray:
     """The decoder on the clip of frames [end - window, end) (what the stream computes for the frame it emits)."""
     w = synth.decoder.window
@@ -197,6 +231,7 @@ def test_live_records_the_four_files_with_latency(cli, tmp_path):
     live = info["timings"]["live"]
     assert live["frames"] == 50 and live["latency_ms"]["median"] >= live["lookahead_ms"] - 1
     assert info["instruction"]["text"] == "A happy person speaks." and len(info["instruction"]["changes"]) == 2
+    assert info["stream"] == {"decoder": "live", "context_s": 2.0, "lookahead_ms": 120.0}  # the default's live decoder
     from avitalk.types import FlameSequence
 
     assert FlameSequence.load(out / "flame.npz").expression.shape[0] == 50

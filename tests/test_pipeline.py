@@ -242,6 +242,9 @@ def test_the_embedded_default_checkpoint_runs_offline():
     if (metrics["data"].get("real_speech") or {}).get("clips"):  # trained on RAVDESS too: its licence is inherited
         assert "CC BY-NC-SA 4.0" in card and "Livingstone" in card
     assert metrics["stage1"]["with_speech"]["emotion_accuracy"] > 0.5
+    # avitalk live decodes with the default's live decoder (stage2.train.stream), not the offline one
+    synth = pipe.synthesizer
+    assert synth.live_decoder is synth.stream_decoder is not None and synth.stream_decoder is not synth.decoder
     clip = say("We are going to the seaside together next week, all of us.", "angry", 3)
     out = pipe(Audio(clip["audio"]), seed=0)
     assert out.instruction.emotion == "angry", out.instruction.text  # an unseen test speaker, strongly angry

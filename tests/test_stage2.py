@@ -244,3 +244,58 @@ def test_pause_copies_put_the_clip_between_silences_with_the_face_at_rest(tmp_pa
     assert lengths == [len(p[0][1]) for p in bank.paused]  # every row read its pause copy
     b = lipsync_batch(bank, np.arange(len(bank)), 400, rng, 0.0, pause_p=0.0)
     assert b["mask"].sum(1).tolist() == [len(x) for x in bank.motion]
+
+
+@pytest.mark.slow
+def test_live_decoder_learns_from_the_windows_a_stream_encodes(tmp_path):
+    """stage2.train.stream: windows of the pause copies' audio encoded as a live stream encodes them (cached), their
+    motion lined up to the frame; the live decoder is a copy of the lip-sync decoder fine-tuned on them, saved as
+    decoder_stream.safetensors, loaded with the checkpoint and used by MotionStream; phase 'stream' alone keeps the
+    prior, a later lip-sync run drops a live decoder that no longer fits."""
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import cache_dataset_features, cache_stream_windows, pause_plan, stream_window_plan
+    from avitalk.encoders.streaming import stream_windows
+    from avitalk.stage2_synthesis.clips import ClipBank, paused_motion
+    from avitalk.stage2_synthesis.stream import MotionStream
+    from avitalk.stage2_synthesis.train import stream_batch, train_stage2
+
+    ends = {stream_window_plan(0, "clip", k, 40)[3] for k in range(30)}
+    assert min(ends) >= 1 and len(ends) > 10
+    plans = [(stream_window_plan(0, f"c{i}", 1, 40), pause_plan(0, f"c{i}", 1)) for i in range(20)]
+    assert all(w[:3] == p or w[:3] == (0, 0, p[2]) for w, p in plans)  # the pause copy's audio, or the bare clip's
+    assert {w[0] == 0 for w, _ in plans} == {True, False}
+
+    generate(tmp_path / "d", 8, seed=5, workers=1, progress=False)
+    cfg = tiny_stage2_cfg()
+    enc = Synthesizer.build(cfg).audio_encoder
+    cache = cache_dataset_features(tmp_path / "d", enc, progress=False)
+    wcache = cache_stream_windows(tmp_path / "d", enc, 2, 1.0, seed=0, progress=False)
+    bank = ClipBank(tmp_path / "d", "train", cache, seed=0, streamed=wcache, stream_copies=2)
+    for i, cid in enumerate(bank.ids):
+        for k, (f, mot) in enumerate(bank.windows[i]):
+            lead, trail, _, end = stream_window_plan(0, cid, k, len(bank.motion[i]))
+            assert len(f) == len(mot) == min(end, 25) and f.shape[1] == enc.dim
+            assert np.allclose(mot, paused_motion(bank.motion[i], lead, trail)[end - len(f) : end])
+    # a clean window is what a stream hears: its features equal stream_windows' on the same audio
+    b = stream_batch(bank, np.arange(len(bank)), 16, np.random.default_rng(0))
+    assert b["feats"].shape[1] == max(len(w[0][0]) for w in bank.windows) and b["partner"].shape[1] <= 16
+    x = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
+    (first, f), = stream_windows(enc, [x], [20], 0.4)
+    assert first == 10 and f.shape == (10, enc.dim)
+
+    cfg = OmegaConf.merge(cfg, {"stage2": {"train": {"stream": {"steps": 3, "batch_size": 2, "windows": 2,
+                                                                "context_s": 1.0}}}})
+    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
+    assert (tmp_path / "ck" / "decoder_stream.safetensors").is_file()
+    s = Synthesizer.load(tmp_path / "ck")
+    assert s.stream_decoder is not None and s.live_decoder is s.stream_decoder
+    assert any(not torch.equal(p, q) for p, q in zip(s.decoder.parameters(), s.stream_decoder.parameters()))
+    assert MotionStream(s, "A calm person speaks.", 2).decoder is s.stream_decoder
+    prior = (tmp_path / "ck" / "prior.safetensors").read_bytes()
+    cfg.stage2.train.stream.steps = 5
+    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", phase="stream", resume=True, progress=False)
+    assert (tmp_path / "ck" / "prior.safetensors").read_bytes() == prior  # the trained prior kept
+    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", phase="lipsync", progress=False)
+    assert not (tmp_path / "ck" / "decoder_stream.safetensors").exists()
+    s = Synthesizer.load(tmp_path / "ck")
+    assert s.stream_decoder is None and s.live_decoder is s.decoder

@@ -155,3 +155,75 @@ def cache_paused_features(
 
     return _cache_copies(Path(root), encoder, copies, seed, splits, progress, "pause", pause_id, make,
                          f"pause copies x{copies}")
+
+
+# ------------------------------------------------------------------------------------------------ stream windows
+def stream_window_id(clip_id: str, k: int) -> str:
+    return f"{clip_id}~stream{k}"
+
+
+def stream_window_plan(seed: int, clip_id: str, k: int, frames: int) -> tuple[int, int, bool, int]:
+    """(lead, trail, augmented, end) of stream window ``k`` of a clip of ``frames`` motion frames: the window is cut
+    from the audio of the clip itself (half the windows: a stream whose first sound is the speech) or of its pause
+    copy ``k`` (:func:`pause_plan`: the clip between stretches of silence), through the augmentation chain as that
+    copy is (half of them), and ends at motion frame ``end`` of it (exclusive; anywhere from its first frame to its
+    last, so a stream's first seconds and its pauses are among them). Deterministic."""
+    lead, trail, aug = pause_plan(seed, clip_id, k)
+    rng = _rng(f"{seed}/{clip_id}/stream{k}")
+    if rng.random() < 0.5:
+        lead = trail = 0
+    return lead, trail, aug, int(rng.integers(1, lead + frames + trail + 1))
+
+
+def cache_stream_windows(
+    root: str | os.PathLike,
+    encoder: AudioEncoder,
+    copies: int,
+    context_s: float,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train",),
+    progress: bool = True,
+) -> FeatureCache:
+    """The windows a live stream encodes (:func:`avitalk.encoders.streaming.stream_windows`: the last ``context_s``
+    seconds heard, encoded as one clip, with the stream's loud level), ``copies`` per clip with motion of ``splits``
+    (:func:`stream_window_plan`), at the motion frame rate, cached under
+    ``ROOT/features/<key>-stream<seed>-<context frames>/<id>~stream<k>.npy``. The clip's audio is fitted to its
+    motion frames (cut or padded with silence) so window and motion line up to the frame."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import audio as audio_io
+    from ..augment import augment
+    from ..types import FlameSequence, MOTION_FPS, SAMPLE_RATE
+    from .streaming import stream_windows
+
+    root = Path(root)
+    n_ctx = int(round(context_s * MOTION_FPS))
+    per_frame = int(round(SAMPLE_RATE / MOTION_FPS))
+    cache = FeatureCache(root / "features", f"{encoder.key}-stream{seed}-{n_ctx}")
+    clips = [c for c in read_manifest(root) if c.split in splits and c.flame and c.extra.get("has_motion", True)]
+    todo = [(c, k) for c in clips for k in range(copies) if cache.get(stream_window_id(c.id, k)) is None]
+    if not todo:
+        return cache
+    bank_rng = np.random.default_rng(seed)
+    babble = [audio_io.load(root / clips[int(j)].audio).samples
+              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
+    bar = tqdm(total=len(todo), unit="window", desc=f"stream windows x{copies}", disable=not progress or None)
+    for s in range(0, len(todo), 8):
+        chunk = todo[s : s + 8]
+        xs, ends = [], []
+        for c, k in chunk:
+            frames = FlameSequence.load(root / c.flame).num_frames
+            x = np.asarray(audio_io.load(root / c.audio).samples, np.float32)[: frames * per_frame]
+            x = np.concatenate([x, np.zeros(frames * per_frame - len(x), np.float32)])
+            lead, trail, aug, end = stream_window_plan(seed, c.id, k, frames)
+            x = paused_samples(x, lead, trail)
+            if aug:
+                x = np.asarray(augment(x, _rng(f"{seed}/{c.id}/pause{k}/augment"), babble), np.float32)
+            xs.append(x)
+            ends.append(end)
+        for (c, k), (_, f) in zip(chunk, stream_windows(encoder, xs, ends, context_s)):
+            cache.put(stream_window_id(c.id, k), f)
+        bar.update(len(chunk))
+    bar.close()
+    return cache

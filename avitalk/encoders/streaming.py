@@ -34,14 +34,13 @@ class StreamingEncoder:
     motion frame rate [n, dim] of motion frames ``first .. first + n - 1`` (absolute, counted from the stream's first
     sample), the window ending at the last whole motion frame received."""
 
-    def __init__(self, encoder: AudioEncoder, context_s: float = 2.0, level_s: float = LISTEN_WINDOW_S,
+    def __init__(self, encoder: AudioEncoder, context_s: float, level_s: float = LISTEN_WINDOW_S,
                  level_floor: float = LEVEL_FLOOR):
         if context_s * MOTION_FPS < 2:
             raise ValueError(f"context_s must hold at least two motion frames, got {context_s}")
         self.encoder = encoder
         self.context = int(round(context_s * MOTION_FPS)) * FRAME_SAMPLES  # samples, whole motion frames
         self.level_floor = float(level_floor)
-        self._relative = bool(getattr(encoder, "prosody", False)) and getattr(encoder, "prosody_dim", 0) > 0
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # absolute sample index of _buf[0]
         self._energy: deque[float] = deque(maxlen=max(1, int(level_s * SAMPLE_RATE / FEATURE_SAMPLES)))
@@ -91,10 +90,36 @@ class StreamingEncoder:
             raise AudioError("no whole motion frame of audio yet (40 ms)")
         end = n * FRAME_SAMPLES
         start = max(0, end - self.context)
-        clip = Audio(np.ascontiguousarray(self._buf[start - self._buf_start : end - self._buf_start]))
-        if self._relative:
-            feats = self.encoder.encode_batch([clip], levels=[self.level])[0]
-        else:
-            feats = self.encoder.encode(clip)
-        frames = (end - start) // FRAME_SAMPLES
-        return start // FRAME_SAMPLES, to_motion_rate(feats, frames)
+        clip = np.ascontiguousarray(self._buf[start - self._buf_start : end - self._buf_start])
+        return start // FRAME_SAMPLES, _window_features(self.encoder, [clip], [self.level])[0]
+
+
+def _window_features(encoder: AudioEncoder, clips: list[np.ndarray], levels: list[float]) -> list[np.ndarray]:
+    """Features at the motion frame rate of windows of whole motion frames, each encoded as one clip (with the given
+    loud levels when the encoder has a relative loudness channel)."""
+    auds = [Audio(c) for c in clips]
+    if bool(getattr(encoder, "prosody", False)) and getattr(encoder, "prosody_dim", 0) > 0:
+        feats = encoder.encode_batch(auds, levels=levels)
+    else:
+        feats = encoder.encode_batch(auds)
+    return [to_motion_rate(f, len(c) // FRAME_SAMPLES) for f, c in zip(feats, clips)]
+
+
+def stream_windows(encoder: AudioEncoder, samples: list[np.ndarray], ends: list[int], context_s: float,
+                   level_s: float = LISTEN_WINDOW_S, level_floor: float = LEVEL_FLOOR) -> list[tuple[int, np.ndarray]]:
+    """What :meth:`StreamingEncoder.encode` returns once a stream has received ``samples[i]`` up to motion frame
+    ``ends[i]`` (exclusive), for many streams in one batch: ``(first frame, features [n, dim])`` each. Training copies
+    of the stream's windows (``stage2.train.stream``): the features a live decoder reads, edge and all."""
+    ctx = int(round(context_s * MOTION_FPS)) * FRAME_SAMPLES
+    keep = max(1, int(level_s * SAMPLE_RATE / FEATURE_SAMPLES))
+    clips, levels, firsts = [], [], []
+    for x, e in zip(samples, ends):
+        end = int(e) * FRAME_SAMPLES
+        if e < 1 or end > len(x):
+            raise AudioError(f"a stream window must end within the audio (frame 1..{len(x) // FRAME_SAMPLES}), got {e}")
+        start = max(0, end - ctx)
+        energy = frame_log_energy(np.asarray(x[:end], np.float32))[-keep:]
+        levels.append(max(loud_level(energy.astype(np.float64)), level_floor) if len(energy) else level_floor)
+        clips.append(np.ascontiguousarray(x[start:end], np.float32))
+        firsts.append(start // FRAME_SAMPLES)
+    return list(zip(firsts, _window_features(encoder, clips, levels)))

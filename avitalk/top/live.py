@@ -50,9 +50,10 @@ class Chunk:
 class LiveSession:
     """Audio chunks in (any size, 16 kHz mono float32), frames out. Build from a loaded pipeline:
     ``LiveSession(pipe, "A calm person speaks.", lookahead_ms=120)``. ``context_s``: the seconds of audio re-encoded
-    at every step; ``int8``: the encoder's linear layers in int8 (when it has an int8 form)."""
+    at every step (default: the checkpoint's ``stage2.train.stream.context_s``, the windows its live decoder learned
+    from); ``int8``: the encoder's linear layers in int8 (when it has an int8 form)."""
 
-    def __init__(self, pipe, instruction: str | None = None, lookahead_ms: float = 120.0, context_s: float = 2.0,
+    def __init__(self, pipe, instruction: str | None = None, lookahead_ms: float = 120.0, context_s: float | None = None,
                  seed: int = 0, blend_s: float = 0.3, int8: bool = True):
         from avitalk.encoders.streaming import StreamingEncoder
         from avitalk.stage2_synthesis.stream import MotionStream
@@ -62,6 +63,8 @@ class LiveSession:
         enc = pipe.audio_encoder
         if int8 and hasattr(enc, "int8"):  # the Whisper linears in int8: twice as fast, the same motion (docs/live.md)
             enc = enc.int8()
+        if context_s is None:
+            context_s = float(pipe.synthesizer.cfg.stage2.train.stream.context_s)
         self.encoder = StreamingEncoder(enc, context_s=context_s)
         if self.encoder.context // FRAME_SAMPLES < self.lookahead + 2:
             raise ValueError(f"context_s ({context_s:g} s) must hold the look-ahead ({lookahead_ms:g} ms) and two frames")
@@ -91,7 +94,7 @@ class LiveSession:
         scratch.push(np.full(SAMPLE_RATE, 1e-4, np.float32))
         feats = torch.as_tensor(scratch.encode()[1])[None].expand(2, -1, -1)
         with torch.no_grad():
-            self.stream.synth.decoder(feats, self.stream.style_at(0)[None].expand(2, -1))
+            self.stream.decoder(feats, self.stream.style_at(0)[None].expand(2, -1))
         return self
 
     def set_instruction(self, text: str, by: str = "user") -> None:
@@ -155,11 +158,13 @@ class LiveSession:
         return self.step(final=True) if self.encoder.frames_ready > self.stream.next_frame else []
 
     def sequence(self) -> FlameSequence:
-        m = np.stack([f.motion for f in self.frames]) if self.frames else np.zeros((0, self.stream.synth.decoder.n_motion))
+        m = np.stack([f.motion for f in self.frames]) if self.frames else np.zeros((0, self.stream.decoder.n_motion))
         return FlameSequence.from_motion(m.astype(np.float32), fps=MOTION_FPS,
                                          meta={"instruction": self.changes[-1][1], "live": True,
                                                "changes": [[f, t] for f, t in self.changes],
-                                               "lookahead_frames": self.lookahead})
+                                               "lookahead_frames": self.lookahead,
+                                               "decoder": "live" if self.stream.synth.stream_decoder is not None
+                                               else "offline", "context_s": self.encoder.context / SAMPLE_RATE})
 
     def timing(self, chunk_s: float | None = None, start: float | None = None) -> dict[str, Any]:
         """Latency of every frame (ms; from the arrival of the chunk that completed its own audio to ready), how
@@ -503,6 +508,8 @@ def record_to(out: Path, session: LiveSession, audio: Audio | None, timing: dict
             "instruction": {"text": session.instruction, "source": "live",
                             "changes": [{"frame": f, "text": t, "by": b}
                                         for (f, t), b in zip(session.changes, session.authors)]},
+            "stream": {"decoder": seq.meta["decoder"], "context_s": seq.meta["context_s"],
+                       "lookahead_ms": session.lookahead * FRAME_S * 1000.0},
             "frames": len(seq.expression), "outputs": {"flame": ["flame.npz"], "video": names[2:],
                                                       "instruction": "instruction.txt"},
             **(extra or {}), "timings": timings}

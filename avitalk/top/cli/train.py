@@ -16,7 +16,7 @@ def train_stage2_cmd(
     config: Path = typer.Option(Path("tiny"), "--config", "-c", help="YAML config, or a packaged one by name: tiny, base, paper."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (manifest.jsonl)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder."),
-    phase: str = typer.Option("all", help="lipsync, prior or all."),
+    phase: str = typer.Option("all", help="lipsync, stream (the live decoder), prior or all."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint folder's last state."),
     evaluate: bool = typer.Option(False, help="Measure on the test split afterwards (metrics.json)."),
     motion_data: Optional[list[Path]] = typer.Option(None, "--motion-data", help="More motion for lip-sync pretraining, e.g. "
@@ -25,11 +25,12 @@ def train_stage2_cmd(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage2.train.lipsync.steps=200."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train stage 2: lip-sync pretraining (style encoder + decoder), then the diffusion prior."""
+    """Train stage 2: lip-sync pretraining (style encoder + decoder), the live decoder (with
+    stage2.train.stream.steps), then the diffusion prior."""
     from avitalk.stage2_synthesis.train import train_stage2
 
-    if phase not in ("lipsync", "prior", "all"):
-        _fail(f"--phase must be lipsync, prior or all, got {phase!r}")
+    if phase not in ("lipsync", "stream", "prior", "all"):
+        _fail(f"--phase must be lipsync, stream, prior or all, got {phase!r}")
     for d in motion_data or ():
         if not (d / "manifest.jsonl").is_file():
             _fail(f"--motion-data {d}: no manifest.jsonl (not a dataset folder)")
