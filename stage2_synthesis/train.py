@@ -196,6 +196,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
+    if phase == "stream" and int(tc.stream.steps) <= 0:
+        from avitalk.config import ConfigError
+
+        raise ConfigError("--phase stream: stage2.train.stream.steps is 0 in this config, so there is no live decoder to "
+                          "train (e.g. --set stage2.train.stream.steps=3000)")
     from avitalk.training import Phase, accelerator, run_phase
 
     acc = accelerator(str(tc.mixed_precision))

@@ -283,6 +283,10 @@ def test_live_decoder_learns_from_the_windows_a_stream_encodes(tmp_path):
     (first, f), = stream_windows(enc, [x], [20], 0.4)
     assert first == 10 and f.shape == (10, enc.dim)
 
+    from avitalk.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stream.steps is 0"):  # a config without a live decoder says so
+        train_stage2(cfg, tmp_path / "d", tmp_path / "none", phase="stream", progress=False)
     cfg = OmegaConf.merge(cfg, {"stage2": {"train": {"stream": {"steps": 3, "batch_size": 2, "windows": 2,
                                                                 "context_s": 1.0}}}})
     train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
