@@ -65,3 +65,13 @@ __all__ = [
     "OutputError",
     "TrackerMissing",
 ]
+
+
+# a model named by path or hub id is read from this machine only (a hub id from the Hugging Face cache)
+NO_DOWNLOAD_HINT = ("avitalk never downloads weights: give a local folder, or put the model in the Hugging Face "
+                    "cache yourself first, e.g. `huggingface-cli download NAME`")
+
+
+def no_download(name: str) -> str:
+    """The hint for a model ``name`` that is not on this machine."""
+    return NO_DOWNLOAD_HINT.replace("NAME", str(name))

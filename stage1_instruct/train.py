@@ -99,12 +99,18 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(s1.llm))
+        from avitalk.errors import CheckpointError, no_download
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(s1.llm), local_files_only=True)
+            llm = AutoModelForCausalLM.from_pretrained(str(s1.llm), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load the language model {str(s1.llm)!r} (stage1.llm): not on this machine "
+                                  f"or not a causal LM; {no_download(s1.llm)}") from e
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         if tok.bos_token_id is None:
             tok.bos_token = tok.eos_token
-        llm = AutoModelForCausalLM.from_pretrained(str(s1.llm))
         if main:
             save_lm(tok, llm, out)
     timings["lm_s"] = time.perf_counter() - t

@@ -62,6 +62,17 @@ def test_encoder_errors():
         build_encoder("whisper_hf")
     with pytest.raises(ValueError, match="unknown audio encoder"):
         build_encoder("wav2vec")
+    # a hub id that is not on this machine fails at once, naming how to get it: nothing is downloaded at run time
+    import time
+
+    from avitalk.encoders.text import TextEncoder
+
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="never downloads weights.*huggingface-cli download openai/whisper-nope"):
+        build_encoder("whisper_hf:openai/whisper-nope")
+    with pytest.raises(CheckpointError, match="never downloads weights"):
+        TextEncoder("hf:sentence-transformers/not-here")
+    assert time.perf_counter() - t < 10  # no network retries
     enc = build_encoder("whisper_hf", config=TINY)
     with pytest.raises(AudioError, match="too short"):
         enc.encode(Audio(np.zeros(100, np.float32) + 0.1))

@@ -48,14 +48,14 @@ class TextEncoder:
             elif kind == "hf" and arg:
                 from transformers import AutoModel, AutoTokenizer
 
-                self.tokenizer = AutoTokenizer.from_pretrained(arg)
-                self.model = AutoModel.from_pretrained(arg)
+                self.tokenizer = AutoTokenizer.from_pretrained(arg, local_files_only=True)
+                self.model = AutoModel.from_pretrained(arg, local_files_only=True)
                 self.key = "hf-" + arg.rstrip("/").split("/")[-1]
             elif kind == "clip" and arg:
                 from transformers import AutoTokenizer, CLIPTextModel
 
-                self.tokenizer = AutoTokenizer.from_pretrained(arg)
-                self.model = CLIPTextModel.from_pretrained(arg)
+                self.tokenizer = AutoTokenizer.from_pretrained(arg, local_files_only=True)
+                self.model = CLIPTextModel.from_pretrained(arg, local_files_only=True)
                 self.key = "clip-" + arg.rstrip("/").split("/")[-1]
             elif kind in ("random-bert", "random-clip"):
                 from transformers import AutoTokenizer
@@ -76,7 +76,10 @@ class TextEncoder:
             else:
                 raise CheckpointError(f"unknown text encoder {spec!r} (minilm, hf:<path>, clip:<path>, random-bert, random-clip)")
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load the text encoder {spec!r} ({e})") from e
+            from ..errors import no_download
+
+            raise CheckpointError(f"cannot load the text encoder {spec!r}: not on this machine or not readable; "
+                                  f"{no_download(arg or spec)}") from e
         self.model = self.model.to(self.device).eval().requires_grad_(False)
         if kind != "minilm":
             self.dim = int(self.model.config.hidden_size)

@@ -48,9 +48,12 @@ class WhisperHFEncoder(AudioEncoder):
             name = "random-" + "-".join(str(getattr(cfg, k)) for k in ("d_model", "encoder_layers", "num_mel_bins"))
         elif name_or_path:
             try:
-                model = WhisperModel.from_pretrained(name_or_path)
+                model = WhisperModel.from_pretrained(name_or_path, local_files_only=True)
             except (OSError, ValueError) as e:
-                raise CheckpointError(f"cannot load a Whisper model from {name_or_path!r} ({e})") from e
+                from ..errors import no_download
+
+                raise CheckpointError(f"cannot load a Whisper model from {name_or_path!r}: not on this machine or not a "
+                                      f"Whisper model; {no_download(name_or_path)}") from e
             cfg, encoder = model.config, model.get_encoder()
             name = str(name_or_path).rstrip("/").split("/")[-1]
         else:
