@@ -30,8 +30,8 @@ class ClipBank:
         self.variants: list[list[np.ndarray]] = []  # augmented copies of each clip's features (25 fps)
         # pause copies: (features, motion) of the clip between stretches of silence (encoders.cache.pause_plan)
         self.paused: list[list[tuple[np.ndarray, np.ndarray]]] = []
-        # stream windows: (features, motion) of what a live stream encodes, cut from the pause copies' audio
-        # (encoders.cache.stream_window_plan), for the live decoder (stage2.train.stream)
+        # stream windows: (features, motion) of what a live stream encodes, cut from the clip's audio or its pause
+        # copy's (encoders.cache.stream_window_plan), for the live decoder (stage2.train.stream)
         self.windows: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self.corpus: list[int] = [0] * len(clips)  # which corpus each clip came from (see concat)
         for c in clips:
