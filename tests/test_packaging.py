@@ -32,6 +32,7 @@ def test_the_wheel_installs_and_runs_from_an_empty_folder(tmp_path):
     assert tops == {"avitalk"}, tops  # one installed import name
     for need in ("avitalk/prompts/vocabulary.yaml", "avitalk/prompts/stage1.yaml", "avitalk/configs/tiny.yaml",
                  "avitalk/checkpoints/default/config.yaml", "avitalk/checkpoints/default/reader.safetensors",
+                 "avitalk/checkpoints/default/decoder_stream.safetensors",
                  "avitalk/stage1_instruct/reader.py", "avitalk/stage2_synthesis/synthesizer.py",
                  "avitalk/eval/real_speech.py"):
         assert need in names, need
