@@ -52,32 +52,35 @@ def _rng(text: str):
 
 
 def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, splits: tuple[str, ...], progress: bool,
-                  kind: str, copy_id, make, desc: str) -> FeatureCache:
-    """Encode ``copies`` altered versions of every clip of ``splits`` into ``ROOT/features/<key>-<kind><seed>/`` under
-    ``copy_id(clip id, k)``: ``make(samples, clip id, k, babble)`` alters a clip's samples (``babble``: 16 other clips
-    of the split, for background talk); finished copies are kept."""
+                  suffix: str, copy_id, make, desc: str, motion_only: bool = False, encode=None) -> FeatureCache:
+    """Encode ``copies`` altered versions of every clip of ``splits`` (``motion_only``: of those with motion) into
+    ``ROOT/features/<key>-<suffix>/`` under ``copy_id(clip id, k)``: ``make(samples, clip, k, babble)`` alters a
+    clip's samples (``babble``: 16 other clips of the split, for background talk); ``encode(items, sources)`` turns
+    the batch's ``make`` results into features (default: the encoder on each altered clip); finished copies are kept."""
     import numpy as np
     from tqdm import tqdm
 
     from .. import audio as audio_io
     from ..types import Audio
 
-    cache = FeatureCache(root / "features", f"{encoder.key}-{kind}{seed}")
-    clips = [c for c in read_manifest(root) if c.split in splits]
+    cache = FeatureCache(root / "features", f"{encoder.key}-{suffix}")
+    clips = [c for c in read_manifest(root)
+             if c.split in splits and (not motion_only or (c.flame and c.extra.get("has_motion", True)))]
     todo = [(c, k) for c in clips for k in range(copies) if cache.get(copy_id(c.id, k)) is None]
     if not todo:
         return cache
     bank_rng = np.random.default_rng(seed)
     babble = [audio_io.load(root / clips[int(j)].audio).samples
               for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
-    bar = tqdm(total=len(todo), unit="clip", desc=desc, disable=not progress or None)
+    if encode is None:
+        def encode(items, sources):
+            return encoder.encode_batch([Audio(np.asarray(x, np.float32), source=src) for x, src in zip(items, sources)])
+    bar = tqdm(total=len(todo), unit="copy", desc=desc, disable=not progress or None)
     for s in range(0, len(todo), 8):
         chunk = todo[s : s + 8]
-        auds = []
-        for c, k in chunk:
-            a = audio_io.load(root / c.audio)
-            auds.append(Audio(np.asarray(make(a.samples, c.id, k, babble), np.float32), source=a.source))
-        for (c, k), f in zip(chunk, encoder.encode_batch(auds)):
+        auds = [audio_io.load(root / c.audio) for c, _ in chunk]
+        items = [make(a.samples, c, k, babble) for a, (c, k) in zip(auds, chunk)]
+        for (c, k), f in zip(chunk, encode(items, [a.source for a in auds])):
             cache.put(copy_id(c.id, k), f)
         bar.update(len(chunk))
     bar.close()
@@ -97,10 +100,10 @@ def cache_augmented_features(
     Each copy is deterministic for (seed, clip, k); finished copies are kept. Babble noise comes from other clips."""
     from ..augment import augment
 
-    def make(x, clip_id, k, babble):
-        return augment(x, _rng(f"{seed}/{clip_id}/{k}"), babble)
+    def make(x, clip, k, babble):
+        return augment(x, _rng(f"{seed}/{clip.id}/{k}"), babble)
 
-    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, "aug", augmented_id, make,
+    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, f"aug{seed}", augmented_id, make,
                          f"augmented features x{copies}")
 
 
@@ -134,6 +137,15 @@ def paused_samples(samples, lead: int, trail: int):
     return np.concatenate([np.zeros(lead * n, np.float32), x, np.zeros(trail * n, np.float32)])
 
 
+def _pause_copy(x, seed: int, clip_id: str, k: int, lead: int, trail: int, aug: bool, babble):
+    """Pause copy ``k``'s audio: the samples between ``lead`` and ``trail`` frames of silence, through the augmentation
+    chain when ``aug``."""
+    from ..augment import augment
+
+    x = paused_samples(x, lead, trail)
+    return augment(x, _rng(f"{seed}/{clip_id}/pause{k}/augment"), babble) if aug else x
+
+
 def cache_paused_features(
     root: str | os.PathLike,
     encoder: AudioEncoder,
@@ -146,14 +158,10 @@ def cache_paused_features(
     after (:func:`pause_plan`), half of them through the augmentation chain, cached under
     ``ROOT/features/<key>-pause<seed>/<id>~pause<k>.npy``. A corpus of single sentences has no stretch of audio without
     speech in it; a microphone left open is mostly that. The motion to go with them: ``stage2_synthesis.clips``."""
-    from ..augment import augment
+    def make(x, clip, k, babble):
+        return _pause_copy(x, seed, clip.id, k, *pause_plan(seed, clip.id, k), babble)
 
-    def make(x, clip_id, k, babble):
-        lead, trail, aug = pause_plan(seed, clip_id, k)
-        x = paused_samples(x, lead, trail)
-        return augment(x, _rng(f"{seed}/{clip_id}/pause{k}/augment"), babble) if aug else x
-
-    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, "pause", pause_id, make,
+    return _cache_copies(Path(root), encoder, copies, seed, splits, progress, f"pause{seed}", pause_id, make,
                          f"pause copies x{copies}")
 
 
@@ -190,40 +198,22 @@ def cache_stream_windows(
     ``ROOT/features/<key>-stream<seed>-<context frames>/<id>~stream<k>.npy``. The clip's audio is fitted to its
     motion frames (cut or padded with silence) so window and motion line up to the frame."""
     import numpy as np
-    from tqdm import tqdm
 
-    from .. import audio as audio_io
-    from ..augment import augment
     from ..types import FlameSequence, MOTION_FPS, SAMPLE_RATE
     from .streaming import stream_windows
 
-    root = Path(root)
-    n_ctx = int(round(context_s * MOTION_FPS))
     per_frame = int(round(SAMPLE_RATE / MOTION_FPS))
-    cache = FeatureCache(root / "features", f"{encoder.key}-stream{seed}-{n_ctx}")
-    clips = [c for c in read_manifest(root) if c.split in splits and c.flame and c.extra.get("has_motion", True)]
-    todo = [(c, k) for c in clips for k in range(copies) if cache.get(stream_window_id(c.id, k)) is None]
-    if not todo:
-        return cache
-    bank_rng = np.random.default_rng(seed)
-    babble = [audio_io.load(root / clips[int(j)].audio).samples
-              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
-    bar = tqdm(total=len(todo), unit="window", desc=f"stream windows x{copies}", disable=not progress or None)
-    for s in range(0, len(todo), 8):
-        chunk = todo[s : s + 8]
-        xs, ends = [], []
-        for c, k in chunk:
-            frames = FlameSequence.load(root / c.flame).num_frames
-            x = np.asarray(audio_io.load(root / c.audio).samples, np.float32)[: frames * per_frame]
-            x = np.concatenate([x, np.zeros(frames * per_frame - len(x), np.float32)])
-            lead, trail, aug, end = stream_window_plan(seed, c.id, k, frames)
-            x = paused_samples(x, lead, trail)
-            if aug:
-                x = np.asarray(augment(x, _rng(f"{seed}/{c.id}/pause{k}/augment"), babble), np.float32)
-            xs.append(x)
-            ends.append(end)
-        for (c, k), (_, f) in zip(chunk, stream_windows(encoder, xs, ends, context_s)):
-            cache.put(stream_window_id(c.id, k), f)
-        bar.update(len(chunk))
-    bar.close()
-    return cache
+
+    def make(x, clip, k, babble):
+        frames = FlameSequence.load(Path(root) / clip.flame).num_frames
+        x = np.asarray(x, np.float32)[: frames * per_frame]
+        x = np.concatenate([x, np.zeros(frames * per_frame - len(x), np.float32)])
+        lead, trail, aug, end = stream_window_plan(seed, clip.id, k, frames)
+        return np.asarray(_pause_copy(x, seed, clip.id, k, lead, trail, aug, babble), np.float32), end
+
+    def encode(items, sources):
+        return [f for _, f in stream_windows(encoder, [x for x, _ in items], [e for _, e in items], context_s)]
+
+    return _cache_copies(Path(root), encoder, copies, seed, splits, progress,
+                         f"stream{seed}-{int(round(context_s * MOTION_FPS))}", stream_window_id, make,
+                         f"stream windows x{copies}", motion_only=True, encode=encode)
