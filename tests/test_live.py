@@ -211,7 +211,8 @@ def test_live_without_a_microphone_is_one_line_naming_input(cli, monkeypatch):
 def test_live_bad_options_are_one_line(cli, wav_file):
     w = wav_file(seconds=1.0)
     for args, word in ((["--fast"], "--input"), (["--input", w, "--change", "soon:A happy person."], "--change"),
-                       (["--input", w, "--instruction", " "], "empty"), (["--input", w, "--size", "15"], "--size")):
+                       (["--input", w, "--instruction", " "], "empty"), (["--input", w, "--size", "15"], "--size"),
+                       (["--input", w, "--lookahead-ms", "2400"], "--lookahead-ms")):
         code, out, err = cli("live", *args)
         assert code == 2 and word in err and err.count("\n") == 1, (args, err)
 

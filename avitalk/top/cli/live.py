@@ -120,10 +120,10 @@ def live(
         if listen and pipe.instructor is None:
             say(f"{pipe.source} has no stage 1: the instruction stays as it is unless you type one")
             listen = False
-        span = pipe.synthesizer.decoder.window
-        if lookahead_ms / 1000.0 * L.MOTION_FPS >= span:
-            _fail(f"--lookahead-ms must be under {span / L.MOTION_FPS * 1000:.0f} (the decoder's window)")
-        session = L.LiveSession(pipe, instruction, lookahead_ms=lookahead_ms, seed=seed).warm_up()
+        try:  # the look-ahead must fit in the audio a step reads and in the decoder's window
+            session = L.LiveSession(pipe, instruction, lookahead_ms=lookahead_ms, seed=seed).warm_up()
+        except ValueError as e:
+            _fail(f"--lookahead-ms {lookahead_ms:g} is too long: {e}")
         say(f"checkpoint: {pipe.source} ({time.perf_counter() - t:.1f} s); look-ahead {session.lookahead} frames "
             f"({session.lookahead * L.FRAME_S * 1000:.0f} ms); instruction: {session.instruction}")
         stop = threading.Event()
