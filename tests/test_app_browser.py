@@ -11,6 +11,9 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+# headless, and none of Chromium's own connections: this machine's closed network refuses them, many at a time
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync")
 selenium = pytest.importorskip("selenium", reason="selenium not installed (pip install selenium)")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium + chromedriver (apt install chromium chromium-driver)")]
@@ -46,7 +49,7 @@ def test_edit_loop_in_a_browser(tmp_path):
                 quiet=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+    for a in (*CHROMIUM_FLAGS, "--window-size=1400,1800"):
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:

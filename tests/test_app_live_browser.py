@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from .test_app_browser import CHROMIUM, DRIVER, _free_port
+from .test_app_browser import CHROMIUM, CHROMIUM_FLAGS, DRIVER, _free_port
 
 selenium = pytest.importorskip("selenium", reason="selenium not installed (pip install selenium)")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium + chromedriver")]
@@ -35,9 +35,8 @@ def test_live_tab_follows_the_microphone_and_a_typed_instruction(tmp_path):
     page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1400",
-              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-              f"--use-file-for-fake-audio-capture={wav}"):
+    for a in (*CHROMIUM_FLAGS, "--window-size=1200,1400", "--use-fake-ui-for-media-stream",
+              "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"):
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
@@ -52,10 +51,12 @@ def test_live_tab_follows_the_microphone_and_a_typed_instruction(tmp_path):
         first = wait.until(src)
         seen = {first}
         t0 = time.perf_counter()
-        while len(seen) < 5 and time.perf_counter() - t0 < 20:  # the face is redrawn as the speech goes on
+        # the face is redrawn as the speech goes on: here 5 pictures in 1-6 s; a loaded machine works each 0.1 s block
+        # in up to 0.4 s (the blocks queue up, none is dropped), so it is given a minute and a half
+        while len(seen) < 5 and time.perf_counter() - t0 < 90:
             seen.add(src(driver))
             time.sleep(0.2)
-        assert len(seen) >= 5
+        assert len(seen) >= 5, f"{len(seen)} different pictures in {time.perf_counter() - t0:.0f} s"
         line = driver.find_element(By.CSS_SELECTOR, "#live_in_force").text
         assert "In force" in line and "stage 1 re-reads" in line, line
         box = driver.find_element(By.CSS_SELECTOR, "#live_instruction textarea")
