@@ -60,6 +60,13 @@ def test_import_grid_with_fits(tmp_path):
     assert rep["skipped"][0]["id"] == "s2_bgaa1s" and "align" in rep["skipped"][0]["reason"]
     with pytest.raises(DatasetError, match="no GRID videos"):
         import_grid(tmp_path / "fits", tmp_path / "d2", fits=tmp_path / "fits", progress=False)
+    # fits tracked into one flat folder (not FITS/sN/): one line naming where they go, nothing imported
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    FlameSequence.neutral(75).save(flat / "bbaf2n.npz")
+    with pytest.raises(DatasetError, match=r"no folder s1/ of fits .* holds fits directly: move them into .*flat/s1"):
+        import_grid(root, tmp_path / "d3", fits=flat, progress=False)
+    assert not (tmp_path / "d3" / "manifest.jsonl").exists()
 
 
 def test_evaluate_tracked_scores_the_tracked_motion_itself_perfectly(tmp_path, monkeypatch):

@@ -90,6 +90,11 @@ def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.
         where = Path(fits) / folder.name if fits else out / "fits" / folder.name
         if not fits:
             track_folder(folder, where, workers=workers, progress=progress)
+        elif not where.is_dir():
+            flat = f" ({Path(fits)} holds fits directly: move them into {where})" \
+                if any(Path(fits).glob(f"{v.stem}.npz") for v in videos if v.parent == folder) else ""
+            raise DatasetError(f"{Path(fits)}: no folder {folder.name}/ of fits for talker {folder.name}; the fits go "
+                               f"one folder per talker (`avitalk data track {folder} -o {where}`){flat}")
         fit_index.update({(folder.name, p.stem): p for p in where.glob("*.npz") if not p.name.startswith("correspondence-")})
     items: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
