@@ -85,6 +85,10 @@ class LipsyncTrainConfig:
     # whose motion gives those clips their style: "own" (another clip of their corpus) or "first" (a clip of the
     # main corpus with the same emotion: the styles the prior will give at inference)
     motion_data_partners: str = "own"
+    # what of those clips' faces the lip-sync losses read: "all" (expression coefficients and face vertices) or
+    # "lips" (the lip vertices, the lip gap and the jaw pose; a tracked face's brows and eyes are then left to the
+    # main corpus's styles)
+    motion_data_loss: str = "all"
 
 
 @dataclass

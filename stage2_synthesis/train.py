@@ -122,15 +122,20 @@ def augmented_instructions(label: dict[str, Any], rng: np.random.Generator, n_pa
 
 # ------------------------------------------------------------------------------------------------ losses
 def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, decoder, subset, lip_ids: torch.Tensor,
-                   w: DictConfig, gap_ids: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    m = mask.unsqueeze(-1).to(pred.dtype)
-    n = m.sum().clamp_min(1)
-    std = decoder.motion_std
-    coef = (((pred - target) / std) ** 2 * m).sum() / (n * pred.shape[-1])
-    vel_p, vel_t = (pred[:, 1:] - pred[:, :-1]) / std, (target[:, 1:] - target[:, :-1]) / std
-    mv = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1).to(pred.dtype)
-    vel = ((vel_p - vel_t) ** 2 * mv).sum() / (mv.sum().clamp_min(1) * pred.shape[-1])
+                   w: DictConfig, gap_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   lips_only: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``lips_only`` [B] (bool): rows whose losses read the mouth alone (the lip vertices, the lip gap and the jaw
+    pose; not the expression coefficients nor the rest of the face)."""
     B, T, M = pred.shape
+    dims = torch.ones(B, 1, M, dtype=pred.dtype, device=pred.device)  # which coefficients count, per row
+    if lips_only is not None:
+        dims[lips_only, :, :-3] = 0.0
+    m = mask.unsqueeze(-1).to(pred.dtype) * dims
+    std = decoder.motion_std
+    coef = (((pred - target) / std) ** 2 * m).sum() / m.sum().clamp_min(1)
+    vel_p, vel_t = (pred[:, 1:] - pred[:, :-1]) / std, (target[:, 1:] - target[:, :-1]) / std
+    mv = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1).to(pred.dtype) * dims
+    vel = ((vel_p - vel_t) ** 2 * mv).sum() / mv.sum().clamp_min(1)
     # vertices of a random quarter of the real frames: the same expected loss for a quarter of the cost
     flat_m = mask.reshape(-1) & (torch.rand(B * T, device=mask.device) < float(w.vertex_frame_fraction))
     pp, tt = pred.reshape(-1, M)[flat_m], target.reshape(-1, M)[flat_m]
@@ -139,7 +144,13 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     err = ((vp - vt) ** 2).sum(-1) * 1e6  # squared mm
     weights = torch.ones(err.shape[1], device=err.device)
     weights[lip_ids] = float(w.lip_weight)
-    vert = (err * weights).sum(1).mean() / weights.sum()
+    weights = weights.expand_as(err)
+    if lips_only is not None:
+        on_lips = torch.zeros(err.shape[1], dtype=err.dtype, device=err.device)
+        on_lips[lip_ids] = 1.0
+        row = torch.arange(B, device=mask.device).repeat_interleave(T)[flat_m]
+        weights = torch.where(lips_only[row, None], weights * on_lips, weights)
+    vert = ((err * weights).sum(1) / weights.sum(1)).mean() if len(err) else err.sum()
     total = float(w.coef_weight) * coef + float(w.vertex_weight) * vert * 1e-2 + float(w.velocity_weight) * vel
     out = {"coef": coef, "vertex_mm2": vert, "velocity": vel}
     if gap_ids is not None and float(w.gap_weight) > 0 and len(vp):
@@ -254,6 +265,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
         raise ConfigError(f"stage2.train.lipsync.motion_data_partners must be own or first, "
                           f"got {tc.lipsync.motion_data_partners!r}")
+    if str(tc.lipsync.motion_data_loss) not in ("all", "lips"):
+        from avitalk.config import ConfigError
+
+        raise ConfigError(f"stage2.train.lipsync.motion_data_loss must be all or lips, "
+                          f"got {tc.lipsync.motion_data_loss!r}")
     lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
     allm = np.concatenate(lip_bank.motion)
@@ -295,8 +311,10 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             b = {k: v.to(acc.device) for k, v in lipsync_batch(lip_bank, idx, int(lc.crop_frames), brng,
                                                                float(lc.augment_p), float(lc.pause_p)).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
-            return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids),
-                    [lip_bank.ids[i] for i in idx])
+            lips_only = (torch.as_tensor(np.asarray(lip_bank.corpus)[idx] > 0, device=acc.device)
+                         if str(lc.motion_data_loss) == "lips" else None)
+            return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids,
+                                   lips_only), [lip_bank.ids[i] for i in idx])
 
         def save_lipsync() -> None:
             save_module(synth.style_encoder, out / "style_encoder.safetensors")

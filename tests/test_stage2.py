@@ -169,6 +169,39 @@ def test_row_weights_give_the_motion_corpora_their_share():
         row_weights(bank, 1.5)
 
 
+def test_lipsync_losses_can_read_the_mouth_alone():
+    """lips_only rows (stage2.train.lipsync.motion_data_loss: lips): a brow the data raised costs nothing there, the
+    same brow costs in a whole-face row, and a jaw that differs costs in both."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from avitalk.flame import FlameModel
+    from avitalk.flame.standin import AU_NAMES, standin_arrays
+    from avitalk.stage2_synthesis.train import lipsync_losses
+
+    model = FlameModel.standin()
+    lips = model.region("lips")
+    subset = model.subset(np.concatenate([lips, model.region("forehead")]))
+    w = OmegaConf.create({"vertex_frame_fraction": 1.0, "lip_weight": 3.0, "coef_weight": 1.0, "vertex_weight": 1.0,
+                          "velocity_weight": 0.5, "gap_weight": 0.0})
+    dec = SimpleNamespace(motion_std=torch.ones(53))
+    pred, mask = torch.zeros(2, 8, 53), torch.ones(2, 8, dtype=torch.bool)
+    brow = torch.zeros(2, 8, 53)
+    brow[..., :50] = torch.as_tensor(standin_arrays()[0]["au_to_expression"][AU_NAMES.index("AU01_inner_brow_raise")])
+    jaw = torch.zeros(2, 8, 53)
+    jaw[..., 50] = 0.15
+
+    def loss(target, lips_only):
+        out = lipsync_losses(pred, target, mask, dec, subset, torch.arange(len(lips)), w, lips_only=lips_only)
+        return float(out["loss"])
+
+    mouth = torch.tensor([True, True])
+    assert loss(brow, mouth) == pytest.approx(0.0, abs=1e-6)
+    assert loss(brow, None) > 0.1 and loss(brow, torch.tensor([False, True])) > 0.05
+    assert loss(jaw, mouth) > 0.01 and loss(jaw, None) > 0.01
+
+
 @pytest.mark.slow
 def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
     """--motion-data: its clips join the lip-sync batches (and the motion statistics); the prior's clips stay --data's."""
@@ -185,6 +218,12 @@ def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
                            for line in man.read_text().splitlines()))
     cfg = tiny_stage2_cfg()
     cfg.stage2.train.lipsync.motion_data_share = 0.5
+    cfg.stage2.train.lipsync.motion_data_loss = "face"
+    from avitalk.config import ConfigError
+
+    with pytest.raises(ConfigError, match="motion_data_loss must be all or lips"):
+        train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False, motion_data=(tmp_path / "m",))
+    cfg.stage2.train.lipsync.motion_data_loss = "lips"  # the motion corpus's rows read the mouth alone
     r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False, motion_data=(tmp_path / "m",))
     info = json.loads((tmp_path / "ck" / "train_info.json").read_text())
     assert info["motion_data"] == [str(tmp_path / "m")]
