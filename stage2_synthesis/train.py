@@ -207,6 +207,11 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
+    for key, allowed in (("motion_data_partners", ("own", "first")), ("motion_data_loss", ("all", "lips"))):
+        if str(tc.lipsync[key]) not in allowed:  # before any feature is encoded
+            from avitalk.config import ConfigError
+
+            raise ConfigError(f"stage2.train.lipsync.{key} must be {' or '.join(allowed)}, got {tc.lipsync[key]!r}")
     if phase == "stream" and int(tc.stream.steps) <= 0:
         from avitalk.config import ConfigError
 
@@ -260,16 +265,6 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                      progress=progress and acc.is_main_process) if pauses else None)
         banks.append(ClipBank(d, "train", c, limit, a, copies, pc_, pauses, int(cfg.seed)))
     timings["features_s"] = time.perf_counter() - t
-    if str(tc.lipsync.motion_data_partners) not in ("own", "first"):
-        from avitalk.config import ConfigError
-
-        raise ConfigError(f"stage2.train.lipsync.motion_data_partners must be own or first, "
-                          f"got {tc.lipsync.motion_data_partners!r}")
-    if str(tc.lipsync.motion_data_loss) not in ("all", "lips"):
-        from avitalk.config import ConfigError
-
-        raise ConfigError(f"stage2.train.lipsync.motion_data_loss must be all or lips, "
-                          f"got {tc.lipsync.motion_data_loss!r}")
     lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
     allm = np.concatenate(lip_bank.motion)
