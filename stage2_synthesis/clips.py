@@ -34,6 +34,9 @@ class ClipBank:
         # copy's (encoders.cache.stream_window_plan), for the live decoder (stage2.train.stream)
         self.windows: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self.corpus: list[int] = [0] * len(clips)  # which corpus each clip came from (see concat)
+        # per clip, its frames of speech (speech_frames; None without word times) and those of its pause copies
+        self.speech: list[np.ndarray | None] = []
+        self.paused_speech: list[list[np.ndarray | None]] = []
         for c in clips:
             seq = FlameSequence.load(root / c.flame)
             f = cache.get(c.id)
@@ -42,6 +45,8 @@ class ClipBank:
             self.ids.append(c.id)
             self.motion.append(seq.motion().astype(np.float32))
             self.feats.append(to_motion_rate(f, seq.num_frames))
+            sp = speech_frames(c.extra.get("words"), seq.num_frames)
+            self.speech.append(sp)
             vs = []
             for k in range(copies if augmented is not None else 0):
                 a = augmented.get(augmented_id(c.id, k))
@@ -49,7 +54,7 @@ class ClipBank:
                     raise DatasetError(f"{c.id}: augmented features missing from {augmented.dir}")
                 vs.append(to_motion_rate(a, seq.num_frames).astype(np.float16))
             self.variants.append(vs)
-            ps = []
+            ps, pss = [], []
             for k in range(pauses if paused is not None else 0):
                 a = paused.get(pause_id(c.id, k))
                 if a is None:
@@ -57,7 +62,9 @@ class ClipBank:
                 lead, trail, _ = pause_plan(seed, c.id, k)
                 m = paused_motion(self.motion[-1], lead, trail)
                 ps.append((to_motion_rate(a, len(m)).astype(np.float16), m))
+                pss.append(None if sp is None else np.concatenate([np.zeros(lead, bool), sp, np.zeros(trail, bool)]))
             self.paused.append(ps)
+            self.paused_speech.append(pss)
             ws = []
             for k in range(stream_copies if streamed is not None else 0):
                 a = streamed.get(stream_window_id(c.id, k))
@@ -92,7 +99,8 @@ class ClipBank:
         if partners not in ("own", "first"):
             raise ValueError(f"partners must be 'own' or 'first', got {partners!r}")
         out = cls.__new__(cls)
-        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants", "paused", "windows"):
+        for name in ("ids", "feats", "motion", "keys", "instructions", "labels", "variants", "paused", "windows",
+                     "speech", "paused_speech"):
             setattr(out, name, [x for b in banks for x in getattr(b, name)])
         by_emo = defaultdict(list)
         for i, (_, emo, _) in enumerate(banks[0].keys):
@@ -104,6 +112,23 @@ class ClipBank:
             out.corpus += [k] * len(b)
             offset += len(b)
         return out
+
+
+SPEECH_MARGIN_S = 0.12  # a lip gesture starts before a word's sound and ends after it
+
+
+def speech_frames(words, num_frames: int, margin: float = SPEECH_MARGIN_S) -> np.ndarray | None:
+    """Which of a clip's motion frames lie within ``margin`` seconds of one of its words (``[[word, start, end], ...]``
+    in seconds, as the manifest's ``words``; GRID's silences are not words); None when the clip has no word times."""
+    from avitalk.types import MOTION_FPS
+
+    if not words:
+        return None
+    t = np.arange(num_frames) / MOTION_FPS
+    out = np.zeros(num_frames, bool)
+    for _, start, end in words:
+        out |= (t >= float(start) - margin) & (t <= float(end) + margin)
+    return out
 
 
 def paused_motion(motion: np.ndarray, lead: int, trail: int, settle: int = 5) -> np.ndarray:

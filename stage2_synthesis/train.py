@@ -49,22 +49,27 @@ def _pad(arrs: list[np.ndarray], L: int | None = None) -> tuple[torch.Tensor, to
 
 
 def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator,
-                  augment_p: float, pause_p: float) -> dict[str, torch.Tensor]:
+                  augment_p: float, pause_p: float, speech_only: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """A lip-sync batch; ``augment_p``: the chance of reading a clip's audio through one of its augmented copies
     (noise, reverberation, band limits, gain, codec) while the target motion stays the clean clip's; ``pause_p``: the
-    chance of reading one of its pause copies instead (the clip between seconds of silence, the face at rest in them)."""
-    feats, motion, partners = [], [], []
-    for i in idx:
-        src, mot = bank.feats[i], bank.motion[i]
+    chance of reading one of its pause copies instead (the clip between seconds of silence, the face at rest in them).
+    ``speech_only`` [rows] (bool): rows whose ``loss_mask`` keeps only the frames of speech (``bank.speech``: within
+    a margin of a word), when the clip has word times; ``loss_mask`` is ``mask`` elsewhere."""
+    feats, motion, partners, speech = [], [], [], []
+    for row, i in enumerate(idx):
+        src, mot, sp = bank.feats[i], bank.motion[i], bank.speech[i]
         paused = bank.paused[i] if getattr(bank, "paused", None) else []
         if pause_p > 0 and paused and rng.random() < pause_p:
-            src, mot = paused[int(rng.integers(len(paused)))]
+            k = int(rng.integers(len(paused)))
+            (src, mot), sp = paused[k], bank.paused_speech[i][k]
             src = src.astype(np.float32)
         elif augment_p > 0 and bank.variants[i] and rng.random() < augment_p:
             src = bank.variants[i][int(rng.integers(len(bank.variants[i])))].astype(np.float32)
         s = crop_start(len(mot), crop, rng)
         feats.append(src[s : s + crop])
         motion.append(mot[s : s + crop])
+        keep = sp is not None and speech_only is not None and bool(speech_only[row])
+        speech.append(torch.as_tensor(sp[s : s + crop] if keep else np.ones(len(motion[-1]), bool)))
         p = bank.partners[i]
         pm = bank.motion[p[int(rng.integers(len(p)))]]
         ps = crop_start(len(pm), crop, rng)
@@ -72,7 +77,10 @@ def lipsync_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Gen
     f, mask = _pad(feats, crop)
     m, _ = _pad(motion, crop)
     pm, pmask = _pad(partners)
-    return {"feats": f, "motion": m, "mask": mask, "partner": pm, "partner_mask": pmask}
+    loss_mask = mask.clone()
+    for row, sp in enumerate(speech):
+        loss_mask[row, : len(sp)] &= sp
+    return {"feats": f, "motion": m, "mask": mask, "loss_mask": loss_mask, "partner": pm, "partner_mask": pmask}
 
 
 def stream_batch(bank: ClipBank, idx: np.ndarray, crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -207,7 +215,8 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
 
     cfg = merge_config(cfg, source="the stage-2 training config")  # a checked copy with every default: never the caller's
     tc = cfg.stage2.train
-    for key, allowed in (("motion_data_partners", ("own", "first")), ("motion_data_loss", ("all", "lips"))):
+    for key, allowed in (("motion_data_partners", ("own", "first")), ("motion_data_loss", ("all", "lips")),
+                         ("motion_data_frames", ("all", "speech"))):
         if str(tc.lipsync[key]) not in allowed:  # before any feature is encoded
             from avitalk.config import ConfigError
 
@@ -303,13 +312,15 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = (brng.integers(0, len(lip_bank), int(lc.batch_size)) if lip_p is None
                    else brng.choice(len(lip_bank), int(lc.batch_size), p=lip_p))
+            tracked = np.asarray(lip_bank.corpus)[idx] > 0  # rows of the motion corpora
+            speech_only = tracked if str(lc.motion_data_frames) == "speech" else None
             b = {k: v.to(acc.device) for k, v in lipsync_batch(lip_bank, idx, int(lc.crop_frames), brng,
-                                                               float(lc.augment_p), float(lc.pause_p)).items()}
+                                                               float(lc.augment_p), float(lc.pause_p),
+                                                               speech_only).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
-            lips_only = (torch.as_tensor(np.asarray(lip_bank.corpus)[idx] > 0, device=acc.device)
-                         if str(lc.motion_data_loss) == "lips" else None)
-            return (lipsync_losses(pred.float(), b["motion"], b["mask"], synth.decoder, subset, lip_ids, lc, gap_ids,
-                                   lips_only), [lip_bank.ids[i] for i in idx])
+            lips_only = torch.as_tensor(tracked, device=acc.device) if str(lc.motion_data_loss) == "lips" else None
+            return (lipsync_losses(pred.float(), b["motion"], b["loss_mask"], synth.decoder, subset, lip_ids, lc,
+                                   gap_ids, lips_only), [lip_bank.ids[i] for i in idx])
 
         def save_lipsync() -> None:
             save_module(synth.style_encoder, out / "style_encoder.safetensors")

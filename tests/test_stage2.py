@@ -285,6 +285,44 @@ def test_pause_copies_put_the_clip_between_silences_with_the_face_at_rest(tmp_pa
     assert b["mask"].sum(1).tolist() == [len(x) for x in bank.motion]
 
 
+def test_speech_only_rows_leave_a_tracked_face_s_silences_out_of_the_loss(tmp_path):
+    """stage2.train.lipsync.motion_data_frames: speech: the rows of a motion corpus count only the frames within a
+    margin of one of the clip's words (its pause copies' added silences too); the decoder still reads every frame."""
+    import json
+
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import cache_dataset_features, cache_paused_features, pause_plan
+    from avitalk.stage2_synthesis.clips import ClipBank, speech_frames
+    from avitalk.stage2_synthesis.train import lipsync_batch
+
+    sp = speech_frames([["bin", 0.4, 0.6], ["blue", 0.6, 0.8]], 30, margin=0.1)
+    assert sp.tolist() == [False] * 8 + [True] * 15 + [False] * 7  # 0.3-0.9 s at 25 fps
+    assert speech_frames([], 30) is None and speech_frames(None, 30) is None
+
+    generate(tmp_path / "d", 4, seed=5, workers=1, progress=False)
+    man = tmp_path / "d" / "manifest.jsonl"  # word times as a GRID import writes them: one word 0.4-0.8 s
+    man.write_text("".join(json.dumps({**json.loads(line), "words": [["bin", 0.4, 0.8]]}) + "\n"
+                           for line in man.read_text().splitlines()))
+    enc = Synthesizer.build(tiny_stage2_cfg()).audio_encoder
+    cache = cache_dataset_features(tmp_path / "d", enc, progress=False)
+    pcache = cache_paused_features(tmp_path / "d", enc, 1, seed=0, progress=False)
+    bank = ClipBank(tmp_path / "d", "train", cache, paused=pcache, pauses=1, seed=0)
+    words = speech_frames([["bin", 0.4, 0.8]], len(bank.motion[0]))
+    assert bank.speech[0].tolist() == words.tolist()
+    lead, trail, _ = pause_plan(0, bank.ids[0], 0)
+    assert bank.paused_speech[0][0].tolist() == [False] * lead + words.tolist() + [False] * trail
+    rows = np.arange(len(bank))
+    only = np.array([True, False] * (len(bank) // 2))
+    for pause_p in (0.0, 1.0):
+        b = lipsync_batch(bank, rows, 400, np.random.default_rng(0), 0.0, pause_p, speech_only=only)
+        lengths = [len(bank.paused[i][0][1]) if pause_p else len(bank.motion[i]) for i in rows]
+        assert b["mask"].sum(1).tolist() == lengths
+        for r in rows:
+            n = int(b["mask"][r].sum())
+            want = (bank.paused_speech[r][0] if pause_p else bank.speech[r]) if only[r] else np.ones(n, bool)
+            assert b["loss_mask"][r, :n].tolist() == want.tolist() and not b["loss_mask"][r, n:].any()
+
+
 @pytest.mark.slow
 def test_live_decoder_learns_from_the_windows_a_stream_encodes(tmp_path):
     """stage2.train.stream: windows of the pause copies' audio encoded as a live stream encodes them (cached), their
