@@ -89,8 +89,9 @@ class LipsyncTrainConfig:
     # "lips" (the lip vertices, the lip gap and the jaw pose; a tracked face's brows and eyes are then left to the
     # main corpus's styles)
     motion_data_loss: str = "all"
-    # which of those clips' frames the lip-sync losses read: "all" or "speech" (frames within SPEECH_MARGIN_S of a word
-    # of the clip's word times; a tracked face's silences, lips often apart, are then left to the main corpus's rest)
+    # which of those clips' frames the lip-sync losses read: "all" or "speech" (frames within 0.12 s of a word of the
+    # clip's word times, stage2_synthesis.clips.speech_frames; a tracked face's silences, lips often apart, are then
+    # left to the main corpus's rest)
     motion_data_frames: str = "all"
 
 
