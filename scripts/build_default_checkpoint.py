@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="retrain only stage 2 of the pipeline folder --out (default: the embedded one), measure again "
                          "and rewrite its card; stage 1 and the emotion reader are kept as they are")
     ap.add_argument("--real-check-actors", default="Actor_01,Actor_22",
-                    help="actors whose clips the real-speech mouth metrics use (stage 2 never trains on real speech)")
+                    help="actors whose clips the real-speech mouth metrics use (stage 2 never trains on RAVDESS)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--redo", choices=["stage1", "stage2", "evaluate"], help="rebuild this part (and what depends on it)")
     a = ap.parse_args(argv)
@@ -375,7 +375,7 @@ def model_card(cfg, m: dict) -> str:
         data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus (version {m['data'].get('synthtalk_version', 1)}, {m['data']['clips']} clips, seed
 {m['data']['seed']}: espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally generated ground-truth FLAME
 motion for the avitalk stand-in head) **and real emotional speech: RAVDESS** ({real['clips']} audio-only clips of 18
-actors; stage 1 only, stage 2 never sees real speech){read}.
+actors; stage 1 only: stage 2 never hears RAVDESS){read}.
 
 **Licence: CC BY-NC-SA 4.0** (attribution, non-commercial, share-alike), inherited from RAVDESS: Livingstone SR,
 Russo FA (2018), The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS), PLoS ONE 13(5): e0196391,
