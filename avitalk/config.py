@@ -291,7 +291,12 @@ def merge_config(user, overrides: list[str] | None = None, source: str = "config
     return cfg
 
 
-CHOICES = {"stage2.sampling.sampler": ("ddim", "dpmpp2m")}  # string keys that take one of a few values
+CHOICES = {  # string keys that take one of a few values
+    "stage2.sampling.sampler": ("ddim", "dpmpp2m"),
+    "stage2.train.lipsync.motion_data_partners": ("own", "first"),
+    "stage2.train.lipsync.motion_data_loss": ("all", "lips"),
+    "stage2.train.lipsync.motion_data_frames": ("all", "speech"),
+}
 
 
 def _why(e) -> str:

@@ -221,7 +221,7 @@ def test_training_reads_more_motion_for_lip_sync_only(tmp_path):
     cfg.stage2.train.lipsync.motion_data_loss = "face"
     from avitalk.config import ConfigError
 
-    with pytest.raises(ConfigError, match="motion_data_loss must be all or lips"):
+    with pytest.raises(ConfigError, match="motion_data_loss: 'face' is not one of all, lips"):
         train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False, motion_data=(tmp_path / "m",))
     cfg.stage2.train.lipsync.motion_data_loss = "lips"  # the motion corpus's rows read the mouth alone
     r = train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False, motion_data=(tmp_path / "m",))
