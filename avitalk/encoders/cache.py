@@ -18,11 +18,15 @@ def cache_dataset_features(
     batch_size: int = 8,
     progress: bool = True,
 ) -> FeatureCache:
-    """Features of every clip (of ``splits``) in ``cache_dir`` (default ``ROOT/features``); finished clips are kept."""
+    """Features of every clip (of ``splits``) in ``cache_dir`` (default ``ROOT/features``); finished clips are kept.
+    An encoder made of parts (``encoder.parts()``) caches each part under its own key: :class:`JoinedCache`."""
     from tqdm import tqdm
 
     from .. import audio as audio_io
 
+    if parts := _parts(encoder):
+        return JoinedCache(encoder, [cache_dataset_features(root, p, cache_dir, splits, batch_size, progress)
+                                     for p in parts])
     root = Path(root)
     cache = FeatureCache(cache_dir or root / "features", encoder.key)
     clips = [c for c in read_manifest(root) if splits is None or c.split in splits]
@@ -36,6 +40,23 @@ def cache_dataset_features(
         bar.update(len(chunk))
     bar.close()
     return cache
+
+
+class JoinedCache:
+    """The features of an encoder made of parts (:meth:`.whisper_layers.WhisperLayersEncoder.parts`), each part read
+    from its own cache and joined by ``encoder.join``: an encoder that extends stages 1 and 2's (the emotion reader's)
+    reads the features cached for them and computes only what it adds."""
+
+    def __init__(self, encoder: AudioEncoder, caches: list):
+        self.encoder, self.caches = encoder, caches
+
+    def get(self, clip_id: str):
+        fs = [c.get(clip_id) for c in self.caches]
+        return None if any(f is None for f in fs) else self.encoder.join(*fs)
+
+
+def _parts(encoder) -> list:
+    return encoder.parts() if hasattr(encoder, "parts") else []
 
 
 def augmented_id(clip_id: str, k: int) -> str:
@@ -69,9 +90,11 @@ def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, spl
     todo = [(c, k) for c in clips for k in range(copies) if cache.get(copy_id(c.id, k)) is None]
     if not todo:
         return cache
-    bank_rng = np.random.default_rng(seed)
-    babble = [audio_io.load(root / clips[int(j)].audio).samples
-              for j in bank_rng.choice(len(clips), size=min(16, len(clips)), replace=False)]
+    babble = {}  # per split, from that split's clips: a copy is the same whichever splits a call asks for
+    for split in {c.split for c, _ in todo}:
+        own = [c for c in clips if c.split == split]
+        babble[split] = [audio_io.load(root / own[int(j)].audio).samples for j in
+                         np.random.default_rng(seed).choice(len(own), size=min(16, len(own)), replace=False)]
     if encode is None:
         def encode(items, sources):
             return encoder.encode_batch([Audio(np.asarray(x, np.float32), source=src) for x, src in zip(items, sources)])
@@ -79,7 +102,7 @@ def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, spl
     for s in range(0, len(todo), 8):
         chunk = todo[s : s + 8]
         auds = [audio_io.load(root / c.audio) for c, _ in chunk]
-        items = [make(a.samples, c, k, babble) for a, (c, k) in zip(auds, chunk)]
+        items = [make(a.samples, c, k, babble[c.split]) for a, (c, k) in zip(auds, chunk)]
         for (c, k), f in zip(chunk, encode(items, [a.source for a in auds])):
             cache.put(copy_id(c.id, k), f)
         bar.update(len(chunk))
@@ -97,8 +120,12 @@ def cache_augmented_features(
 ) -> FeatureCache:
     """Features of ``copies`` augmented versions of every clip of ``splits`` (:func:`avitalk.augment.augment`:
     noise, reverberation, band limits, gain, codec), cached under ``ROOT/features/<key>-aug<seed>/<id>~aug<k>.npy``.
-    Each copy is deterministic for (seed, clip, k); finished copies are kept. Babble noise comes from other clips."""
+    Each copy is deterministic for (seed, clip, k); finished copies are kept. Babble noise comes from other clips of
+    the same split. An encoder made of parts caches each part's copies (:class:`JoinedCache`)."""
     from ..augment import augment
+
+    if parts := _parts(encoder):
+        return JoinedCache(encoder, [cache_augmented_features(root, p, copies, seed, splits, progress) for p in parts])
 
     def make(x, clip, k, babble):
         return augment(x, _rng(f"{seed}/{clip.id}/{k}"), babble)

@@ -17,14 +17,14 @@ from .base import AudioEncoder, encode_grouped
 
 
 @torch.no_grad()
-def encoder_layer_outputs(enc, mel: torch.Tensor) -> list[torch.Tensor]:
+def encoder_layer_outputs(enc, mel: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
     """A Whisper encoder's hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm), for
-    a log-mel [B, n_mels, N] of any length (no padding to 30 s)."""
+    a log-mel [B, n_mels, N] of any length (no padding to 30 s); ``upto``: only the first that many layers run."""
     x = torch.nn.functional.gelu(enc.conv1(mel))
     x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
     x = x + enc.embed_positions.weight[: x.shape[1]]
     outs = []
-    for layer in enc.layers:
+    for layer in enc.layers[:upto]:
         out = layer(x, None)
         x = out[0] if isinstance(out, tuple) else out
         outs.append(x)
@@ -64,9 +64,10 @@ class WhisperHFEncoder(AudioEncoder):
         self.key = f"whisper_hf-{name}-{str(self.dtype).split('.')[-1]}"
 
     @torch.no_grad()
-    def layer_outputs(self, mel: torch.Tensor) -> list[torch.Tensor]:
-        """Hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm)."""
-        return encoder_layer_outputs(self.encoder, mel)
+    def layer_outputs(self, mel: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Hidden states [B, N / 2, d] after each transformer layer (before the final LayerNorm; ``upto``: of the
+        first that many)."""
+        return encoder_layer_outputs(self.encoder, mel, upto)
 
     def int8(self) -> "WhisperHFEncoder":
         """A copy whose linear layers run in int8 (PyTorch dynamic quantization, CPU): about twice as fast on a laptop

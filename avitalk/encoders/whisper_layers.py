@@ -47,6 +47,7 @@ class WhisperLayersEncoder(WhisperHFEncoder):
         self.extra = []
         key = f"{name}-L{'+'.join(map(str, self.layers))}"
         self.dim = int(self.encoder.config.d_model) * len(self.layers)
+        main_key, main_dim, extra_keys = key, self.dim, []
         for e in extra:
             e = dict(e)
             unknown = set(e) - {"model", "layers"}
@@ -61,11 +62,36 @@ class WhisperLayersEncoder(WhisperHFEncoder):
             self.extra.append((enc2, ks))
             self.dim += int(enc2.config.d_model) * len(ks)
             key += f"+{n2}-L{'+'.join(map(str, ks))}"
+            extra_keys.append(f"{n2}-L{'+'.join(map(str, ks))}")
         self.prosody = bool(prosody)
         if not self.prosody:
             self.prosody_dim = 0
         self.dim += self.prosody_dim
-        self.key = f"whisper_layers-{key}" + ("-prosody2" if self.prosody else "")
+        suffix = "-prosody2" if self.prosody else ""
+        self.key = f"whisper_layers-{key}{suffix}"
+        # parts(): the keys and widths an encoder of the first model alone and one of the extras alone would have
+        self._main = (f"whisper_layers-{main_key}{suffix}", main_dim + self.prosody_dim)
+        self._extra_key = "whisper_layers-" + "+".join(extra_keys)
+
+    def parts(self) -> list["WhisperLayersEncoder"]:
+        """With extra models: [the first model's layers and the prosody, keyed as that encoder alone (so the
+        features cached for stages 1 and 2 serve it), the extra models' layers alone]; :meth:`join` puts the two
+        parts' features together as this encoder computes them. Without extra models: []."""
+        import copy
+
+        if not self.extra:
+            return []
+        main = copy.copy(self)
+        main.extra, (main.key, main.dim) = [], self._main
+        ext = copy.copy(self)
+        (ext.encoder, ext.layers), ext.extra = self.extra[0], self.extra[1:]
+        ext.prosody, ext.prosody_dim, ext.key, ext.dim = False, 0, self._extra_key, self.dim - self._main[1]
+        return [main, ext]
+
+    def join(self, main: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        """The features of :meth:`parts` side by side in this encoder's order (first model, extras, prosody)."""
+        n, cut = min(len(main), len(extra)), self._main[1] - self.prosody_dim
+        return np.ascontiguousarray(np.concatenate([main[:n, :cut], extra[:n], main[:n, cut:]], 1), np.float32)
 
     def forward_unpadded(self, mel):
         """The chosen layers side by side (the first model's, then each extra model's): intermediate ones
@@ -75,8 +101,8 @@ class WhisperLayersEncoder(WhisperHFEncoder):
         from .whisper_hf import encoder_layer_outputs
 
         with torch.no_grad():
-            out = _pick(self.encoder, self.layer_outputs(mel), self.layers)
-            out += [t for enc, ks in self.extra for t in _pick(enc, encoder_layer_outputs(enc, mel), ks)]
+            out = _pick(self.encoder, self.layer_outputs(mel, max(self.layers)), self.layers)
+            out += [t for enc, ks in self.extra for t in _pick(enc, encoder_layer_outputs(enc, mel, max(ks)), ks)]
             return torch.cat(out, -1)
 
     def encode_batch(self, audios, levels: Sequence[float | None] | None = None):
@@ -103,8 +129,9 @@ def _layer_numbers(layers: Sequence[int], n: int) -> list[int]:
 
 
 def _pick(enc, hs: list, layers: list[int]) -> list:
+    """Layers ``layers`` of the hidden states ``hs`` (of the first len(hs) of ``enc``'s layers), normalised."""
     import torch
 
-    last = len(hs)
+    last = len(enc.layers)
     return [enc.layer_norm(hs[k - 1]) if k == last else torch.nn.functional.layer_norm(hs[k - 1], hs[k - 1].shape[-1:])
             for k in layers]
