@@ -103,6 +103,7 @@ def test_an_encoder_with_extra_models_reuses_the_first_model_s_cached_features(t
     whole = build_encoder(f"whisper_layers:{tiny_ct2}", layers=[1], extra=[{"model": str(tiny_ct2), "layers": [2]}])
     main, extra = whole.parts()
     assert alone.parts() == [] and main.key == alone.key and main.dim == alone.dim == 64 + 4 and extra.dim == 64
+    assert [p.key for p in whole.int8().parts()] == [alone.int8().key, extra.key + "-int8"]  # never float32's files
     a = Audio(_speechlike(2.0))
     np.testing.assert_allclose(whole.join(main.encode(a), extra.encode(a)), whole.encode(a), atol=1e-6)
     assert np.abs(whole.encode(a)[:, 64:128] - alone.encode(a)[:, :64]).max() > 0.1  # layer 2 is not layer 1
