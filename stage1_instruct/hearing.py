@@ -114,7 +114,7 @@ class Hearing:
                 from avitalk.encoders import audio_encoder_from_config
 
                 enc = audio_encoder_from_config(self.cfg.stage1.reader_encoder)
-                self._reader_encoder = (enc, enc.parts() if hasattr(enc, "parts") else [])
+                self._reader_encoder = (enc, enc.parts())
             enc, parts = self._reader_encoder
             if parts and features is not None and encoder is not None and encoder.key == parts[0].key:
                 rows = enc.join(features, parts[1].encode(audio))  # the audio encoder's channels are the reader's

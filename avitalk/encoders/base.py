@@ -35,6 +35,11 @@ class AudioEncoder(abc.ABC):
 
     n_mels = 80
 
+    def parts(self) -> list["AudioEncoder"]:
+        """Encoders whose features, joined by :meth:`join`, are this one's, each cached under its own key (see
+        :meth:`.whisper_layers.WhisperLayersEncoder.parts`); [] for an encoder in one piece."""
+        return []
+
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """Whisper's log-mel [n_mels, N] of the unpadded clip, N cut to an even count (the encoder halves it)."""
         from ..lean.mel import log_mel

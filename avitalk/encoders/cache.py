@@ -24,7 +24,7 @@ def cache_dataset_features(
 
     from .. import audio as audio_io
 
-    if parts := _parts(encoder):
+    if parts := encoder.parts():
         return JoinedCache(encoder, [cache_dataset_features(root, p, cache_dir, splits, batch_size, progress)
                                      for p in parts])
     root = Path(root)
@@ -53,10 +53,6 @@ class JoinedCache:
     def get(self, clip_id: str):
         fs = [c.get(clip_id) for c in self.caches]
         return None if any(f is None for f in fs) else self.encoder.join(*fs)
-
-
-def _parts(encoder) -> list:
-    return encoder.parts() if hasattr(encoder, "parts") else []
 
 
 def augmented_id(clip_id: str, k: int) -> str:
@@ -124,7 +120,7 @@ def cache_augmented_features(
     the same split. An encoder made of parts caches each part's copies (:class:`JoinedCache`)."""
     from ..augment import augment
 
-    if parts := _parts(encoder):
+    if parts := encoder.parts():
         return JoinedCache(encoder, [cache_augmented_features(root, p, copies, seed, splits, progress) for p in parts])
 
     def make(x, clip, k, babble):

@@ -87,8 +87,6 @@ class WhisperHFEncoder(AudioEncoder):
         if getattr(self, "extra", None):
             out.extra = [(q(enc), ks) for enc, ks in self.extra]
         out.key = self.key + "-int8"
-        if hasattr(self, "_main"):  # whisper_layers' parts are int8 too, and keyed so
-            out._main, out._extra_key = (self._main[0] + "-int8", self._main[1]), self._extra_key + "-int8"
         return out
 
     def forward_unpadded(self, mel: torch.Tensor) -> torch.Tensor:

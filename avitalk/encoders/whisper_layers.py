@@ -88,6 +88,12 @@ class WhisperLayersEncoder(WhisperHFEncoder):
         ext.prosody, ext.prosody_dim, ext.key, ext.dim = False, 0, self._extra_key, self.dim - self._main[1]
         return [main, ext]
 
+    def int8(self) -> "WhisperLayersEncoder":
+        """:meth:`.whisper_hf.WhisperHFEncoder.int8`, its parts keyed as int8 too (never float32's cached files)."""
+        out = super().int8()
+        out._main, out._extra_key = (self._main[0] + "-int8", self._main[1]), self._extra_key + "-int8"
+        return out
+
     def join(self, main: np.ndarray, extra: np.ndarray) -> np.ndarray:
         """The features of :meth:`parts` side by side in this encoder's order (first model, extras, prosody)."""
         n, cut = min(len(main), len(extra)), self._main[1] - self.prosody_dim
