@@ -96,3 +96,55 @@ def test_cache_dataset_features(tmp_path):
     for c in read_manifest(tmp_path / "d"):
         f = cache.get(c.id)
         assert f.shape == (int(round(c.duration * 50)), 32)
+
+
+def test_cache_workers_write_what_one_process_writes(tmp_path):
+    """Two forked worker processes share a cache's encoding (clean, augmented and pause copies): the same features as
+    one process, every clip there."""
+    from avitalk.data.manifest import read_manifest
+    from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import augmented_id, cache_augmented_features, cache_dataset_features
+
+    generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
+    enc = build_encoder("whisper_hf", config=TINY)
+    clips = read_manifest(tmp_path / "d")
+    one = cache_dataset_features(tmp_path / "d", enc, tmp_path / "one", progress=False, batch_size=2, workers=1)
+    two = cache_dataset_features(tmp_path / "d", enc, tmp_path / "two", progress=False, batch_size=2, workers=2)
+    for c in clips:
+        np.testing.assert_allclose(two.get(c.id), one.get(c.id), atol=1e-5)
+    a1 = cache_augmented_features(tmp_path / "d", enc, 1, seed=1, splits=("train", "val", "test"), progress=False,
+                                  workers=1)
+    import shutil
+
+    saved = {c.id: a1.get(augmented_id(c.id, 0)) for c in clips}
+    shutil.rmtree(a1.dir)
+    a2 = cache_augmented_features(tmp_path / "d", enc, 1, seed=1, splits=("train", "val", "test"), progress=False,
+                                  workers=2)
+    for c in clips:
+        np.testing.assert_allclose(a2.get(augmented_id(c.id, 0)), saved[c.id], atol=1e-5)
+
+
+def test_a_failing_worker_leaves_its_chunks_to_the_caller():
+    """A chunk that fails in a worker is done again by the calling process, so its error reaches the caller as
+    itself; the other chunks are kept."""
+    from avitalk.encoders.cache import run_chunks
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    import multiprocessing
+
+    written = multiprocessing.get_context("fork").Manager().list()  # what every process wrote
+
+    def work(chunk):
+        if 7 in chunk:
+            raise ValueError("clip 7 is damaged")
+        written.extend(chunk)
+
+    # chunks 0, 2, 4 to the first worker, 1, 3, 5 to the second, which stops at chunk 3 ([6, 7])
+    with pytest.raises(ValueError, match="clip 7 is damaged"):
+        run_chunks([[i, i + 1] for i in range(0, 12, 2)], work, lambda i: i not in written, Bar(), workers=2)
+    assert sorted(written) == [0, 1, 2, 3, 4, 5, 8, 9]

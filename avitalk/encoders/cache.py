@@ -17,27 +17,30 @@ def cache_dataset_features(
     splits: tuple[str, ...] | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    workers: int | None = None,
 ) -> FeatureCache:
     """Features of every clip (of ``splits``) in ``cache_dir`` (default ``ROOT/features``); finished clips are kept.
-    An encoder made of parts (``encoder.parts()``) caches each part under its own key: :class:`JoinedCache`."""
+    An encoder made of parts (``encoder.parts()``) caches each part under its own key: :class:`JoinedCache`.
+    ``workers``: processes that share the encoding (:func:`encode_workers`)."""
     from tqdm import tqdm
 
     from .. import audio as audio_io
 
     if parts := encoder.parts():
-        return JoinedCache(encoder, [cache_dataset_features(root, p, cache_dir, splits, batch_size, progress)
+        return JoinedCache(encoder, [cache_dataset_features(root, p, cache_dir, splits, batch_size, progress, workers)
                                      for p in parts])
     root = Path(root)
     cache = FeatureCache(cache_dir or root / "features", encoder.key)
     clips = [c for c in read_manifest(root) if splits is None or c.split in splits]
     todo = [c for c in clips if cache.get(c.id) is None]
-    bar = tqdm(total=len(todo), unit="clip", desc=f"features {encoder.key}", disable=not progress or None)
-    for s in range(0, len(todo), batch_size):
-        chunk = todo[s : s + batch_size]
-        feats = encoder.encode_batch([audio_io.load(root / c.audio) for c in chunk])
-        for c, f in zip(chunk, feats):
+
+    def work(chunk) -> None:
+        for c, f in zip(chunk, encoder.encode_batch([audio_io.load(root / c.audio) for c in chunk])):
             cache.put(c.id, f)
-        bar.update(len(chunk))
+
+    bar = tqdm(total=len(todo), unit="clip", desc=f"features {encoder.key}", disable=not progress or None)
+    run_chunks([todo[s : s + batch_size] for s in range(0, len(todo), batch_size)], work,
+               lambda c: cache.get(c.id) is None, bar, encode_workers(encoder, workers))
     bar.close()
     return cache
 
@@ -69,7 +72,8 @@ def _rng(text: str):
 
 
 def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, splits: tuple[str, ...], progress: bool,
-                  suffix: str, copy_id, make, desc: str, motion_only: bool = False, encode=None) -> FeatureCache:
+                  suffix: str, copy_id, make, desc: str, motion_only: bool = False, encode=None,
+                  workers: int | None = None) -> FeatureCache:
     """Encode ``copies`` altered versions of every clip of ``splits`` (``motion_only``: of those with motion) into
     ``ROOT/features/<key>-<suffix>/`` under ``copy_id(clip id, k)``: ``make(samples, clip, k, babble)`` alters a
     clip's samples (``babble``: 16 other clips of the split, for background talk); ``encode(items, sources)`` turns
@@ -94,14 +98,16 @@ def _cache_copies(root: Path, encoder: AudioEncoder, copies: int, seed: int, spl
     if encode is None:
         def encode(items, sources):
             return encoder.encode_batch([Audio(np.asarray(x, np.float32), source=src) for x, src in zip(items, sources)])
-    bar = tqdm(total=len(todo), unit="copy", desc=desc, disable=not progress or None)
-    for s in range(0, len(todo), 8):
-        chunk = todo[s : s + 8]
+
+    def work(chunk) -> None:
         auds = [audio_io.load(root / c.audio) for c, _ in chunk]
         items = [make(a.samples, c, k, babble[c.split]) for a, (c, k) in zip(auds, chunk)]
         for (c, k), f in zip(chunk, encode(items, [a.source for a in auds])):
             cache.put(copy_id(c.id, k), f)
-        bar.update(len(chunk))
+
+    bar = tqdm(total=len(todo), unit="copy", desc=desc, disable=not progress or None)
+    run_chunks([todo[s : s + 8] for s in range(0, len(todo), 8)], work,
+               lambda ck: cache.get(copy_id(ck[0].id, ck[1])) is None, bar, encode_workers(encoder, workers))
     bar.close()
     return cache
 
@@ -113,6 +119,7 @@ def cache_augmented_features(
     seed: int = 0,
     splits: tuple[str, ...] = ("train",),
     progress: bool = True,
+    workers: int | None = None,
 ) -> FeatureCache:
     """Features of ``copies`` augmented versions of every clip of ``splits`` (:func:`avitalk.augment.augment`:
     noise, reverberation, band limits, gain, codec), cached under ``ROOT/features/<key>-aug<seed>/<id>~aug<k>.npy``.
@@ -121,13 +128,14 @@ def cache_augmented_features(
     from ..augment import augment
 
     if parts := encoder.parts():
-        return JoinedCache(encoder, [cache_augmented_features(root, p, copies, seed, splits, progress) for p in parts])
+        return JoinedCache(encoder, [cache_augmented_features(root, p, copies, seed, splits, progress, workers)
+                                     for p in parts])
 
     def make(x, clip, k, babble):
         return augment(x, _rng(f"{seed}/{clip.id}/{k}"), babble)
 
     return _cache_copies(Path(root), encoder, copies, seed, splits, progress, f"aug{seed}", augmented_id, make,
-                         f"augmented features x{copies}")
+                         f"augmented features x{copies}", workers=workers)
 
 
 # ------------------------------------------------------------------------------------------------ pause copies
@@ -176,6 +184,7 @@ def cache_paused_features(
     seed: int = 0,
     splits: tuple[str, ...] = ("train",),
     progress: bool = True,
+    workers: int | None = None,
 ) -> FeatureCache:
     """Features of ``copies`` pause copies of every clip of ``splits``: its audio with 0.5-3 s of silence before and
     after (:func:`pause_plan`), half of them through the augmentation chain, cached under
@@ -185,7 +194,7 @@ def cache_paused_features(
         return _pause_copy(x, seed, clip.id, k, *pause_plan(seed, clip.id, k), babble)
 
     return _cache_copies(Path(root), encoder, copies, seed, splits, progress, f"pause{seed}", pause_id, make,
-                         f"pause copies x{copies}")
+                         f"pause copies x{copies}", workers=workers)
 
 
 # ------------------------------------------------------------------------------------------------ stream windows
@@ -214,6 +223,7 @@ def cache_stream_windows(
     seed: int = 0,
     splits: tuple[str, ...] = ("train",),
     progress: bool = True,
+    workers: int | None = None,
 ) -> FeatureCache:
     """The windows a live stream encodes (:func:`avitalk.encoders.streaming.stream_windows`: the last ``context_s``
     seconds heard, encoded as one clip, with the stream's loud level), ``copies`` per clip with motion of ``splits``
@@ -239,4 +249,71 @@ def cache_stream_windows(
 
     return _cache_copies(Path(root), encoder, copies, seed, splits, progress,
                          f"stream{seed}-{int(round(context_s * MOTION_FPS))}", stream_window_id, make,
-                         f"stream windows x{copies}", motion_only=True, encode=encode)
+                         f"stream windows x{copies}", motion_only=True, encode=encode, workers=workers)
+
+
+# ------------------------------------------------------------------------------------------------ worker processes
+def encode_workers(encoder: AudioEncoder, workers: int | None = None) -> int:
+    """How many processes encode a cache's missing clips: ``workers`` if given, else one per thread torch would use
+    (``torch.get_num_threads()``, i.e. the cores, or what ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` chose);
+    one for an encoder on a GPU, and one where processes cannot be forked (not Linux). On 2 cores two one-thread
+    processes encode about 1.5x faster than one process on two threads: an encoder's small matrices and its Python
+    and numpy work (resampling, augmentation, pitch) keep a second thread mostly idle (docs/measurements.md)."""
+    import multiprocessing
+    import sys
+
+    import torch
+
+    if workers is not None:
+        return max(1, int(workers))
+    if str(getattr(encoder, "device", "cpu")) != "cpu" or not sys.platform.startswith("linux") \
+            or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+def run_chunks(chunks: list, work, missing, bar, workers: int = 1) -> None:
+    """``work(chunk)`` for every chunk (it writes the chunk's features to a cache), shared among ``workers`` forked
+    processes of one torch thread each (chunk i to process i mod workers), ``bar`` counting items. Whatever is still
+    ``missing(item)`` afterwards (all of it with one worker; a crashed worker's share) is done here, so an error
+    reaches the caller as itself and a run that stopped resumes from the cache."""
+    if workers > 1 and len(chunks) >= 2 * workers:
+        _fork_chunks(chunks, work, bar, workers)
+    for chunk in chunks:
+        if any(missing(x) for x in chunk):
+            work(chunk)
+            bar.update(len(chunk))
+
+
+def _fork_chunks(chunks: list, work, bar, workers: int) -> None:
+    import multiprocessing
+    import queue as queue_mod
+
+    ctx = multiprocessing.get_context("fork")  # the children inherit the loaded encoder and ``work`` as they are
+    done = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(work, chunks[w::workers], done), daemon=True) for w in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs) or not done.empty():
+            try:
+                bar.update(done.get(timeout=0.2))
+            except queue_mod.Empty:
+                pass
+    finally:  # interrupted: the workers go too (what they wrote is kept)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+
+
+def _worker(work, chunks: list, done) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers are the parallelism (and OpenMP's pool is not safe to use after a fork)
+    try:
+        for chunk in chunks:
+            work(chunk)
+            done.put(len(chunk))
+    except BaseException:  # noqa: BLE001 -- the parent redoes this chunk and reports its error (or is interrupted)
+        return
