@@ -17,6 +17,8 @@ from torch import nn
 
 from omegaconf import DictConfig, OmegaConf
 
+from avitalk.dropout import cheap_dropouts
+
 from .qformer import QFormer
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class InstructionModel(nn.Module):
             for p in llm.parameters():
                 p.requires_grad_(False)
             self.llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", **lora))
+        cheap_dropouts(self.llm)  # LoRA's input dropout (and any in the LLM): avitalk.dropout
         self.qformer = qformer
         self.align = nn.Linear(qformer.pooled_dim, text_dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))

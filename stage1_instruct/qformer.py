@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avitalk.dropout import Dropout
 from avitalk.types import FEATURE_RATE, LISTEN_WINDOW_S
 
 
@@ -15,7 +16,7 @@ class QFormerLayer(nn.Module):
         self.n1, self.self_attn = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.n2, self.cross = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.n3 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), Dropout(dropout), nn.Linear(ff, d))
 
     def forward(self, q: torch.Tensor, feats: torch.Tensor, kpm: torch.Tensor | None) -> torch.Tensor:
         h = self.n1(q)
@@ -33,10 +34,10 @@ class Listener(nn.Module):
 
     def __init__(self, n_in: int, hidden: int, out: int, dropout: float):
         super().__init__()
-        self.inp = nn.Sequential(nn.LayerNorm(n_in), nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.GELU())
+        self.inp = nn.Sequential(nn.LayerNorm(n_in), Dropout(dropout), nn.Linear(n_in, hidden), nn.GELU())
         self.conv = nn.ModuleList([nn.Conv1d(hidden, hidden, 5, padding=2), nn.Conv1d(hidden, hidden, 5, padding=2)])
         self.att = nn.Linear(hidden, 1)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * hidden, out))
+        self.out = nn.Sequential(Dropout(dropout), nn.Linear(4 * hidden, out))
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """feats [B, T, n_in], mask [B, T] (True = real) -> [B, out]."""
@@ -74,7 +75,7 @@ class QFormer(nn.Module):
         # what a voice says about emotion is mostly global (level, spread and movement of pitch, energy, timbre), and a
         # linear read-out of exactly these statistics is the strongest speaker-independent baseline on real speech
         n_in = feature_dim + prosody_dim
-        self.stats = (nn.Sequential(nn.LayerNorm(2 * n_in), nn.Dropout(dropout), nn.Linear(2 * n_in, d_model), nn.GELU(),
+        self.stats = (nn.Sequential(nn.LayerNorm(2 * n_in), Dropout(dropout), nn.Linear(2 * n_in, d_model), nn.GELU(),
                                     nn.Linear(d_model, d_model)) if stats and not listener else None)
         # the listener (replaces the plain statistics when on): its summary is added to every query and appended as
         # one more token, and the training heads read it directly (see pooled())

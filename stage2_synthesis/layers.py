@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from avitalk.dropout import Dropout
+
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """[..., dim] sinusoidal embedding of (float) positions or timesteps."""
@@ -26,11 +28,11 @@ class AdaLNBlock(nn.Module):
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False)
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False)
-        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), Dropout(dropout), nn.Linear(ff, d))
         self.mod = nn.Linear(cond_dim, 6 * d)
         nn.init.zeros_(self.mod.weight)
         nn.init.zeros_(self.mod.bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         s1, b1, g1, s2, b2, g2 = self.mod(cond).unsqueeze(1).chunk(6, dim=-1)

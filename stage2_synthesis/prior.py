@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from avitalk.dropout import cheap_dropouts
+
 from .layers import sinusoidal
 from .style_encoder import normalize_style
 
@@ -32,7 +34,7 @@ class DiffusionPrior(nn.Module):
         self.z_in = nn.Linear(style_dim // n_tokens, d_model)
         self.pos = nn.Parameter(torch.randn(n_tokens + 2, d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout, batch_first=True, norm_first=True)
-        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.body = cheap_dropouts(nn.TransformerEncoder(layer, layers, enable_nested_tensor=False))
         self.norm = nn.LayerNorm(d_model)
         self.z_out = nn.Linear(d_model, style_dim // n_tokens)
         # alignment heads (contrastive) and the deterministic baseline

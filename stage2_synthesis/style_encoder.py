@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from avitalk.dropout import cheap_dropouts
+
 from .layers import masked_mean, sinusoidal
 
 
@@ -19,7 +21,7 @@ class StyleEncoder(nn.Module):
         self.style_dim = style_dim
         self.inp = nn.Linear(n_motion, d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout, batch_first=True, norm_first=True)
-        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.body = cheap_dropouts(nn.TransformerEncoder(layer, layers, enable_nested_tensor=False))
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, style_dim))
         self.register_buffer("motion_mean", torch.zeros(n_motion))
         self.register_buffer("motion_std", torch.ones(n_motion))
