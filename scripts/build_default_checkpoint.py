@@ -146,10 +146,13 @@ def main(argv: list[str] | None = None) -> None:
                            progress)
     step("stage2", (s2 / "prior.safetensors").is_file() and (s2 / "train_done").is_file(), train_s2)
     live_step()
+    # the emotion reader is calibrated on leave-speakers-out folds below (with real and read speech): stage 1's
+    # training then fits none of its own, which this would replace
+    folds_reader = bool(extra) and bool(cfg.stage1.reader) and (read / "manifest.jsonl").is_file()
     step("stage1", (s1 / "qformer.safetensors").is_file(),
          lambda: train_stage1(OmegaConf.create(OmegaConf.to_container(cfg)), data, s1, resume=True, progress=progress,
-                              extra_data=extra))
-    if extra and bool(cfg.stage1.reader) and (read / "manifest.jsonl").is_file():  # calibrated on the folds
+                              extra_data=extra, with_reader=not folds_reader))
+    if folds_reader:
         from avitalk.encoders import audio_encoder_from_config
 
         step("stage1 emotion reader", (work / "voice-folds" / "reader_done").is_file(),

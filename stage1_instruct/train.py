@@ -30,9 +30,11 @@ from .model import build_model, load_prompts
 
 def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
                  progress: bool = True, limit: int | None = None, extra_data: tuple = (),
-                 exclude_speakers: tuple = ()) -> dict[str, Any]:
+                 exclude_speakers: tuple = (), with_reader: bool = True) -> dict[str, Any]:
     """Train stage 1 on ``data`` (with motion or not) plus ``extra_data`` (e.g. labelled real speech imported with
     ``avitalk data ravdess`` without fits); ``exclude_speakers`` are left out of training (leave-actors-out folds).
+    ``with_reader=False``: no emotion reader is fitted here (``stage1.reader`` on or not), for a caller that installs
+    its own (the default checkpoint's build, which calibrates one on leave-speakers-out folds).
     With ``stage1.train.augment_copies`` > 0, that many augmented copies of every training clip (noise, reverb, band
     limits, gain, codec) are encoded once and cached; a batch takes one with probability ``augment_p``; a batch
     holds ``real_fraction`` clips of the extra data; ``augment_p_main`` (when set) is the main corpus's own chance."""
@@ -177,7 +179,7 @@ def train_stage1(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     model = acc.unwrap_model(pmodel).eval().cpu()
     timings["adapter_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    if main and bool(s1.reader):  # (3) the emotion reader: seconds, after the rest
+    if main and bool(s1.reader) and with_reader:  # (3) the emotion reader, after the rest
         t = time.perf_counter()
         _save_reader(cfg, enc, train, (data, *extra_data), out, tuple(exclude_speakers), progress)
         timings["reader_s"] = time.perf_counter() - t

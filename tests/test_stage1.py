@@ -65,6 +65,21 @@ def test_stage1_trains_saves_reloads_and_generates(tmp_path):
         load_stage1(ck)
 
 
+def test_stage1_leaves_the_emotion_reader_to_a_caller_that_installs_its_own(tmp_path):
+    """``with_reader=False`` (the default checkpoint's build, which calibrates its reader on leave-speakers-out folds
+    afterwards): stage 1 trains without fitting a reader of its own, whatever ``stage1.reader`` says."""
+    from avitalk.data.synthtalk import generate
+
+    generate(tmp_path / "d", 12, seed=1, workers=1, progress=False)
+    cfg = tiny_stage1_cfg()
+    cfg.stage1.reader = True
+    cfg.stage1.tiny_lm.steps = 2
+    cfg.stage1.train.steps = 2
+    r = train_stage1(cfg, tmp_path / "d", tmp_path / "ck", progress=False, with_reader=False)
+    assert (tmp_path / "ck" / "qformer.safetensors").is_file()
+    assert not (tmp_path / "ck" / "reader.safetensors").exists() and "reader_s" not in r["timings"]
+
+
 @pytest.mark.slow
 def test_stage1_resumes_from_its_last_state(tmp_path, monkeypatch):
     from avitalk.data.synthtalk import generate
