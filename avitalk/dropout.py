@@ -1,8 +1,7 @@
 """Dropout whose mask costs a quarter of the random numbers on a CPU.
 
-``torch.nn.Dropout`` on a CPU draws one Bernoulli number per element, one at a time (on AMD processors, and wherever
-MKL's generator is not used), which made dropout a sixth of a training step of the embedded default's networks
-(docs/measurements.md). Here every 64-bit random integer gives four 16-bit draws: an element is kept when its draw is
+``torch.nn.Dropout`` on a CPU draws one Bernoulli number per element, one at a time (on this project's 2-core AMD
+machine it was about a sixth of a stage-2 lip-sync step; docs/training.md). Here every 64-bit random integer gives four 16-bit draws: an element is kept when its draw is
 at least ``p`` of the way up the 16-bit range, so ``p`` is exact to 1/65536, and kept elements are scaled by
 1 / (1 - p) as usual. The same expectation and variance as ``nn.Dropout``, seeded by ``torch.manual_seed``; a GPU
 uses torch's own (fast there). Identity outside training.

@@ -257,8 +257,8 @@ def encode_workers(encoder: AudioEncoder, workers: int | None = None) -> int:
     """How many processes encode a cache's missing clips: ``workers`` if given, else one per thread torch would use
     (``torch.get_num_threads()``, i.e. the cores, or what ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` chose);
     one for an encoder on a GPU, and one where processes cannot be forked (not Linux). On 2 cores two one-thread
-    processes encode about 1.5x faster than one process on two threads: an encoder's small matrices and its Python
-    and numpy work (resampling, augmentation, pitch) keep a second thread mostly idle (docs/measurements.md)."""
+    processes encode about 1.4x faster than one process on two threads: an encoder's small matrices and its Python
+    and numpy work (resampling, augmentation, pitch) keep a second thread mostly idle (docs/training.md)."""
     import multiprocessing
     import sys
 
