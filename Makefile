@@ -4,7 +4,8 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PIN := -c constraints.txt
 
-.PHONY: setup system-deps test test-fast bench bench-live bench-gpu demo demo-checkpoint real-folds voice-folds track-truth clean
+.PHONY: setup system-deps test test-fast bench bench-live bench-gpu demo demo-checkpoint real-folds voice-folds \
+	track-truth tracker-refined clean
 
 setup: system-deps
 	$(PIP) install $(PIN) torch==2.13.0
@@ -90,8 +91,15 @@ voice-folds:
 
 # The face tracker + fit on rendered SynthTalk (known coefficients): 24 clips rendered to mp4, tracked like anyone's
 # video, compared with the truth; about 3 minutes on 2 cores. Writes build/track-truth/ (summary.json, side_by_side.png).
+# LANDMARKS=refined: MediaPipe's face mesh with refined lips (after `make tracker-refined`)
+LANDMARKS ?= mesh
 track-truth:
-	$(PYTHON) scripts/track_truth.py --clips 24 --work build/track-truth
+	$(PYTHON) scripts/track_truth.py --clips 24 --work build/track-truth --landmarks $(LANDMARKS)
+
+# The refined tracker (`avitalk data track --landmarks refined`): mediapipe 0.10.21 in an environment of its own
+# (~/.cache/avitalk/tracker/mediapipe-env, about 1 GB, a minute; it pins numpy < 2 and pulls jax and OpenCV)
+tracker-refined:
+	$(PYTHON) -m avitalk data track --install-refined
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="GRID folder (sN/*.mpg, alignments/sN/*.align): real faces for stage 2's lip-sync pretraining")
     ap.add_argument("--grid-fits", default=None,
                     help="fits made before by `avitalk data track` (FITS/sN/*.npz); without it GRID is tracked now")
+    ap.add_argument("--grid-landmarks", default="mesh", choices=("mesh", "refined"),
+                    help="the tracker when GRID is tracked now (refined: after `make tracker-refined`)")
     ap.add_argument("--stage2-only", action="store_true",
                     help="retrain only stage 2 of the pipeline folder --out (default: the embedded one), measure again "
                          "and rewrite its card; stage 1 and the emotion reader are kept as they are")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         from avitalk.data.grid import import_grid
 
         step("grid import", (grid / "manifest.jsonl").is_file(),
-             lambda: import_grid(a.grid, grid, fits=a.grid_fits, progress=progress))
+             lambda: import_grid(a.grid, grid, fits=a.grid_fits, progress=progress, landmarks=a.grid_landmarks))
     elif not (grid / "manifest.jsonl").is_file():
         print("[warn] no --grid: stage 2 learns lip sync from SynthTalk alone")
     motion = (grid,) if (grid / "manifest.jsonl").is_file() else ()

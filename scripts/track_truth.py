@@ -67,11 +67,11 @@ def compare(model, truth: FlameSequence, fit: dict) -> dict:
     return row
 
 
-def picture(model, work: Path, clip: str, out: Path) -> None:
+def picture(model, work: Path, fits: Path, clip: str, out: Path) -> None:
     from PIL import Image, ImageDraw
 
     truth = FlameSequence.load(work / "truth" / f"{clip}.npz")
-    fit = np.load(work / "fits" / f"{clip}.npz")
+    fit = np.load(fits / f"{clip}.npz")
     frames, _ = read_frames(work / "videos" / f"{clip}.mp4")
     up, lo = (torch.as_tensor(a) for a in model.lip_midline())
     v = model.sequence_vertices(truth)
@@ -101,24 +101,29 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", type=Path, default=Path("build/track-truth"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--landmarks", default="mesh", choices=("mesh", "refined"),
+                    help="the tracker (refined: after `avitalk data track --install-refined`); fits go to WORK/fits "
+                         "(mesh) or WORK/fits-refined")
     a = ap.parse_args()
     ids = render_clips(a.work, a.clips, a.seed)
-    rep = track_folder(a.work / "videos", a.work / "fits", workers=a.workers)
+    fits = a.work / ("fits" if a.landmarks == "mesh" else f"fits-{a.landmarks}")
+    rep = track_folder(a.work / "videos", fits, workers=a.workers, landmarks=a.landmarks)
     model = FlameModel.standin()
     rows = {}
     for c in ids:
-        if (a.work / "fits" / f"{c}.npz").is_file():
-            rows[c] = compare(model, FlameSequence.load(a.work / "truth" / f"{c}.npz"),
-                              dict(np.load(a.work / "fits" / f"{c}.npz")))
+        if (fits / f"{c}.npz").is_file():
+            truth = FlameSequence.load(a.work / "truth" / f"{c}.npz")
+            rows[c] = compare(model, truth, dict(np.load(fits / f"{c}.npz")))
     keys = [k for k in next(iter(rows.values())) if k != "frames"]
     summary = {
-        "clips": len(rows), "frames": sum(r["frames"] for r in rows.values()),
+        "landmarks": a.landmarks, "clips": len(rows), "frames": sum(r["frames"] for r in rows.values()),
         "median": {k: round(float(np.median([r[k] for r in rows.values()])), 3) for k in keys},
         "worst_lip_gap_r": round(min(r["lip_gap_r"] for r in rows.values()), 3),
         "tracking_frames_per_second": rep["new_frames_per_second"], "per_clip": rows,
     }
-    atomic_write_json(a.work / "summary.json", summary)
-    picture(model, a.work, ids[0], a.work / "side_by_side.png")
+    tag = "" if a.landmarks == "mesh" else f"_{a.landmarks}"
+    atomic_write_json(a.work / f"summary{tag}.json", summary)
+    picture(model, a.work, fits, ids[0], a.work / f"side_by_side{tag}.png")
     print(json.dumps({k: v for k, v in summary.items() if k != "per_clip"}, indent=1))
 
 

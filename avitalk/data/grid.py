@@ -72,8 +72,9 @@ def rest_offset(motions: list[np.ndarray], silences: list[np.ndarray], min_frame
 
 def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.PathLike | None = None,
                 workers: int = 2, test: float = 0.05, val: float = 0.05, progress: bool = True,
-                rest: bool = True) -> Path:
-    """Import GRID talkers under ``root`` (see the module's text); returns the manifest's path."""
+                rest: bool = True, landmarks: str = "mesh") -> Path:
+    """Import GRID talkers under ``root`` (see the module's text; ``landmarks``: the tracker, when it tracks);
+    returns the manifest's path."""
     from ..track.run import find_videos, track_folder
     from .real import _write_dataset
 
@@ -89,7 +90,7 @@ def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.
     for folder in talkers:  # GRID's clip names repeat across talkers: one fits folder per talker
         where = Path(fits) / folder.name if fits else out / "fits" / folder.name
         if not fits:
-            track_folder(folder, where, workers=workers, progress=progress)
+            track_folder(folder, where, workers=workers, progress=progress, landmarks=landmarks)
         elif not where.is_dir():
             flat = f" ({Path(fits)} holds fits directly: move them into {where})" \
                 if any(Path(fits).glob(f"{v.stem}.npz") for v in videos if v.parent == folder) else ""

@@ -54,6 +54,12 @@ class FitSettings:
     jaw_prior: float = 0.001  # per radian squared (opening) x 1000; the jaw's sideways turns 100x more
     shape_prior: float = 0.05
     smooth: float = 0.05  # frame-to-frame change of expression and jaw, squared
+    # the inner lip line is where the lip's surface turns away from the camera: seen as the lowest point of the upper
+    # lip (highest of the lower) within lip_contour_band_mm of the landmark, not as one fixed point of the skin
+    # (on for the refined landmarks, which read the lips' edges where they are; docs/real-faces.md)
+    lip_contour: bool = False
+    lip_contour_band_mm: float = 1.5  # half-width, across the mouth, of the lip strip a landmark's edge is taken from
+    lip_contour_softness_mm: float = 0.3  # the lowest / highest point as a soft minimum / maximum over the strip
 
 
 @dataclass
@@ -193,6 +199,26 @@ def _axis_angle(R: np.ndarray) -> np.ndarray:
     return v * ang
 
 
+def lip_contours(model, corr: Correspondence, band_mm: float) -> tuple[list[int], list[np.ndarray]]:
+    """The inner-lip landmarks and, for each, the vertices of its own lip (``lips`` region; jaw-skinned for the lower
+    lip) within ``band_mm`` across the mouth (x, at rest) of its point on the head: the candidates for the lip's
+    edge."""
+    if "lips" not in model.regions:
+        return [], []
+    v = model.v_template.numpy()
+    lips = model.region("lips")
+    lower = model.lbs_weights.numpy()[lips, 2] > 0.5
+    pts = (v[corr.vertices] * corr.bary[..., None]).sum(1)
+    ids, cand = [], []
+    for i in UPPER_INNER_LIP + LOWER_INNER_LIP:
+        own = lips[lower] if i in LOWER_INNER_LIP else lips[~lower]
+        c = own[np.abs(v[own, 0] - pts[i, 0]) <= band_mm / 1000.0]
+        if len(c):
+            ids.append(i)
+            cand.append(c)
+    return ids, cand
+
+
 def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: FitSettings | None = None) -> dict:
     """Per-frame FLAME coefficients from landmarks ``points`` [T, 468, 3] (image pixels, y down, z: the network's
     depth; frames without a face already filled in). Returns expression [T, n_exp], jaw_pose [T, 3], global_pose
@@ -203,17 +229,34 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
     st = settings or FitSettings()
     T = len(points)
     obs = torch.as_tensor(np.asarray(points, np.float64) * np.array([1.0, -1.0, -1.0]), dtype=torch.float32)
-    uniq, inv = np.unique(corr.vertices.reshape(-1), return_inverse=True)
+    edge_ids, cand = lip_contours(model, corr, st.lip_contour_band_mm) if st.lip_contour else ([], [])
+    uniq, inv = np.unique(np.concatenate([corr.vertices.reshape(-1), *cand]), return_inverse=True)
     sub = model.subset(uniq)
-    inv = torch.as_tensor(inv.reshape(N_LANDMARKS, 3))
+    split = np.cumsum([N_LANDMARKS * 3] + [len(c) for c in cand])
+    edge_vs = [torch.as_tensor(x) for x in np.split(inv, split)[1:-1]]  # each edge landmark's candidates, in sub
+    inv = torch.as_tensor(inv[: N_LANDMARKS * 3].reshape(N_LANDMARKS, 3))
+    # model y is up: the upper lip's edge is its lowest candidate (softmax of -y), the lower lip's its highest
+    edge_sign = [(-1.0 if i in UPPER_INNER_LIP else 1.0) / (st.lip_contour_softness_mm / 1000.0) for i in edge_ids]
     bary = torch.as_tensor(corr.bary)
     weights = landmark_weights(st)
     w = torch.as_tensor(weights)
     axis_w = torch.tensor([1.0, 1.0, st.depth_weight])
 
-    def landmarks_of(exp, jaw, shape):
+    def landmarks_of(exp, jaw, shape, R=None):
+        """The head's 468 landmark points [T, 468, 3], turned by R [T, 3, 3] when given (the lips' edges are found
+        as seen, so after the turn)."""
         v = sub(exp, jaw, shape)  # [T, U, 3]
-        return (v[:, inv] * bary[None, :, :, None]).sum(2)  # [T, 468, 3]
+        if R is not None:
+            v = torch.einsum("tij,tuj->tui", R, v)
+        X = (v[:, inv] * bary[None, :, :, None]).sum(2)  # [T, 468, 3]
+        if edge_ids:
+            edges = []
+            for vs, sgn in zip(edge_vs, edge_sign):
+                c = v[:, vs]  # [T, n, 3]
+                edges.append((torch.softmax(sgn * c[..., 1], dim=1)[..., None] * c).sum(1))
+            X = X.clone()
+            X[:, edge_ids] = torch.stack(edges, 1)
+        return X
 
     with torch.no_grad():
         rest = landmarks_of(torch.zeros(1, model.n_exp), torch.zeros(1, 3), None)[0].numpy().astype(np.float64)
@@ -233,9 +276,7 @@ def fit_landmarks(model, corr: Correspondence, points: np.ndarray, settings: Fit
     wsum = w.sum()
 
     def residual_mm():
-        X = landmarks_of(exp, jaw, shape.expand(T, -1))
-        R = batch_rodrigues(rot)
-        P = log_s.exp()[:, :, None] * torch.einsum("tij,tlj->tli", R, X) + trans[:, None]
+        P = log_s.exp()[:, :, None] * landmarks_of(exp, jaw, shape.expand(T, -1), batch_rodrigues(rot)) + trans[:, None]
         return (P - obs) / log_s.exp()[:, :, None] * 1000.0  # [T, 468, 3] mm
 
     for _ in range(st.steps):

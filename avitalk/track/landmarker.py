@@ -106,6 +106,8 @@ class Landmarker:
     >>> for frame in frames: points, presence = lm(frame)   # [468, 3] image pixels (z: depth, same scale), 0..1
     """
 
+    name = "mesh"
+
     def __init__(self, folder: str | os.PathLike | None = None, threads: int = 1):
         paths = model_paths(folder)
         self.det = _interpreter(paths["detector"], threads)

@@ -25,6 +25,7 @@ from ..types import MOTION_FPS, resample_frames
 VIDEO_SUFFIXES = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MIN_FACE_SHARE = 0.5  # a clip whose face is seen in fewer frames than this is skipped
 REPORT = "track_report.json"
+LANDMARKERS = ("mesh", "refined")  # the 468-point network under ai-edge-litert; MediaPipe's refined mesh (refined.py)
 
 
 def find_videos(root: str | os.PathLike) -> list[Path]:
@@ -60,16 +61,19 @@ def read_frames(path: str | os.PathLike) -> tuple[list[np.ndarray], float]:
 class Tracker:
     """The tracker, the head model and its correspondence, ready to fit clips (one per worker process)."""
 
-    def __init__(self, head: str | None = None, cache: str | os.PathLike | None = None, settings=None):
+    def __init__(self, head: str | None = None, cache: str | os.PathLike | None = None, settings=None,
+                 landmarks: str = "mesh"):
         from ..flame import FlameModel
         from .fit import correspondence_for
-        from .landmarker import Landmarker
         from .models import tracker_dir
 
+        from .fit import FitSettings
+
         self.model = FlameModel.from_spec(head)
-        self.landmarker = Landmarker()
+        self.landmarker = make_landmarker(landmarks)
         self.corr = correspondence_for(self.model, self.landmarker, cache or tracker_dir())
-        self.settings = settings
+        # the refined landmarks sit on the lips' edges as seen: the fit takes the edges as such (docs/real-faces.md)
+        self.settings = settings or FitSettings(lip_contour=landmarks == "refined")
 
     def landmarks(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
         """[T, 468, 3] landmarks (NaN where no face), [T] face seen, and the most faces the detector saw."""
@@ -116,18 +120,32 @@ class Tracker:
             "residual_mm_max": round(float(out["residual_mm"].max()), 3),
             "seconds": round(time.perf_counter() - t0, 2), "frame_size": list(frames[0].shape[1::-1]),
         }
-        arrays["meta"] = np.asarray(json.dumps({"source": "avitalk data track", "head": self.corr.head, **rec}))
+        arrays["meta"] = np.asarray(json.dumps({"source": "avitalk data track", "head": self.corr.head,
+                                                "landmarks": getattr(self.landmarker, "name", "mesh"), **rec}))
         return arrays, rec
+
+
+def make_landmarker(kind: str = "mesh"):
+    """The landmarker named ``kind`` (:data:`LANDMARKERS`)."""
+    if kind == "mesh":
+        from .landmarker import Landmarker
+
+        return Landmarker()
+    if kind == "refined":
+        from .refined import RefinedLandmarker
+
+        return RefinedLandmarker()
+    raise DatasetError(f"unknown landmarks {kind!r}: one of {', '.join(LANDMARKERS)}")
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init(head: str | None, cache: str | None) -> None:
+def _init(head: str | None, cache: str | None, landmarks: str = "mesh") -> None:
     import torch
 
     torch.set_num_threads(1)  # a worker process per core
-    _WORKER["tracker"] = Tracker(head, cache)
+    _WORKER["tracker"] = Tracker(head, cache, landmarks=landmarks)
 
 
 def _one(job: tuple[str, str]) -> tuple[str, dict[str, Any]]:
@@ -143,13 +161,21 @@ def _one(job: tuple[str, str]) -> tuple[str, dict[str, Any]]:
 
 
 def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | None = None, workers: int = 1,
-                 progress: bool = True) -> dict[str, Any]:
-    """Track and fit every video under ``videos`` into ``out`` (see the module's text); returns the report."""
+                 progress: bool = True, landmarks: str = "mesh") -> dict[str, Any]:
+    """Track and fit every video under ``videos`` into ``out`` (see the module's text) with the landmarker named
+    ``landmarks``; returns the report. A folder holds the fits of one landmarker."""
     from tqdm import tqdm
 
     from .models import model_paths
 
-    model_paths()  # fail now, with the fix, if the tracker is not installed
+    if landmarks not in LANDMARKERS:
+        raise DatasetError(f"unknown landmarks {landmarks!r}: one of {', '.join(LANDMARKERS)}")
+    if landmarks == "mesh":
+        model_paths()  # fail now, with the fix, if the tracker is not installed
+    else:
+        from .refined import env_python
+
+        env_python()
     files = find_videos(videos)
     if not files:
         raise DatasetError(f"{videos}: no video files ({', '.join(VIDEO_SUFFIXES)})")
@@ -162,6 +188,9 @@ def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | 
     root.mkdir(parents=True, exist_ok=True)
     report_path = root / REPORT
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    if report.get("clips") and report.get("landmarks", "mesh") != landmarks:
+        raise DatasetError(f"{root}: its fits were made with --landmarks {report.get('landmarks', 'mesh')}; "
+                           f"give another folder for --landmarks {landmarks}")
     clips: dict[str, Any] = report.get("clips", {})
     # done before: fitted (its file is there) or skipped (its reason is in the report; delete the entry to retry)
     todo = [(str(f), str(root / f"{s}.npz")) for s, f in stems.items()
@@ -174,13 +203,13 @@ def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | 
         done = [r for r in mine if "skipped" not in r]
         atomic_write_json(report_path, {
             "videos": len(files), "fitted": len(done), "skipped": len(mine) - len(done),
-            "head": main.corr.head,
+            "head": main.corr.head, "landmarks": landmarks,
             "frames": sum(r["frames"] for r in done),
             "residual_mm_median": round(float(np.median([r["residual_mm_median"] for r in done])), 3) if done else None,
             "clips": dict(sorted(clips.items())),
         })
 
-    main = Tracker(head, cache)  # places the landmarks on the head once, before any worker starts
+    main = Tracker(head, cache, landmarks=landmarks)  # places the landmarks on the head once, before workers start
     bar = tqdm(total=len(todo), unit="clip", desc="track", disable=not progress or None)
     frames = 0
     pool = None
@@ -191,7 +220,7 @@ def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | 
         else:
             import multiprocessing as mp
 
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(head, cache))
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(head, cache, landmarks))
             it = pool.imap_unordered(_one, todo)
         for i, (stem, rec) in enumerate(it):
             clips[stem] = rec
@@ -203,6 +232,8 @@ def track_folder(videos: str | os.PathLike, out: str | os.PathLike, head: str | 
     finally:
         if pool is not None:
             pool.terminate()
+        if hasattr(main.landmarker, "close"):  # the refined tracker's process
+            main.landmarker.close()
         bar.close()
         save()
     rep = json.loads(report_path.read_text())

@@ -166,23 +166,36 @@ def data_track(
     head: Optional[Path] = typer.Option(None, help="Head model .npz to fit (default: the stand-in; a converted FLAME "
                                         "from `avitalk flame convert`)."),
     workers: int = typer.Option(2, min=1, help="Worker processes (one core each)."),
+    landmarks: str = typer.Option("mesh", help="mesh: MediaPipe's 468-point network under ai-edge-litert (installed "
+                                  "by make setup); refined: MediaPipe's face mesh with refined lips, in an environment "
+                                  "of its own (--install-refined), which reads open mouths more exactly."),
     install: bool = typer.Option(False, "--install", help="Install the tracker's two networks (1.5 MB, copied "
                                  "out of the mediapipe wheel that pip downloads) and stop."),
+    install_refined: bool = typer.Option(False, "--install-refined", help="Make the refined tracker's environment "
+                                         "(mediapipe 0.10.21 and what it pulls, about 1 GB) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fit FLAME expression, jaw and head pose to every frame of talking-face videos (MediaPipe's face networks,
     run offline): training data for stage 2 from anyone's video. `avitalk data ravdess|mead --fits OUT` read them."""
     from avitalk.track.models import install as install_models
-    from avitalk.track.run import track_folder
+    from avitalk.track.run import LANDMARKERS, track_folder
 
     if install:
         typer.echo(f"face tracker networks in {install_models()}")
         return
+    if install_refined:
+        from avitalk.track.refined import install as install_env
+
+        typer.echo(f"refined tracker environment in {install_env(progress=not quiet)}")
+        return
+    if landmarks not in LANDMARKERS:
+        _fail(f"--landmarks {landmarks}: one of {', '.join(LANDMARKERS)}")
     if videos is None or out is None:
         _fail("give the videos and -o FITS_FOLDER (or --install)")
     if out.exists() and not out.is_dir():
         _fail(f"{out}: exists and is not a folder")
-    rep = track_folder(videos, out, str(head) if head else None, workers=workers, progress=not quiet)
+    rep = track_folder(videos, out, str(head) if head else None, workers=workers, progress=not quiet,
+                       landmarks=landmarks)
     speed = f", {rep['new_frames_per_second']} frames/s" if rep["new_frames_per_second"] else ", nothing new to fit"
     typer.echo(f"fitted {rep['fitted']} of {rep['videos']} videos ({rep['skipped']} skipped), {rep['frames']} frames, "
                f"median fit residual {rep['residual_mm_median']} mm{speed}; report: {out / 'track_report.json'}")
@@ -197,10 +210,16 @@ def data_grid(
     workers: int = typer.Option(2, min=1, help="Tracking processes (one core each)."),
     rest: bool = typer.Option(True, "--rest/--raw", help="Motion relative to each talker's face at rest (default), or "
                               "the fits as they are."),
+    landmarks: str = typer.Option("mesh", help="The tracker when the videos are tracked now (see `avitalk data track "
+                                  "--help`): mesh or refined."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Import the GRID audiovisual corpus (CC BY 4.0): real talking faces, tracked into FLAME motion, with the
     transcript and word times; split by sentence (5% val, 5% test)."""
     from avitalk.data.grid import import_grid
 
-    _report_import(import_grid(root, out, fits, workers=workers, progress=not quiet, rest=rest))
+    from avitalk.track.run import LANDMARKERS
+
+    if landmarks not in LANDMARKERS:
+        _fail(f"--landmarks {landmarks}: one of {', '.join(LANDMARKERS)}")
+    _report_import(import_grid(root, out, fits, workers=workers, progress=not quiet, rest=rest, landmarks=landmarks))
