@@ -632,9 +632,6 @@ def _colors(v: np.ndarray, a: dict[str, np.ndarray], part: np.ndarray) -> np.nda
     gum = np.array([0.80, 0.42, 0.44]) * np.clip(1.15 - 0.09 * np.abs(along), 0.35, 1)[:, None]
     g = _smoothstep(0.6, 0.95, up)[:, None]
     col[teeth] = (tooth * (1 - g) + gum * g)[teeth]
-    import os
-    col[part == "teeth_lo"] *= float(os.environ.get("XP_LO_SHADE", "1"))
-    col[part == "teeth_up"] *= float(os.environ.get("XP_UP_SHADE", "1"))
     # tongue: pink at the tip and edges, darker toward the back
     tongue = part == "tongue"
     col[tongue] = (np.array([0.42, 0.14, 0.16])[None] * (1 - a["bag_t"][:, None] ** 2)
