@@ -14,6 +14,8 @@ in millimetres in the image plane (the network's depth does not place the head's
 line weighted most (it says how open the mouth is; the outer contour also carries the talker's lip shape), the face
 oval least (where it falls on the mesh depends on the head's turn); L2 priors on expression, jaw and identity and a
 penalty on frame-to-frame change; Adam from a closed-form pose (Procrustes, in the image plane) on the head at rest.
+With ``FitSettings.lip_contour`` (the refined tracker's fits) an inner-lip landmark is not a fixed skin point but the
+lip's edge as seen: the lowest point of the upper lip (the highest of the lower lip) in a narrow strip around it.
 """
 
 from __future__ import annotations
