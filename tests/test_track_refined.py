@@ -72,7 +72,7 @@ def test_the_pipe_carries_frames_resets_and_faces(tmp_path):
         assert lm.version == "0.0-fake"
         frame = np.zeros((30, 40, 3), np.uint8)
         pts, presence, faces = lm(frame)
-        assert pts.shape == (468, 3) and pts.dtype == np.float32 and presence == 1.0 and faces == 1
+        assert pts.shape == (468, 3) and pts.dtype == np.float32 and presence == 1.0 and faces == 1  # found
         assert lm.points_478.shape == (478, 3)
         np.testing.assert_allclose(pts[:, 0], np.arange(468) / 478 * 40, rtol=1e-5)  # pixels: x times the width
         np.testing.assert_allclose(pts[:, 1], 1 / 100 * 30, rtol=1e-5)  # y times the height
@@ -82,6 +82,9 @@ def test_the_pipe_carries_frames_resets_and_faces(tmp_path):
         assert lm(np.full((30, 40, 3), 255, np.uint8)) == (None, 0.0, 0)  # no face
         two = frame.copy()
         two[0, 0, 0] = 7
+        assert lm(two)[2] == 2  # found again: both faces counted
+        assert lm(two)[2] == 0  # followed: faces are counted when the face is found, as by the default landmarker
+        lm.reset()
         assert lm(two)[2] == 2
         with pytest.raises(ValueError, match="RGB"):
             lm(np.zeros((30, 40), np.uint8))

@@ -87,7 +87,9 @@ def _check(py: Path) -> str:
 class RefinedLandmarker:
     """The default landmarker's interface (``reset()``, ``lm(frame) -> (points [468, 3] or None, presence,
     faces seen)``) over MediaPipe's refined face mesh in its own process. ``points_478`` after a call holds all 478
-    points (the 468 plus the irises)."""
+    points (the 468 plus the irises). As with the default landmarker, the faces are counted when the face is found
+    (the first frame, or after it was lost), 0 while it is followed: MediaPipe looks for a second face on every frame,
+    and one stray look in a clip is not a second person."""
 
     name = "refined"
 
@@ -113,6 +115,7 @@ class RefinedLandmarker:
                                  "--install-refined` again")
         self.version = line.split(maxsplit=1)[1] if " " in line else "?"
         self.points_478: np.ndarray | None = None
+        self._following = False
 
     def _stderr_tail(self) -> str:
         try:
@@ -126,6 +129,7 @@ class RefinedLandmarker:
 
     def reset(self) -> None:
         """Forget the tracked face (a new video)."""
+        self._following = False
         try:
             self.proc.stdin.write(b"R")
             self.proc.stdin.flush()
@@ -148,10 +152,11 @@ class RefinedLandmarker:
         faces = struct.unpack("<i", reply[:4])[0]
         pts = np.frombuffer(reply[4:], "<f4").reshape(N_POINTS, 3).astype(np.float32)
         if not faces:
-            self.points_478 = None
+            self.points_478, self._following = None, False
             return None, 0.0, 0
+        found, self._following = not self._following, True
         self.points_478 = pts
-        return pts[:468].copy(), 1.0, faces
+        return pts[:468].copy(), 1.0, faces if found else 0
 
     def close(self) -> None:
         p = getattr(self, "proc", None)
