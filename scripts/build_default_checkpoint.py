@@ -238,9 +238,10 @@ def real_faces_metrics(work: Path, grid: Path) -> dict | None:
         return None
     recs = [json.loads(line) for line in open(grid / "manifest.jsonl")]
     t = json.loads((work / "tracked.json").read_text()) if (work / "tracked.json").is_file() else None
+    rep = json.loads((grid / "import_report.json").read_text()) if (grid / "import_report.json").is_file() else {}
     return {"corpus": GRID_CORPUS, "talkers": sorted({r["speaker"] for r in recs}),
             "train_clips": sum(r["split"] == "train" for r in recs), "test_clips": sum(r["split"] == "test" for r in recs),
-            "tracked_test": t}
+            "landmarks": rep.get("landmarks", "mesh"), "tracked_test": t}
 
 
 def stage2_only(a, cfg, out: Path, work: Path, data: Path, real: Path, grid: Path | None, train_s2, live_step, step,
@@ -369,13 +370,16 @@ def model_card(cfg, m: dict) -> str:
     read = read or ""
     faces = m.get("real_faces")
     faces_text = ""
+    tracker_flag = f" --landmarks {faces['landmarks']}" if faces and faces.get("landmarks", "mesh") != "mesh" else ""
     if faces:
         faces_text = (f"\n\nStage 2's lip sync also learned from **real talking faces: GRID** (talker "
                       f"{', '.join(faces['talkers'])}, {faces['train_clips']} training clips; the motion tracked from the "
-                      "video by `avitalk data track`, relative to the talker's face at rest), CC BY 4.0: Cooke M, Barker J, "
+                      f"video by `avitalk data track{tracker_flag}`, relative to the talker's face at rest), CC BY 4.0: "
+                      "Cooke M, Barker J, "
                       "Cunningham S, Shao X (2006), An audio-visual corpus for speech perception and automatic speech "
                       "recognition, JASA 120(5): 2421-2424. Its test sentences were never trained on. The face "
-                      "tracker's networks are MediaPipe's (Apache-2.0).")
+                      "tracker's networks are MediaPipe's (Apache-2.0)" + (", its face mesh with refined lips run by "
+                      "MediaPipe 0.10.21" if tracker_flag else "") + ".")
     if real:
         data = f"""Built by `make demo-checkpoint` from SynthTalk, our synthetic corpus (version {m['data'].get('synthtalk_version', 1)}, {m['data']['clips']} clips, seed
 {m['data']['seed']}: espeak-ng voices reading sentences with 8 emotions x 3 intensities, with procedurally generated ground-truth FLAME

@@ -123,14 +123,20 @@ def import_grid(root: str | os.PathLike, out: str | os.PathLike, fits: str | os.
         if it["speaker"] in offsets:
             it["motion_offset"] = offsets[it["speaker"]]
     manifest = _write_dataset(out, items, fit_by_id, {}, set(), set(), skipped, "grid", progress)
+    import json
+
+    from ..io import atomic_write_json
+
+    report = json.loads((Path(out) / "import_report.json").read_text())
     if offsets:
-        import json
-
-        from ..io import atomic_write_json
-
-        report = json.loads((Path(out) / "import_report.json").read_text())
         report["rest_offset"] = {k: [round(float(x), 4) for x in v] for k, v in sorted(offsets.items())}
-        atomic_write_json(Path(out) / "import_report.json", report)
+    # which tracker made the fits (each fits folder's track_report.json says; fits from elsewhere: unknown)
+    trackers = set()
+    for where in {p.parent for p in fit_by_id.values()}:
+        tr = where / "track_report.json"
+        trackers.add(json.loads(tr.read_text()).get("landmarks", "mesh") if tr.is_file() else "unknown")
+    report["landmarks"] = ", ".join(sorted(trackers))
+    atomic_write_json(Path(out) / "import_report.json", report)
     return manifest
 
 
