@@ -235,3 +235,24 @@ def speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
     voice = sum(np.sin(k * ph) / k for k in range(1, 12))
     env = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) * (t > 0.3)
     return (0.2 * voice * env + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def render_talking_standin(head, lips_part: float = 0.4):
+    """40 frames of the stand-in at GRID's frame size: the jaw opens and closes twice while the lips part (AU25 up to
+    ``lips_part``) and smile a little. Returns the sequence, its vertices and the frames."""
+    from avitalk.flame.standin import EXPRESSION_NAMES, standin_arrays
+    from avitalk.render.renderer import renderer_for_model
+    from avitalk.types import FlameSequence
+
+    T = 40
+    t = np.arange(T) / T
+    jaw = np.zeros((T, 3), np.float32)
+    jaw[:, 0] = 0.12 * (1 - np.cos(4 * np.pi * t))
+    M = standin_arrays()[0]["au_to_expression"]
+    exp = (np.outer(0.3 * np.sin(2 * np.pi * t) ** 2, M[EXPRESSION_NAMES.index("AU12_lip_corner_pull")])
+           + np.outer(lips_part * (1 - np.cos(4 * np.pi * t)) / 2, M[EXPRESSION_NAMES.index("AU25_lips_part")]))
+    seq = FlameSequence(exp.astype(np.float32), jaw)
+    v = head.sequence_vertices(seq)
+    with renderer_for_model(head, size=(360, 288)) as r:
+        frames = r.render_frames(v)
+    return seq, v, frames

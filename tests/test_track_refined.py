@@ -134,23 +134,10 @@ def test_lip_edge_candidates_lie_on_their_own_lip():
 def rendered_open():
     """40 frames of the stand-in: the jaw opens and closes twice while the lips part (AU25) and smile a little."""
     from avitalk.flame import FlameModel
-    from avitalk.flame.standin import EXPRESSION_NAMES, standin_arrays
-    from avitalk.render.renderer import renderer_for_model
-    from avitalk.types import FlameSequence
+    from tests.conftest import render_talking_standin
 
     head = FlameModel.standin()
-    T = 40
-    t = np.arange(T) / T
-    jaw = np.zeros((T, 3), np.float32)
-    jaw[:, 0] = 0.12 * (1 - np.cos(4 * np.pi * t))
-    M = standin_arrays()[0]["au_to_expression"]
-    exp = (np.outer(0.3 * np.sin(2 * np.pi * t) ** 2, M[EXPRESSION_NAMES.index("AU12_lip_corner_pull")])
-           + np.outer(0.8 * (1 - np.cos(4 * np.pi * t)) / 2, M[EXPRESSION_NAMES.index("AU25_lips_part")]))
-    seq = FlameSequence(exp.astype(np.float32), jaw)
-    v = head.sequence_vertices(seq)
-    with renderer_for_model(head, size=(360, 288)) as r:
-        frames = r.render_frames(v)
-    return head, seq, v, frames
+    return (head, *render_talking_standin(head, lips_part=0.8))
 
 
 @needs_refined
