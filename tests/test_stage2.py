@@ -380,3 +380,39 @@ def test_live_decoder_learns_from_the_windows_a_stream_encodes(tmp_path):
     assert not (tmp_path / "ck" / "decoder_stream.safetensors").exists()
     s = Synthesizer.load(tmp_path / "ck")
     assert s.stream_decoder is None and s.live_decoder is s.decoder
+
+
+@pytest.mark.slow
+def test_read_bilabials_script_shuts_the_lips_at_aligned_bilabials(tmp_path):
+    """scripts/read_bilabials.py (an experiment, docs/real-faces.md): on a trained stage 2, the fine-tune pushes the
+    decoder's lips shut at the read clips' aligned /b p m/ (here given as OUT/events.json, which it reuses) and writes
+    the decoder and the held-out closure before and after."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from avitalk.data.manifest import read_manifest
+    from avitalk.data.synthtalk import generate
+    from avitalk.stage2_synthesis.train import train_stage2
+
+    generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
+    cfg = tiny_stage2_cfg()
+    cfg.stage2.train.pause_copies = 1
+    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
+    clips = read_manifest(tmp_path / "d")
+    out = tmp_path / "out"
+    out.mkdir()
+    events = {c.id: {"speaker": f"s{k}", "events": [["bilabial", t] for t in (0.6, 1.2, 1.8)] + [["open", 0.9]]}
+              for k, c in enumerate(clips)}
+    (out / "events.json").write_text(json.dumps(events))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "read_bilabials.py"
+    spec = importlib.util.spec_from_file_location("_read_bilabials", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = str(tmp_path / "d")
+    mod.main(["--stage2", str(tmp_path / "ck"), "--data", d, "--grid", d, "--read", d, "--out", str(out),
+              "--steps", "60", "--lr", "3e-3", "--distill", "1"])
+    res = json.loads((out / "held_out.json").read_text())
+    assert res["before"]["bilabials"] == res["after"]["bilabials"] > 0
+    assert res["after"]["closed"] > res["before"]["closed"]  # (0 of 6 -> 6 of 6 here)
+    assert (out / "decoder.safetensors").stat().st_size > 0
