@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pause-rows", type=int, default=1, help="1: half of SynthTalk's distilled rows are pause copies")
     a = ap.parse_args(argv)
 
-    from avitalk.data.dataset import FeatureCache
+    from avitalk.data.dataset import FeatureCache, pad_arrays as pad
     from avitalk.encoders import to_motion_rate
     from avitalk.encoders.cache import cache_paused_features
     from avitalk.eval import bilabial as bl
@@ -114,13 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         s = (int(rng.integers(0, len(f) - CROP + 1)) if center is None
              else int(np.clip(center - rng.integers(8, CROP - 8), 0, len(f) - CROP)))
         return s, f[s : s + CROP]
-
-    def pad(fs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        T = max(map(len, fs))
-        x, m = torch.zeros(len(fs), T, fs[0].shape[1]), torch.zeros(len(fs), T, dtype=torch.bool)
-        for i, f in enumerate(fs):
-            x[i, : len(f)], m[i, : len(f)] = torch.as_tensor(f), True
-        return x, m
 
     def held_out(net) -> dict:
         n = {"closed": 0, "bilabials": 0, "opened": 0, "open_vowels": 0}
