@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avitalk.io import atomic_write_json
 from avitalk.types import MOTION_FPS as FPS
 
 CROP, W = 64, 2  # frames per row; frames either side of an event (80 ms at 25 fps, the metric's window)
@@ -43,7 +44,7 @@ def aligned_events(read: Path, path: Path) -> dict:
         a = audio_io.load(read / c.audio)
         words = al.align(a.samples, c.extra.get("text") or al.transcribe(a.samples))
         out[c.id] = {"speaker": c.speaker, "events": bl.events_from_words(words, bl.align_lag(c.extra))}
-    path.write_text(json.dumps(out))
+    atomic_write_json(path, out)
     return out
 
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"({time.time() - t0:.0f} s)", flush=True)
     after = held_out(dec.eval())
     save_module(dec, out / "decoder.safetensors")
-    (out / "held_out.json").write_text(json.dumps({"before": before, "after": after, "args": vars(a)}, indent=1))
+    atomic_write_json(out / "held_out.json", {"before": before, "after": after, "args": vars(a)})
     print(f"held-out read speakers ({len(va)} clips), decoder alone with 'A person speaks.': /b p m/ closed "
           f"{before['closed_share']:.1%} -> {after['closed_share']:.1%}, open vowels open {before['opened_share']:.1%} "
           f"-> {after['opened_share']:.1%}")
