@@ -212,3 +212,32 @@ def pooled(scores: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {"bilabial_closure_rate": sum(s["closed"] for s in scores) / nb if nb else float("nan"),
             "open_vowel_open_rate": sum(s["opened"] for s in scores) / nv if nv else float("nan"),
             "bilabials": nb, "open_vowels": nv}
+
+
+def align_folder(root, progress: bool = True) -> dict[str, dict]:
+    """Align the words of every clip of a speech folder (the known transcript, else Whisper's own; phonemes by
+    espeak-ng, as the closure metric places them) and write their /b p m/ and open vowels to the folder's
+    ``aligned_events.json`` (stage2_synthesis.clips.EVENTS_FILE, read by lip-sync training's ``--event-data``). Clips
+    aligned before are kept; the file is rewritten atomically."""
+    import json
+    from pathlib import Path
+
+    from avitalk import audio as audio_io
+    from avitalk.data.manifest import read_manifest
+    from avitalk.io import atomic_write_json
+    from avitalk.stage2_synthesis.clips import EVENTS_FILE
+
+    path = Path(root) / EVENTS_FILE
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [c for c in read_manifest(root) if c.id not in out]
+    if todo:
+        from tqdm import tqdm
+
+        al = WordAligner()
+        for c in tqdm(todo, desc="aligning words", unit="clip", disable=not progress):
+            a = audio_io.load(Path(root) / c.audio)
+            text = c.extra.get("text") or al.transcribe(a.samples)
+            out[c.id] = {"speaker": c.speaker, "text": text,
+                         "events": [list(e) for e in events_from_words(al.align(a.samples, text), align_lag(c.extra))]}
+        atomic_write_json(path, out)
+    return out

@@ -1,11 +1,12 @@
 """Build the embedded default checkpoint from scratch (``make demo-checkpoint``).
 
 SynthTalk corpus (+ labelled real speech, RAVDESS, when its folder is there) -> stage 2 (lip-sync pretraining with
-recording-condition augmentation, on SynthTalk and, given --grid, real talking faces tracked from GRID's videos;
-diffusion prior) -> tiny LM + stage 1 (SynthTalk + real speech) -> the emotion
-reader (SynthTalk + RAVDESS + plain read speech, LibriSpeech; calibrated on leave-speakers-out folds) -> measurements
-(stage 1, stage 2, end to end, real-speech mouth metrics) -> one pipeline folder in float16 with a model card, at
-avitalk/checkpoints/default. Without the real-speech folder the build is SynthTalk-only and the card says so.
+recording-condition augmentation, on SynthTalk and, given --grid, real talking faces tracked from GRID's videos, and
+the lips at plain read speech's aligned /b p m/ and open vowels; diffusion prior) -> tiny LM + stage 1 (SynthTalk +
+real speech) -> the emotion reader (SynthTalk + RAVDESS + plain read speech, LibriSpeech; calibrated on
+leave-speakers-out folds) -> measurements (stage 1, stage 2, end to end, real-speech mouth metrics) -> one pipeline
+folder in float16 with a model card, at avitalk/checkpoints/default. Without the real-speech folder the build is
+SynthTalk-only and the card says so.
 
 Every step keeps its output under --work (default build/demo-checkpoint) and is skipped when already finished, so an
 interrupted build continues where it stopped. Deterministic for a seed (same corpus, same training order).
@@ -127,9 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     if a.reader_only:
         return reader_only(a, cfg, out, work, data, real, read, step, progress)
 
+    # plain read speech teaches the lips its aligned /b p m/ and open vowels (stage2.train.lipsync.event_rows)
+    events = (read,) if (read / "manifest.jsonl").is_file() and int(cfg.stage2.train.lipsync.event_rows) else ()
+    if events:
+        from avitalk.eval.bilabial import align_folder
+
+        step("read speech alignment", (read / "aligned_events.json").is_file(), lambda: align_folder(read, progress))
+
     def train_s2() -> None:
         train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, resume=True, progress=progress,
-                     motion_data=motion)
+                     motion_data=motion, event_data=events)
         (s2 / "train_done").write_text("ok\n")
         if int(cfg.stage2.train.stream.steps):
             (s2 / "stream_done").write_text("ok\n")

@@ -141,3 +141,96 @@ def paused_motion(motion: np.ndarray, lead: int, trail: int, settle: int = 5) ->
     w = w * w * (3 - 2 * w)
     tail = (1 - w) * motion[-1:] + w * rest
     return np.concatenate([np.repeat(rest, lead, 0), motion, tail]).astype(np.float32)
+
+
+# a speech folder's aligned sounds: {clip id: {"speaker", "text", "events": [[kind, s], ...]}}, kinds "bilabial"
+# (/b p m/) and "open" (open vowels), written by eval.bilabial.align_folder (the benchmark's aligner)
+EVENTS_FILE = "aligned_events.json"
+
+
+def read_events(root: Path) -> dict[str, dict]:
+    """A speech folder's aligned sounds (EVENTS_FILE); a clear error when they were never aligned or lack a clip."""
+    import json
+
+    from avitalk.data.manifest import read_manifest
+
+    path = Path(root) / EVENTS_FILE
+    if not path.is_file():
+        raise DatasetError(f"{root}: no {EVENTS_FILE} (its words are aligned by `avitalk train stage2 --event-data`)")
+    ev = json.loads(path.read_text())
+    missing = [c.id for c in read_manifest(root) if c.id not in ev]
+    if missing:
+        raise DatasetError(f"{path}: {len(missing)} clips not aligned (e.g. {missing[0]}); align the folder again")
+    return ev
+
+
+def held_out_speakers(speakers, every: int) -> set[str]:
+    """Every ``every``-th speaker in sorted order (the first included); none when ``every`` <= 0."""
+    return set(sorted(set(speakers))[::every]) if every > 0 else set()
+
+
+QUIET_DB = 30.0  # a pause: frames this far under the clip's loud level (its 95th-percentile frame)
+QUIET_AWAY = 5  # ... and at least this many frames (0.2 s) from every aligned sound
+
+
+class EventBank:
+    """Speech without motion whose lips are taught by its aligned sounds: per clip its 25 fps features, the frames of
+    its /b p m/ and open vowels (:func:`read_events`), and its pauses (``quiet``: frames QUIET_DB under its loud level,
+    QUIET_AWAY frames or more from every aligned sound), where the face rests. Clips of the held-out speakers
+    (``holdout_every``) and clips without a bilabial are left out."""
+
+    def __init__(self, root: Path, cache, holdout_every: int = 5, limit: int | None = None):
+        from avitalk import audio as audio_io
+        from avitalk.data.manifest import read_manifest
+        from avitalk.encoders import to_motion_rate
+        from avitalk.types import MOTION_FPS
+
+        ev = read_events(root)
+        clips = read_manifest(root)
+        self.held_out = held_out_speakers([c.speaker for c in clips], holdout_every)
+        self.ids, self.feats, self.events, self.quiet = [], [], [], []
+        for c in clips:
+            if c.speaker in self.held_out or not any(k == "bilabial" for k, _ in ev[c.id]["events"]):
+                continue
+            f = cache.get(c.id)
+            if f is None:
+                raise DatasetError(f"{c.id}: features missing from {cache.dir}")
+            f = to_motion_rate(f, f.shape[0] // 2)
+            self.ids.append(c.id)
+            self.feats.append(f)
+            self.events.append([(k, float(t) * MOTION_FPS) for k, t in ev[c.id]["events"] if t * MOTION_FPS < len(f)])
+            db = audio_io.loudness_db(audio_io.load(Path(root) / c.audio).samples, len(f))
+            quiet = db < np.percentile(db, 95) - QUIET_DB
+            for _, t in self.events[-1]:
+                quiet[max(0, int(t) - QUIET_AWAY) : int(t) + QUIET_AWAY + 1] = False
+            self.quiet.append(quiet)
+            if limit and len(self.ids) >= limit:
+                break
+        if not self.ids:
+            raise DatasetError(f"{root}: no clip with an aligned /b p m/ outside the held-out speakers")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx, crop: int, rng: np.random.Generator):
+        """Features cropped to ``crop`` frames around one of each clip's bilabials (at least 8 frames, or a quarter of
+        the crop, from its edges when the clip allows), padded; per row its events as (kind, frame in the crop); its
+        pauses [B, crop] (bool)."""
+        import torch
+
+        from avitalk.data.dataset import pad_arrays
+
+        feats, events, quiet = [], [], torch.zeros(len(idx), crop, dtype=torch.bool)
+        for i in idx:
+            f, ev = self.feats[i], self.events[i]
+            s = 0
+            if len(f) > crop:
+                bil = [t for k, t in ev if k == "bilabial"]
+                c = int(bil[int(rng.integers(len(bil)))])
+                edge = min(8, crop // 4)
+                s = int(np.clip(c - rng.integers(edge, crop - edge), 0, len(f) - crop))
+            feats.append(f[s : s + crop].astype(np.float32))
+            events.append([(k, t - s) for k, t in ev if 0 <= t - s < len(feats[-1])])
+            quiet[len(events) - 1, : len(feats[-1])] = torch.as_tensor(self.quiet[i][s : s + crop])
+        x, mask = pad_arrays(feats, crop)
+        return x, mask, events, quiet

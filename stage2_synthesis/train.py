@@ -173,6 +173,36 @@ def lipsync_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return {"loss": total, **out}
 
 
+SEAL_MM = 0.3  # an aligned /b p m/ counts as shut when the smallest lip gap near it is under this (mm)
+OPEN_EVENT_MM = 3.5  # an aligned open vowel counts as open when the largest gap near it is over this (mm)
+EVENT_FRAMES = 2  # frames either side of an aligned sound (80 ms at 25 fps, eval/bilabial.py's window)
+REST_MM = 1.0  # in a pause of speech without motion the lips rest: a gap over this is penalised (mm)
+
+
+def event_loss(gap: torch.Tensor, events: list[list[tuple[str, float]]], mask: torch.Tensor) -> torch.Tensor:
+    """Squared hinges on the lip gap [B, T] (mm) at aligned sounds (:class:`.clips.EventBank`): the smallest gap within
+    EVENT_FRAMES of a bilabial under SEAL_MM, the largest within EVENT_FRAMES of an open vowel over OPEN_EVENT_MM;
+    the mean over the events (zero when there are none)."""
+    terms = []
+    for i, es in enumerate(events):
+        n = int(mask[i].sum())
+        for kind, t in es:
+            a, b = max(0, int(np.floor(t)) - EVENT_FRAMES), min(n, int(np.ceil(t)) + EVENT_FRAMES + 1)
+            if a >= b:
+                continue
+            seg = gap[i, a:b]
+            terms.append(torch.relu(seg.min() - SEAL_MM) ** 2 if kind == "bilabial"
+                         else torch.relu(OPEN_EVENT_MM - seg.max()) ** 2)
+    return torch.stack(terms).mean() if terms else gap.sum() * 0.0
+
+
+def rest_loss(gap: torch.Tensor, quiet: torch.Tensor) -> torch.Tensor:
+    """A squared hinge on the lip gap [B, T] (mm) over REST_MM in the pauses ``quiet`` [B, T] of speech without
+    motion (:class:`.clips.EventBank`): the face at rest when nothing is said; the mean over those frames."""
+    q = quiet.to(gap.dtype)
+    return (torch.relu(gap - REST_MM) ** 2 * q).sum() / q.sum().clamp_min(1)
+
+
 def row_weights(bank: ClipBank, share: float | None) -> np.ndarray | None:
     """Per-clip sampling probabilities for lip-sync batches: clips of the first corpus share 1 - ``share``, those of
     the others ``share`` (each corpus's clips equally likely); None (uniform over clips) with one corpus or no share."""
@@ -192,7 +222,8 @@ def row_weights(bank: ClipBank, share: float | None) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------------ main
 def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLike, phase: str = "all",
                  resume: bool = False, progress: bool = True, limit: int | None = None,
-                 motion_data: tuple[str | os.PathLike, ...] = ()) -> dict[str, Any]:
+                 motion_data: tuple[str | os.PathLike, ...] = (),
+                 event_data: tuple[str | os.PathLike, ...] = ()) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -267,6 +298,21 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         pc_ = (cache_paused_features(d, synth.audio_encoder, pauses, seed=int(cfg.seed),
                                      progress=progress and acc.is_main_process) if pauses else None)
         banks.append(ClipBank(d, "train", c, limit, a, copies, pc_, pauses, int(cfg.seed)))
+    # speech without motion whose aligned sounds teach the lips (stage2.train.lipsync.event_rows)
+    ebank = None
+    if event_data and int(tc.lipsync.event_rows) > 0 and phase in ("lipsync", "all"):
+        from .clips import EventBank
+
+        ebanks = [EventBank(Path(d), cache_dataset_features(Path(d), synth.audio_encoder,
+                                                           progress=progress and acc.is_main_process),
+                            int(tc.lipsync.event_holdout_every), limit)
+                  for d in event_data]
+        ebank = ebanks[0]
+        for b in ebanks[1:]:
+            ebank.ids += b.ids
+            ebank.feats += b.feats
+            ebank.events += b.events
+            ebank.held_out |= b.held_out
     timings["features_s"] = time.perf_counter() - t
     lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
@@ -302,6 +348,14 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(lc.warmup), int(lc.steps)))
         enc, dec = acc.prepare_model(synth.style_encoder), acc.prepare_model(synth.decoder)
         enc.train(), dec.train()
+        if ebank is not None:
+            if gap_ids is None:
+                from avitalk.config import ConfigError
+
+                raise ConfigError("stage2.train.lipsync.event_rows needs the lip gap (gap_weight > 0 and a head "
+                                  "model with lips)")
+            lip_subset = model.subset(lips).to(acc.device)
+            plain = [i for i, lab in enumerate(train.labels) if lab["emotion"] == "neutral"] or list(range(len(train)))
 
         def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = (brng.integers(0, len(lip_bank), int(lc.batch_size)) if lip_p is None
@@ -313,8 +367,26 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                                                speech_only).items()}
             pred = dec(b["feats"], enc(b["partner"], b["partner_mask"]), b["mask"])
             lips_only = torch.as_tensor(tracked, device=acc.device) if str(lc.motion_data_loss) == "lips" else None
-            return (lipsync_losses(pred.float(), b["motion"], b["loss_mask"], synth.decoder, subset, lip_ids, lc,
-                                   gap_ids, lips_only), [lip_bank.ids[i] for i in idx])
+            losses = lipsync_losses(pred.float(), b["motion"], b["loss_mask"], synth.decoder, subset, lip_ids, lc,
+                                    gap_ids, lips_only)
+            ids = [lip_bank.ids[i] for i in idx]
+            if ebank is not None:
+                # rows of speech without motion, styled by a neutral clip of the main corpus ("a person speaks")
+                eidx = brng.integers(0, len(ebank), int(lc.event_rows))
+                x, m, events, quiet = ebank.batch(eidx, int(lc.crop_frames), brng)
+                crop, styles = int(lc.crop_frames), []
+                for j in (plain[int(brng.integers(len(plain)))] for _ in eidx):
+                    s0 = crop_start(len(lip_bank.motion[j]), crop, brng)
+                    styles.append(lip_bank.motion[j][s0 : s0 + crop])
+                pm, pmask = _pad(styles)
+                ep = dec(x.to(acc.device), enc(pm.to(acc.device), pmask.to(acc.device)), m.to(acc.device)).float()
+                flat = ep.reshape(-1, ep.shape[-1])
+                g = FlameModel.lip_gap(lip_subset(flat[:, :-3], flat[:, -3:]), *gap_ids).reshape(ep.shape[:2])
+                losses["events_mm2"] = event_loss(g, events, m)
+                losses["rest_mm2"] = rest_loss(g, quiet.to(acc.device))
+                losses["loss"] = losses["loss"] + float(lc.event_weight) * (losses["events_mm2"] + losses["rest_mm2"])
+                ids += [ebank.ids[i] for i in eidx]
+            return losses, ids
 
         def save_lipsync() -> None:
             save_module(synth.style_encoder, out / "style_encoder.safetensors")
@@ -425,6 +497,10 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         atomic_write_json(out / "history.json", history)
         atomic_write_json(out / "train_info.json", {"timings": timings, "train_clips": len(train), "phase": phase,
                                                     "motion_data": [str(d) for d in motion_data],
+                                                    "event_data": [str(d) for d in event_data],
+                                                    "event_clips": len(ebank) if ebank is not None else 0,
+                                                    "event_held_out_speakers": (sorted(ebank.held_out)
+                                                                                if ebank is not None else []),
                                                     "config": OmegaConf.to_container(cfg)})
     if writer:
         writer.close()

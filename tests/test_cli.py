@@ -148,6 +148,8 @@ def test_train_stage2_bad_input(tmp_path, cli):
     assert code == 2 and "no such config file" in err
     code, _, err = cli("train", "stage2", "--data", tmp_path, "--out", tmp_path / "o")
     assert code == 2 and "no manifest.jsonl" in err
+    code, _, err = cli("train", "stage2", "--data", tmp_path, "--out", tmp_path / "o", "--event-data", tmp_path / "x")
+    assert code == 2 and "--event-data" in err and "no manifest.jsonl" in err and "Traceback" not in err
 
 
 def test_data_say_speaks_with_an_emotion(tmp_path, cli):

@@ -331,6 +331,41 @@ def test_word_alignment_finds_bilabials_where_espeak_put_them(synth_clips):
     assert pooled(scores)["bilabial_closure_rate"] >= 0.7
 
 
+def test_align_folder_writes_the_aligned_sounds_lip_sync_training_reads(synth_clips, tmp_path):
+    """eval.bilabial.align_folder: every clip's /b p m/ and open vowels (the known transcript, aligned as the closure
+    metric aligns it) in the folder's aligned_events.json, reused by a second call; EventBank refuses a folder that
+    was never aligned or lacks a clip, with one clear line."""
+    import json
+    import shutil
+
+    from avitalk.data.manifest import read_manifest
+    from avitalk.errors import DatasetError
+    from avitalk.eval.bilabial import align_folder
+    from avitalk.stage2_synthesis.clips import EVENTS_FILE, read_events
+
+    d = tmp_path / "st"
+    shutil.copytree(synth_clips, d)
+    man = d / "manifest.jsonl"
+    lines = man.read_text().splitlines()[:3]
+    man.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match="no aligned_events.json"):
+        read_events(d)
+    ev = align_folder(d, progress=False)
+    clips = read_manifest(d)
+    assert set(ev) == {c.id for c in clips} and json.loads((d / EVENTS_FILE).read_text()) == ev
+    for c in clips:
+        assert ev[c.id]["text"] == c.extra["text"] and ev[c.id]["speaker"] == c.speaker
+        kinds = {k for k, _ in ev[c.id]["events"]}
+        assert kinds <= {"bilabial", "open"} and all(0 <= t <= c.duration for _, t in ev[c.id]["events"])
+    assert sum(k == "bilabial" for c in clips for k, _ in ev[c.id]["events"]) >= 2
+    stamp = (d / EVENTS_FILE).stat().st_mtime_ns
+    assert align_folder(d, progress=False) == ev and (d / EVENTS_FILE).stat().st_mtime_ns == stamp  # nothing new
+    assert read_events(d) == ev
+    man.write_text("\n".join(lines + [json.dumps({**json.loads(lines[0]), "id": "new"})]) + "\n")
+    with pytest.raises(DatasetError, match="1 clips not aligned"):
+        read_events(d)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_qformer_utterance_statistics_ignore_padding():
     import torch

@@ -382,37 +382,87 @@ def test_live_decoder_learns_from_the_windows_a_stream_encodes(tmp_path):
     assert s.stream_decoder is None and s.live_decoder is s.decoder
 
 
+def test_event_loss_hinges_on_the_lip_gap_at_aligned_sounds():
+    """A bilabial counts the smallest gap within 2 frames over 0.3 mm, an open vowel the largest under 3.5 mm; frames
+    past a row's length are not read; no events, no loss. In a pause, a gap over 1 mm counts."""
+    import torch
+
+    from avitalk.stage2_synthesis.train import event_loss, rest_loss
+
+    gap = torch.full((2, 10), 2.0)
+    gap[0, 3] = 0.1  # shut within 2 frames of the bilabial at frame 5
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 8:] = False
+    assert event_loss(gap, [[("bilabial", 5.0)], []], mask).item() == 0.0
+    assert abs(event_loss(gap, [[("bilabial", 8.0)], []], mask).item() - 1.7**2) < 1e-5  # frames 6-10: 2 mm
+    assert abs(event_loss(gap, [[], [("open", 4.0)]], mask).item() - 1.5**2) < 1e-5
+    gap[1, 9] = 9.0  # past row 1's length: not read
+    assert abs(event_loss(gap, [[], [("open", 8.0)]], mask).item() - 1.5**2) < 1e-5
+    assert event_loss(gap, [[], []], mask).item() == 0.0
+    quiet = torch.zeros(2, 10, dtype=torch.bool)
+    assert rest_loss(gap, quiet).item() == 0.0  # no pause, no loss
+    quiet[0, 3:5] = True  # gaps 0.1 and 2.0 mm in a pause: (0 + 1) / 2
+    assert abs(rest_loss(gap, quiet).item() - 0.5) < 1e-6
+
+
 @pytest.mark.slow
-def test_read_bilabials_script_shuts_the_lips_at_aligned_bilabials(tmp_path):
-    """scripts/read_bilabials.py (an experiment, docs/real-faces.md): on a trained stage 2, the fine-tune pushes the
-    decoder's lips shut at the read clips' aligned /b p m/ (here given as OUT/events.json, which it reuses) and writes
-    the decoder and the held-out closure before and after."""
-    import importlib.util
+def test_event_rows_teach_the_lips_to_shut_at_aligned_bilabials(tmp_path):
+    """--event-data: speech without motion joins lip-sync pretraining through its aligned sounds (read from
+    aligned_events.json, as eval/bilabial.py's aligner writes it); every fifth speaker is held out; the decoder trained
+    with the rows shuts the lips at the bilabials of the clips it trained on, which the same training without them
+    does not."""
     import json
-    from pathlib import Path
+
+    import torch
 
     from avitalk.data.manifest import read_manifest
     from avitalk.data.synthtalk import generate
+    from avitalk.encoders.cache import cache_dataset_features
+    from avitalk.flame import FlameModel
+    from avitalk.stage2_synthesis.clips import ClipBank, EventBank
     from avitalk.stage2_synthesis.train import train_stage2
 
-    generate(tmp_path / "d", 10, seed=3, workers=1, progress=False)
-    cfg = tiny_stage2_cfg()
-    cfg.stage2.train.pause_copies = 1
-    train_stage2(cfg, tmp_path / "d", tmp_path / "ck", progress=False)
-    clips = read_manifest(tmp_path / "d")
-    out = tmp_path / "out"
-    out.mkdir()
-    events = {c.id: {"speaker": f"s{k}", "events": [["bilabial", t] for t in (0.6, 1.2, 1.8)] + [["open", 0.9]]}
+    generate(tmp_path / "d", 8, seed=5, workers=1, progress=False)
+    generate(tmp_path / "r", 10, seed=7, workers=1, progress=False)
+    man = tmp_path / "r" / "manifest.jsonl"  # ten speakers
+    man.write_text("".join(json.dumps({**json.loads(line), "speaker": f"s{k}"}) + "\n"
+                           for k, line in enumerate(man.read_text().splitlines())))
+    clips = read_manifest(tmp_path / "r")
+    events = {c.id: {"speaker": c.speaker, "text": "", "events": [["bilabial", t] for t in (0.4, 1.0, 1.6)]}
               for k, c in enumerate(clips)}
-    (out / "events.json").write_text(json.dumps(events))
-    path = Path(__file__).resolve().parents[1] / "scripts" / "read_bilabials.py"
-    spec = importlib.util.spec_from_file_location("_read_bilabials", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    d = str(tmp_path / "d")
-    mod.main(["--stage2", str(tmp_path / "ck"), "--data", d, "--grid", d, "--read", d, "--out", str(out),
-              "--steps", "60", "--lr", "3e-3", "--distill", "1"])
-    res = json.loads((out / "held_out.json").read_text())
-    assert res["before"]["bilabials"] == res["after"]["bilabials"] > 0
-    assert res["after"]["closed"] > res["before"]["closed"]  # (0 of 6 -> 6 of 6 here)
-    assert (out / "decoder.safetensors").stat().st_size > 0
+    (tmp_path / "r" / "aligned_events.json").write_text(json.dumps(events))
+    cfg = tiny_stage2_cfg()
+    lc = cfg.stage2.train.lipsync
+    lc.steps, lc.gap_weight, lc.event_rows, lc.event_weight, lc.lr = 80, 1.0, 4, 5.0, 3e-3
+    r = train_stage2(cfg, tmp_path / "d", tmp_path / "ev", phase="lipsync", progress=False,
+                     event_data=(tmp_path / "r",))
+    info = json.loads((tmp_path / "ev" / "train_info.json").read_text())
+    assert info["event_held_out_speakers"] == ["s0", "s5"] and info["event_clips"] == 8
+    assert all("events_mm2" in h for h in r["history"]["lipsync"])
+    ids = {i for h in r["history"]["lipsync"] for rank in h["clips_by_rank"] for i in rank}
+    assert ids & set(events) - {clips[0].id, clips[5].id} and not ids & {clips[0].id, clips[5].id}
+    lc.event_rows = 0
+    plain = train_stage2(cfg, tmp_path / "d", tmp_path / "plain", phase="lipsync", progress=False)
+
+    head = FlameModel.from_spec("standin")
+    lips = head.region("lips")
+    up, lo = head.lip_midline()
+    sub = head.subset(lips)
+    gi = (torch.as_tensor(np.flatnonzero(np.isin(lips, up))), torch.as_tensor(np.flatnonzero(np.isin(lips, lo))))
+    syn = r["synthesizer"]
+    bank = EventBank(tmp_path / "r", cache_dataset_features(tmp_path / "r", syn.audio_encoder, progress=False))
+    style = torch.as_tensor(ClipBank(tmp_path / "d", "train", cache_dataset_features(
+        tmp_path / "d", syn.audio_encoder, progress=False)).motion[0])[None]
+
+    def shut(s) -> float:  # the smallest lip gap within 2 frames of each bilabial, mean over the clips (mm)
+        out = []
+        with torch.no_grad():
+            zs = s.style_encoder(style, torch.ones(style.shape[:2], dtype=torch.bool))
+            for f, ev in zip(bank.feats, bank.events):
+                p = s.decoder(torch.as_tensor(f, dtype=torch.float32)[None], zs)[0]
+                g = FlameModel.lip_gap(sub(p[:, :-3], p[:, -3:]), *gi).numpy()
+                out += [g[max(0, int(t) - 2) : int(t) + 3].min() for _, t in ev]
+        return float(np.mean(out))
+
+    with_rows, without = shut(syn), shut(plain["synthesizer"])
+    assert with_rows < 0.5 * without, (with_rows, without)

@@ -22,6 +22,10 @@ def train_stage2_cmd(
     motion_data: Optional[list[Path]] = typer.Option(None, "--motion-data", help="More motion for lip-sync pretraining, e.g. "
                                                      "tracked real faces (avitalk data grid); repeatable. The prior "
                                                      "learns styles from --data only."),
+    event_data: Optional[list[Path]] = typer.Option(None, "--event-data", help="Speech without motion (e.g. avitalk "
+                                                    "data speech of plain read speech) whose aligned /b p m/ and open "
+                                                    "vowels teach the lips in lip-sync pretraining "
+                                                    "(stage2.train.lipsync.event_rows); repeatable."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Config overrides, e.g. stage2.train.lipsync.steps=200."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -34,9 +38,17 @@ def train_stage2_cmd(
     for d in motion_data or ():
         if not (d / "manifest.jsonl").is_file():
             _fail(f"--motion-data {d}: no manifest.jsonl (not a dataset folder)")
+    for d in event_data or ():
+        if not (d / "manifest.jsonl").is_file():
+            _fail(f"--event-data {d}: no manifest.jsonl (not a dataset folder)")
     cfg = _load_config(config, set_)
+    if event_data and int(cfg.stage2.train.lipsync.event_rows):
+        from avitalk.eval.bilabial import align_folder
+
+        for d in event_data:
+            align_folder(d, progress=not quiet)
     r = train_stage2(cfg, data, out, phase=phase, resume=resume, progress=not quiet,
-                     motion_data=tuple(motion_data or ()))
+                     motion_data=tuple(motion_data or ()), event_data=tuple(event_data or ()))
     t = r["timings"]
     typer.echo("trained stage 2 in " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()) + f" -> {out}")
     if evaluate:
