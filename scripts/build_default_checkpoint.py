@@ -369,12 +369,16 @@ def model_card(cfg, m: dict) -> str:
     real = m["data"].get("real_speech")
     read = m["data"].get("read_speech")
     read_licence = ""
+    lips = int(OmegaConf.select(cfg, "stage2.train.lipsync.event_rows", default=0) or 0) > 0
     if read:
-        read_licence = ("\n\nThe emotion reader also learned plain read English from **LibriSpeech** (CC BY 4.0): "
+        who = "The emotion reader and stage 2's lips" if lips else "The emotion reader"
+        read_licence = (f"\n\n{who} also learned plain read English from **LibriSpeech** (CC BY 4.0): "
                         "Panayotov V, Chen G, Povey D, Khudanpur S (2015), Librispeech: an ASR corpus based on public "
                         "domain audio books, ICASSP 2015.")
         read = (f", and plain read speech for the emotion reader: {read['clips']} LibriSpeech utterances of "
-                f"{read['clips']} speakers, labelled neutral")
+                f"{read['clips']} speakers, labelled neutral" + (
+                    "; their words aligned by the embedded Whisper, stage 2's lips learned to shut at their /b p m/, "
+                    "open at their open vowels and rest in their pauses (every fifth speaker held out)" if lips else ""))
     read = read or ""
     faces = m.get("real_faces")
     faces_text = ""
