@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def train_live() -> None:  # the live decoder alone, for a stage 2 trained before it existed
         train_stage2(OmegaConf.create(OmegaConf.to_container(cfg)), data, s2, phase="stream", resume=True,
-                     progress=progress, motion_data=motion)
+                     progress=progress, motion_data=motion, event_data=events)
         (s2 / "stream_done").write_text("ok\n")
 
     def live_step() -> None:

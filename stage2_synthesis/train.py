@@ -300,7 +300,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         banks.append(ClipBank(d, "train", c, limit, a, copies, pc_, pauses, int(cfg.seed)))
     # speech without motion whose aligned sounds teach the lips (stage2.train.lipsync.event_rows)
     ebank = None
-    if event_data and int(tc.lipsync.event_rows) > 0 and phase in ("lipsync", "all"):
+    if event_data and int(tc.lipsync.event_rows) > 0 and (phase in ("lipsync", "all") or streaming):
         from .clips import EventBank
 
         ebanks = [EventBank(Path(d), cache_dataset_features(Path(d), synth.audio_encoder,
@@ -341,6 +341,33 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             gap_ids = (torch.as_tensor(np.flatnonzero(np.isin(lips, up)), device=acc.device),
                        torch.as_tensor(np.flatnonzero(np.isin(lips, lo)), device=acc.device))
 
+    if ebank is not None:
+        if gap_ids is None:
+            from avitalk.config import ConfigError
+
+            raise ConfigError("stage2.train.lipsync.event_rows needs the lip gap (gap_weight > 0 and a head model with "
+                              "lips)")
+        lip_subset = model.subset(lips).to(acc.device)
+        plain = [i for i, lab in enumerate(train.labels) if lab["emotion"] == "neutral"] or list(range(len(train)))
+
+    def event_rows(net, style, brng, losses: dict[str, torch.Tensor]) -> list[str]:
+        """``event_rows`` rows of speech without motion through ``net``, styled by ``style`` (the style encoder) of a
+        neutral clip of the main corpus ("a person speaks"); their hinges added to ``losses``; their clip ids."""
+        eidx = brng.integers(0, len(ebank), int(lc.event_rows))
+        x, m, events, quiet = ebank.batch(eidx, int(lc.crop_frames), brng)
+        crop, styles = int(lc.crop_frames), []
+        for j in (plain[int(brng.integers(len(plain)))] for _ in eidx):
+            s0 = crop_start(len(train.motion[j]), crop, brng)
+            styles.append(train.motion[j][s0 : s0 + crop])
+        pm, pmask = _pad(styles)
+        ep = net(x.to(acc.device), style(pm.to(acc.device), pmask.to(acc.device)), m.to(acc.device)).float()
+        flat = ep.reshape(-1, ep.shape[-1])
+        g = FlameModel.lip_gap(lip_subset(flat[:, :-3], flat[:, -3:]), *gap_ids).reshape(ep.shape[:2])
+        losses["events_mm2"] = event_loss(g, events, m)
+        losses["rest_mm2"] = rest_loss(g, quiet.to(acc.device))
+        losses["loss"] = losses["loss"] + float(lc.event_weight) * (losses["events_mm2"] + losses["rest_mm2"])
+        return [ebank.ids[i] for i in eidx]
+
     # ------------------------------------------------ phase 1: lip-sync pretraining
     if phase in ("lipsync", "all"):
         params = list(synth.style_encoder.parameters()) + list(synth.decoder.parameters())
@@ -348,14 +375,6 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(lc.warmup), int(lc.steps)))
         enc, dec = acc.prepare_model(synth.style_encoder), acc.prepare_model(synth.decoder)
         enc.train(), dec.train()
-        if ebank is not None:
-            if gap_ids is None:
-                from avitalk.config import ConfigError
-
-                raise ConfigError("stage2.train.lipsync.event_rows needs the lip gap (gap_weight > 0 and a head "
-                                  "model with lips)")
-            lip_subset = model.subset(lips).to(acc.device)
-            plain = [i for i, lab in enumerate(train.labels) if lab["emotion"] == "neutral"] or list(range(len(train)))
 
         def lipsync_step(brng) -> tuple[dict[str, torch.Tensor], list[str]]:
             idx = (brng.integers(0, len(lip_bank), int(lc.batch_size)) if lip_p is None
@@ -371,21 +390,7 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
                                     gap_ids, lips_only)
             ids = [lip_bank.ids[i] for i in idx]
             if ebank is not None:
-                # rows of speech without motion, styled by a neutral clip of the main corpus ("a person speaks")
-                eidx = brng.integers(0, len(ebank), int(lc.event_rows))
-                x, m, events, quiet = ebank.batch(eidx, int(lc.crop_frames), brng)
-                crop, styles = int(lc.crop_frames), []
-                for j in (plain[int(brng.integers(len(plain)))] for _ in eidx):
-                    s0 = crop_start(len(lip_bank.motion[j]), crop, brng)
-                    styles.append(lip_bank.motion[j][s0 : s0 + crop])
-                pm, pmask = _pad(styles)
-                ep = dec(x.to(acc.device), enc(pm.to(acc.device), pmask.to(acc.device)), m.to(acc.device)).float()
-                flat = ep.reshape(-1, ep.shape[-1])
-                g = FlameModel.lip_gap(lip_subset(flat[:, :-3], flat[:, -3:]), *gap_ids).reshape(ep.shape[:2])
-                losses["events_mm2"] = event_loss(g, events, m)
-                losses["rest_mm2"] = rest_loss(g, quiet.to(acc.device))
-                losses["loss"] = losses["loss"] + float(lc.event_weight) * (losses["events_mm2"] + losses["rest_mm2"])
-                ids += [ebank.ids[i] for i in eidx]
+                ids += event_rows(dec, enc, brng, losses)
             return losses, ids
 
         def save_lipsync() -> None:
@@ -422,8 +427,16 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
             with torch.no_grad():
                 z = synth.style_encoder(b["partner"], b["partner_mask"])
             pred = ldec(b["feats"], z, b["mask"])
-            return (lipsync_losses(pred.float(), b["motion"], b["mask"], live, subset, lip_ids, lc, gap_ids),
-                    [train.ids[i] for i in idx])
+            losses = lipsync_losses(pred.float(), b["motion"], b["mask"], live, subset, lip_ids, lc, gap_ids)
+            ids = [train.ids[i] for i in idx]
+            if ebank is not None:  # the lips of speech without motion, as the offline decoder learned them
+
+                def frozen_style(m, mask):
+                    with torch.no_grad():
+                        return synth.style_encoder(m, mask)
+
+                ids += event_rows(ldec, frozen_style, brng, losses)
+            return losses, ids
 
         t = time.perf_counter()
         run_phase(acc, Phase("stream", 3, int(sc.steps), stream_step, lparams, opt, sched, {STREAM_DECODER: live},

@@ -466,3 +466,8 @@ def test_event_rows_teach_the_lips_to_shut_at_aligned_bilabials(tmp_path):
 
     with_rows, without = shut(syn), shut(plain["synthesizer"])
     assert with_rows < 0.5 * without, (with_rows, without)
+    lc.event_rows = 4  # the live decoder learns the same rows beside its stream windows
+    cfg.stage2.train.stream = {"steps": 3, "batch_size": 4, "windows": 2}
+    r = train_stage2(cfg, tmp_path / "d", tmp_path / "ev", phase="stream", resume=True, progress=False,
+                     event_data=(tmp_path / "r",))
+    assert r["history"]["stream"] and all("events_mm2" in h and "rest_mm2" in h for h in r["history"]["stream"])
