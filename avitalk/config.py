@@ -94,9 +94,9 @@ class LipsyncTrainConfig:
     # left to the main corpus's rest)
     motion_data_frames: str = "all"
     # with speech without motion (``train_stage2(event_data=...)``, e.g. plain read speech): rows of it added to every
-    # lip-sync and live-decoder batch, whose loss is the lips at its aligned sounds (shut at /b p m/, open at open vowels: squared hinges on the
-    # lip gap in mm, stage2_synthesis.train.event_loss) weighted event_weight; every event_holdout_every-th speaker is
-    # held out (to measure on)
+    # lip-sync and live-decoder batch, whose loss is the lips at its aligned sounds (shut at /b p m/, open at open
+    # vowels, at rest in pauses: squared hinges on the lip gap in mm, stage2_synthesis.train.event_loss and rest_loss)
+    # weighted event_weight; every event_holdout_every-th speaker is held out (to measure on)
     event_rows: int = 0
     event_weight: float = 0.05
     event_holdout_every: int = 5
