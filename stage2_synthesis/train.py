@@ -10,9 +10,9 @@ clip of the same speaker, emotion and intensity (same emotion and intensity when
 carries style, not lip content. Losses: coefficient L2, vertex L2 through the FLAME model (extra weight on the
 lips), velocity L2. With ``event_data`` (speech without motion whose words are aligned, e.g. plain read speech),
 ``stage2.train.lipsync.event_rows`` rows of it join every lip-sync and live-decoder batch, their loss the lip gap at
-the aligned sounds alone (:func:`event_loss`, :func:`rest_loss`). Prior phase: the frozen style encoder maps every training clip to its z; the prior learns
-p(z | instruction) from the clip's instruction paraphrases plus augmented ones (emotion only, or a random subset
-of its action units; and, with ``conflict_probability``, its emotion word with another emotion's action phrases, so
+the aligned sounds alone (:func:`event_loss`, :func:`rest_loss`). Prior phase: the frozen style encoder maps every
+training clip to its z; the prior learns p(z | instruction) from the clip's instruction paraphrases plus augmented
+ones (emotion only, or a random subset of its action units; and, with ``conflict_probability``, its emotion word with another emotion's action phrases, so
 that the emotion word wins when the two disagree).
 
 Live-decoder phase (``decoder_stream.safetensors``, used by ``avitalk live``): a copy of the lip-sync decoder
