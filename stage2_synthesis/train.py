@@ -12,8 +12,8 @@ lips), velocity L2. With ``event_data`` (speech without motion whose words are a
 ``stage2.train.lipsync.event_rows`` rows of it join every lip-sync and live-decoder batch, their loss the lip gap at
 the aligned sounds alone (:func:`event_loss`, :func:`rest_loss`). Prior phase: the frozen style encoder maps every
 training clip to its z; the prior learns p(z | instruction) from the clip's instruction paraphrases plus augmented
-ones (emotion only, or a random subset of its action units; and, with ``conflict_probability``, its emotion word with another emotion's action phrases, so
-that the emotion word wins when the two disagree).
+ones (emotion only, or a random subset of its action units; and, with ``conflict_probability``, its emotion word
+with another emotion's action phrases, so that the emotion word wins when the two disagree).
 
 Live-decoder phase (``decoder_stream.safetensors``, used by ``avitalk live``): a copy of the lip-sync decoder
 fine-tuned, style encoder frozen, on the windows a live stream encodes: the last ``context_s`` seconds heard encoded
