@@ -64,8 +64,9 @@ demo:
 	@echo "edit out/demo/run/instruction.txt, then: avitalk run out/demo/speech.wav -o out/demo/edited --instruction-file out/demo/run/instruction.txt"
 
 # Rebuild the embedded default checkpoint from scratch (SynthTalk corpus, both stages, measurements, model card):
-# about 66 minutes on 2 CPU cores with GRID (72 timed as one run before stage 1 stopped fitting a reader the build
-# replaces: docs/measurements.md); resumes after an interruption (work in build/demo-checkpoint).
+# about 75 minutes on 2 CPU cores with GRID (72 timed as one run before stage 1 stopped fitting a reader the build
+# replaces, docs/measurements.md; read speech's lips add about 9, docs/real-faces.md); resumes after an interruption
+# (work in build/demo-checkpoint).
 # GRID=folder (GRID_FITS=its fits): real faces in stage 2's lip-sync pretraining (docs/real-faces.md).
 GRID ?=
 GRID_FITS ?=
