@@ -183,7 +183,7 @@ class EventBank:
         from avitalk import audio as audio_io
         from avitalk.data.manifest import read_manifest
         from avitalk.encoders import to_motion_rate
-        from avitalk.types import MOTION_FPS
+        from avitalk.types import FEATURES_PER_FRAME, MOTION_FPS
 
         ev = read_events(root)
         clips = read_manifest(root)
@@ -195,7 +195,7 @@ class EventBank:
             f = cache.get(c.id)
             if f is None:
                 raise DatasetError(f"{c.id}: features missing from {cache.dir}")
-            f = to_motion_rate(f, f.shape[0] // 2)
+            f = to_motion_rate(f, f.shape[0] // FEATURES_PER_FRAME)
             self.ids.append(c.id)
             self.feats.append(f)
             self.events.append([(k, float(t) * MOTION_FPS) for k, t in ev[c.id]["events"] if t * MOTION_FPS < len(f)])
@@ -211,6 +211,15 @@ class EventBank:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def concat(cls, banks: list["EventBank"]) -> "EventBank":
+        """One bank holding the clips of several (speech folders); their held-out speakers together."""
+        out = cls.__new__(cls)
+        for name in ("ids", "feats", "events", "quiet"):
+            setattr(out, name, [x for b in banks for x in getattr(b, name)])
+        out.held_out = set().union(*(b.held_out for b in banks))
+        return out
 
     def batch(self, idx, crop: int, rng: np.random.Generator):
         """Features cropped to ``crop`` frames around one of each clip's bilabials (at least 8 frames, or a quarter of

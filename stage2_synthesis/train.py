@@ -305,16 +305,9 @@ def train_stage2(cfg: DictConfig, data: str | os.PathLike, out: str | os.PathLik
     if event_data and int(tc.lipsync.event_rows) > 0 and (phase in ("lipsync", "all") or streaming):
         from .clips import EventBank
 
-        ebanks = [EventBank(Path(d), cache_dataset_features(Path(d), synth.audio_encoder,
-                                                           progress=progress and acc.is_main_process),
-                            int(tc.lipsync.event_holdout_every), limit)
-                  for d in event_data]
-        ebank = ebanks[0]
-        for b in ebanks[1:]:
-            ebank.ids += b.ids
-            ebank.feats += b.feats
-            ebank.events += b.events
-            ebank.held_out |= b.held_out
+        ebank = EventBank.concat([EventBank(Path(d), cache_dataset_features(Path(d), synth.audio_encoder,
+                                                                           progress=progress and acc.is_main_process),
+                                            int(tc.lipsync.event_holdout_every), limit) for d in event_data])
     timings["features_s"] = time.perf_counter() - t
     lip_bank = ClipBank.concat(banks, str(tc.lipsync.motion_data_partners)) if len(banks) > 1 else train
     lip_p = row_weights(lip_bank, tc.lipsync.motion_data_share)
